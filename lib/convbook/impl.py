@@ -1,0 +1,573 @@
+"""Chapter 11: how a convolution is computed — direct loops, im2col + GEMM, and the FFT.
+
+Every function here takes the arguments of ``torch.nn.functional.conv2d``,
+``(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1)``, and computes
+
+    y[n, o, u, v] = b[o] + Σ_i Σ_a Σ_c W[o, i, a, c] · x_pad[n, g·C_in/G + i, s_h u + d_h a, s_w v + d_w c]
+
+(``g = o // (C_out/G)`` the group of output channel ``o``) by a different algorithm:
+
+* :func:`conv2d_direct` — the loop nest over kernel taps, vectorised over batch, channels
+  and output positions;
+* :func:`conv2d_im2col` — unfold every receptive field into a column of a
+  ``(C_in k_h k_w, H_out W_out)`` matrix (:func:`im2col`) and multiply by the
+  ``(C_out, C_in k_h k_w)`` weight matrix: one GEMM per group;
+* :func:`conv2d_fft` — the convolution theorem: a cross-correlation is a convolution with
+  the flipped kernel, a convolution is a pointwise product of DFTs, and a length-L
+  *circular* convolution equals the linear one at every index ``n ≥ N + K - 1 - L``
+  (:func:`circular_alias_free`), so a transform as long as the padded input suffices for
+  the outputs a convolution layer keeps.
+
+Winograd's minimal filtering is in :mod:`convbook.winograd`, the Triton kernel in
+:mod:`convbook.triton_conv`.  Validity rules shared by all (``ValueError`` naming the rule):
+``x`` is ``(N, C_in, H, W)``, ``weight`` is ``(C_out, C_in/G, k_h, k_w)``, ``G`` divides
+``C_in`` and ``C_out``, ``bias`` is ``(C_out,)``, stride and dilation ≥ 1, padding ≥ 0, the
+dilated kernel fits in the padded input, x and weight share dtype and device.  String
+padding (``'same'``, ``'valid'``) raises ``NotImplementedError``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .claims import Tally, claim
+from .numerics import DTYPE, as_tuple, check_device, generator, randint, randn
+from .shapes import conv_output_size
+
+__all__ = [
+    "ConvParams",
+    "conv_params",
+    "conv2d_direct",
+    "im2col",
+    "conv2d_im2col",
+    "im2col_blowup",
+    "circular_conv1d",
+    "circular_alias_free",
+    "conv2d_fft",
+    "direct_mults",
+    "fft_mults",
+    "fft_crossover_kernel",
+    "float32_errors",
+    "time_algorithms",
+    "plot_im2col",
+    "plot_fft_crossover",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConvParams:
+    """Validated shapes and hyper-parameters of one ``F.conv2d`` call."""
+
+    n: int
+    c_in: int
+    h: int
+    w: int
+    c_out: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    h_out: int
+    w_out: int
+
+    @property
+    def c_in_g(self) -> int:
+        return self.c_in // self.groups
+
+    @property
+    def c_out_g(self) -> int:
+        return self.c_out // self.groups
+
+
+def conv_params(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+                dilation=1, groups: int = 1, *, who: str = "conv2d") -> ConvParams:
+    """Check the arguments of an ``F.conv2d``-like call and return their shapes.
+
+    Raises ``ValueError`` naming the broken rule (shapes, groups, bias, stride ≥ 1,
+    padding ≥ 0, dilation ≥ 1, dilated kernel fits the padded input, same dtype/device)
+    and ``NotImplementedError`` for string padding.
+    """
+    if isinstance(padding, str):
+        raise NotImplementedError(f"{who}: string padding ({padding!r}) is not supported; pass integer padding")
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"{who}: x must be a 4-D tensor (N, C_in, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        raise ValueError(f"{who}: weight must be a 4-D tensor (C_out, C_in/groups, k_h, k_w), "
+                         f"got shape {tuple(getattr(weight, 'shape', ()))}")
+    if x.dtype != weight.dtype or x.device != weight.device:
+        raise ValueError(f"{who}: x and weight must share dtype and device, got {x.dtype}/{x.device} and "
+                         f"{weight.dtype}/{weight.device}")
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{who}: groups must be an int >= 1, got {groups!r}")
+    n, c_in, h, w = x.shape
+    c_out, c_in_g, kh, kw = weight.shape
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"{who}: groups must divide C_in and C_out, got groups={groups}, C_in={c_in}, C_out={c_out}")
+    if c_in_g * groups != c_in:
+        raise ValueError(f"{who}: weight has {c_in_g} input channels per group but x has C_in/groups = "
+                         f"{c_in}/{groups} = {c_in // groups}")
+    if bias is not None and (not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (c_out,)):
+        raise ValueError(f"{who}: bias must have shape ({c_out},), got {tuple(getattr(bias, 'shape', ()))}")
+    s = as_tuple(stride, 2, "stride")
+    p = as_tuple(padding, 2, "padding")
+    d = as_tuple(dilation, 2, "dilation")
+    if min(s) < 1:
+        raise ValueError(f"{who}: stride must be >= 1, got {s}")
+    if min(p) < 0:
+        raise ValueError(f"{who}: padding must be >= 0, got {p}")
+    if min(d) < 1:
+        raise ValueError(f"{who}: dilation must be >= 1, got {d}")
+    h_out = conv_output_size(int(h), int(kh), s[0], p[0], d[0])
+    w_out = conv_output_size(int(w), int(kw), s[1], p[1], d[1])
+    return ConvParams(int(n), int(c_in), int(h), int(w), int(c_out), int(kh), int(kw), s, p, d, groups, h_out, w_out)
+
+
+def conv2d_direct(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+                  dilation=1, groups: int = 1) -> torch.Tensor:
+    """Direct convolution: the loop nest over kernel taps ``(a, c)``.
+
+    ``y[n, g, o] += W[g, o, :, a, c] · x_pad[n, g, :, s_h u + d_h a, s_w v + d_w c]`` for every
+    tap, vectorised over batch, groups, channels and output positions ``(u, v)``. Exact in
+    any dtype up to the order of summation. Supports every ``F.conv2d`` argument.
+    """
+    prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_direct")
+    (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
+    g = prm.groups
+    xp = F.pad(x, (pw, pw, ph, ph)).reshape(prm.n, g, prm.c_in_g, prm.h + 2 * ph, prm.w + 2 * pw)
+    wg = weight.reshape(g, prm.c_out_g, prm.c_in_g, prm.kh, prm.kw)
+    y = x.new_zeros(prm.n, g, prm.c_out_g, prm.h_out, prm.w_out)
+    for a in range(prm.kh):
+        for c in range(prm.kw):
+            window = xp[..., dh * a: dh * a + sh * (prm.h_out - 1) + 1: sh, dw * c: dw * c + sw * (prm.w_out - 1) + 1: sw]
+            y += torch.einsum("ngihw,goi->ngohw", window, wg[..., a, c])
+    y = y.reshape(prm.n, prm.c_out, prm.h_out, prm.w_out)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y
+
+
+def im2col(x: torch.Tensor, kernel_size: int | Sequence[int], stride=1, padding=0, dilation=1) -> torch.Tensor:
+    """The unfolded ("im2col") matrix of ``x``: shape ``(N, C·k_h·k_w, H_out·W_out)``.
+
+    Column ``u·W_out + v`` holds the receptive field of output ``(u, v)``; row
+    ``(i·k_h + a)·k_w + c`` holds channel ``i``'s tap ``(a, c)``:
+    ``cols[n, (i, a, c), (u, v)] = x_pad[n, i, s_h u + d_h a, s_w v + d_w c]`` — the layout of
+    ``F.unfold``. Built here by explicit gathering, one tap at a time.
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError(f"im2col: x must be a 4-D tensor (N, C, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
+    kh, kw = as_tuple(kernel_size, 2, "kernel_size")
+    if min(kh, kw) < 1:
+        raise ValueError(f"im2col: kernel_size must be >= 1, got {(kh, kw)}")
+    dummy = x.new_zeros(1, x.shape[1], kh, kw)
+    prm = conv_params(x, dummy, None, stride, padding, dilation, 1, who="im2col")
+    (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
+    xp = F.pad(x, (pw, pw, ph, ph))
+    cols = x.new_empty(prm.n, prm.c_in, kh, kw, prm.h_out, prm.w_out)
+    for a in range(kh):
+        for c in range(kw):
+            cols[:, :, a, c] = xp[..., dh * a: dh * a + sh * (prm.h_out - 1) + 1: sh,
+                                  dw * c: dw * c + sw * (prm.w_out - 1) + 1: sw]
+    return cols.reshape(prm.n, prm.c_in * kh * kw, prm.h_out * prm.w_out)
+
+
+def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+                  dilation=1, groups: int = 1) -> torch.Tensor:
+    """im2col + GEMM: ``Y_g = W_g · cols_g`` per group, with
+
+    ``W_g`` of shape ``(C_out/G, (C_in/G)·k_h·k_w)`` and ``cols_g`` of shape
+    ``((C_in/G)·k_h·k_w, H_out·W_out)`` (rows of group ``g`` of :func:`im2col`), then
+    reshape ``(C_out, H_out·W_out) -> (C_out, H_out, W_out)``. Supports every ``F.conv2d``
+    argument; memory for the unfolded matrix is :func:`im2col_blowup` times the input's.
+    """
+    prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_im2col")
+    g = prm.groups
+    cols = im2col(x, (prm.kh, prm.kw), prm.stride, prm.padding, prm.dilation)
+    cols = cols.reshape(prm.n, g, prm.c_in_g * prm.kh * prm.kw, prm.h_out * prm.w_out)
+    wmat = weight.reshape(g, prm.c_out_g, prm.c_in_g * prm.kh * prm.kw)
+    y = torch.matmul(wmat.unsqueeze(0), cols)  # (N, G, C_out/G, L)
+    y = y.reshape(prm.n, prm.c_out, prm.h_out, prm.w_out)
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y
+
+
+def im2col_blowup(input_size: Sequence[int], kernel_size: Sequence[int], stride=1, padding=0,
+                  dilation=1) -> Fraction:
+    """Memory of the unfolded matrix over memory of the input, exactly:
+    ``k_h k_w H_out W_out / (H W)`` (channels cancel).
+
+    With "same" padding ``p = (k-1)/2`` (odd k, dilation 1) and ``s`` dividing ``H`` and ``W``,
+    ``H_out = H/s`` and the factor is exactly ``k_h k_w / (s_h s_w)``.
+    """
+    h, w = input_size
+    kh, kw = as_tuple(kernel_size, 2, "kernel_size")
+    s, p, d = as_tuple(stride, 2, "stride"), as_tuple(padding, 2, "padding"), as_tuple(dilation, 2, "dilation")
+    ho = conv_output_size(h, kh, s[0], p[0], d[0])
+    wo = conv_output_size(w, kw, s[1], p[1], d[1])
+    return Fraction(kh * kw * ho * wo, h * w)
+
+
+def circular_conv1d(x: torch.Tensor, w: torch.Tensor, length: int) -> torch.Tensor:
+    """Length-``length`` circular convolution by the DFT: ``irfft(rfft(x, L) · rfft(w, L), L)``.
+
+    ``c[n] = Σ_m w[m] x[(n - m) mod L]`` for ``n < L``; ``x`` and ``w`` are 1-D and must
+    each fit in ``L`` (``len(x), len(w) <= L``), otherwise ``ValueError``.
+    """
+    if x.ndim != 1 or w.ndim != 1:
+        raise ValueError(f"circular_conv1d: x and w must be 1-D, got shapes {tuple(x.shape)} and {tuple(w.shape)}")
+    if length < max(x.shape[0], w.shape[0]):
+        raise ValueError(f"circular_conv1d: length must be >= len(x) and len(w), got {length} < "
+                         f"{max(x.shape[0], w.shape[0])}")
+    return torch.fft.irfft(torch.fft.rfft(x, length) * torch.fft.rfft(w, length), length)
+
+
+def circular_alias_free(n: int, k: int, length: int) -> np.ndarray:
+    """Which outputs of a length-L circular convolution equal the linear convolution.
+
+    The linear convolution ``y`` of lengths ``N`` and ``K`` has ``N + K - 1`` entries; the
+    circular one is its periodic sum ``c[j] = Σ_q y[j + qL]``. Index ``j`` picks up an alias
+    exactly when ``j + L <= N + K - 2``, so ``c[j] = y[j]`` for ``j >= N + K - 1 - L`` (reading
+    ``y[j] = 0`` beyond its end): all of ``y`` needs ``L >= N + K - 1``; the *valid* outputs ``j ∈ [K-1, N-1]``
+    need only ``L >= N``. Returns a boolean mask over ``j = 0 .. L-1``.
+    """
+    if min(n, k) < 1 or length < max(n, k):
+        raise ValueError(f"circular_alias_free: need N, K >= 1 and L >= max(N, K), got N={n}, K={k}, L={length}")
+    j = np.arange(length)
+    return j >= n + k - 1 - length
+
+
+def conv2d_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
+               dilation=1, groups: int = 1) -> torch.Tensor:
+    """Convolution theorem: ``x ⋆ w = x * flip(w)`` and ``DFT(x * w̃) = DFT(x) · DFT(w̃)``.
+
+    The dilated kernel (zeros between taps, size ``K = d(k-1)+1``) is flipped and both it and
+    the padded input (size ``N_p = N + 2p``) are transformed at length ``L = N_p`` per axis: by
+    :func:`circular_alias_free` the circular result equals the linear one at indices
+    ``j >= K - 1``, which are exactly the outputs a layer keeps (stride picks every
+    ``s``-th, starting at ``K - 1``). Channels are summed in the frequency domain, per group.
+    """
+    prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_fft")
+    (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
+    g = prm.groups
+    xp = F.pad(x, (pw, pw, ph, ph))
+    lh, lw = xp.shape[-2:]
+    kh_eff, kw_eff = dh * (prm.kh - 1) + 1, dw * (prm.kw - 1) + 1
+    wd = weight.new_zeros(prm.c_out, prm.c_in_g, kh_eff, kw_eff)
+    wd[..., ::dh, ::dw] = weight
+    wflip = torch.flip(wd, dims=(-2, -1))
+    X = torch.fft.rfft2(xp, s=(lh, lw)).reshape(prm.n, g, prm.c_in_g, lh, -1)
+    Wf = torch.fft.rfft2(wflip, s=(lh, lw)).reshape(g, prm.c_out_g, prm.c_in_g, lh, -1)
+    Y = torch.einsum("ngihw,goihw->ngohw", X, Wf).reshape(prm.n, prm.c_out, lh, -1)
+    full = torch.fft.irfft2(Y, s=(lh, lw))
+    y = full[..., kh_eff - 1: kh_eff - 1 + sh * (prm.h_out - 1) + 1: sh,
+             kw_eff - 1: kw_eff - 1 + sw * (prm.w_out - 1) + 1: sw]
+    if bias is not None:
+        y = y + bias.view(1, -1, 1, 1)
+    return y.contiguous()
+
+
+def direct_mults(n: int, k: int, c_in: int, c_out: int) -> int:
+    """Multiplications of a direct (or im2col) stride-1 "same" convolution of an ``n×n`` image:
+    ``C_in C_out n² k²`` (one per tap per output)."""
+    return c_in * c_out * n * n * k * k
+
+
+def fft_mults(n: int, k: int, c_in: int, c_out: int, power_of_two: bool = False) -> float:
+    """Real multiplications of the FFT method under a stated model (kernel transforms precomputed).
+
+    Transform length ``L = n + k - 1`` per axis (the padded input of a "same" convolution), or
+    the next power of two ``>= n + k - 1`` when ``power_of_two``. A complex FFT of length ``L``
+    costs ``(L/2) log2 L`` butterflies of one complex (= 4 real) multiplication (exact for
+    radix 2, the usual model otherwise); an ``L×L`` transform does ``2L`` of them:
+    ``4 L² log2 L``. Forward transforms of ``C_in`` inputs, inverse transforms of ``C_out``
+    outputs, and ``C_in C_out L²`` complex products in between:
+    ``(C_in + C_out)·4 L² log2 L + 4 C_in C_out L²``.
+    """
+    length = n + k - 1
+    if power_of_two:
+        length = 1 << (length - 1).bit_length()
+    return (c_in + c_out) * 4.0 * length * length * math.log2(length) + 4.0 * c_in * c_out * length * length
+
+
+def fft_crossover_kernel(n: int, c_in: int, c_out: int, k_max: int | None = None,
+                         power_of_two: bool = False) -> int | None:
+    """Smallest odd kernel size ``k <= k_max`` (default ``n``) at which :func:`fft_mults` <
+    :func:`direct_mults`, or ``None`` if FFT never wins. Bisection over odd ``k``: valid
+    when the FFT's advantage is monotone in ``k`` — true for ``L = n + k - 1`` and checked by claim
+    ``impl.fft-crossover``; with power-of-two lengths it is not, and the answer is only the
+    first odd ``k`` of a bisection."""
+    k_max = n if k_max is None else k_max
+    odd = list(range(1, k_max + 1, 2))
+    lo, hi = 0, len(odd)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fft_mults(n, odd[mid], c_in, c_out, power_of_two) < direct_mults(n, odd[mid], c_in, c_out):
+            hi = mid
+        else:
+            lo = mid + 1
+    return odd[lo] if lo < len(odd) else None
+
+
+def float32_errors(algorithms: dict[str, Callable], *, cases: int = 5, seed: int = 7, size: int = 16,
+                   channels: int = 16, padding: int = 1) -> dict[str, float]:
+    """Worst relative error (max |y - y64| / max |y64|) of each algorithm run in float32, against
+    the float64 ``F.conv2d`` of the same float32-representable data; 3×3 kernels."""
+    gen = generator(seed)
+    out = {name: 0.0 for name in algorithms}
+    for _ in range(cases):
+        x = randn(2, channels, size, size, gen=gen).float()
+        w = randn(channels, channels, 3, 3, gen=gen).float()
+        ref = F.conv2d(x.double(), w.double(), padding=padding)
+        scale = float(ref.abs().max())
+        for name, fn in algorithms.items():
+            err = float((fn(x, w, padding=padding).double() - ref).abs().max()) / scale
+            out[name] = max(out[name], err)
+    return out
+
+
+def time_algorithms(algorithms: dict[str, Callable], shapes: Sequence[tuple[int, int, int, int]],
+                    repeats: int = 3, dtype: torch.dtype = torch.float32) -> list[dict]:
+    """Best-of-``repeats`` wall time (ms) of each algorithm on ``(C, H=W, k, N)`` layers, padding k//2."""
+    rows = []
+    gen = generator(0)
+    for c, n, k, batch in shapes:
+        x = randn(batch, c, n, n, gen=gen, dtype=dtype)
+        w = randn(c, c, k, k, gen=gen, dtype=dtype)
+        row = {"shape": f"N={batch} C={c} {n}×{n} k={k}"}
+        for name, fn in algorithms.items():
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                fn(x, w, padding=k // 2)
+                best = min(best, time.perf_counter() - t0)
+            row[name] = 1e3 * best
+        rows.append(row)
+    return rows
+
+
+def plot_im2col(input_size: Sequence[int] = (4, 4), channels: int = 2, kernel_size: int = 3, stride=1, padding=0,
+                axes=None):
+    """Left: the input with each entry labelled by its flat index; right: the unfolded matrix,
+    each cell labelled with the input entry it copies (· for padding)."""
+    import matplotlib.pyplot as plt
+
+    h, w = input_size
+    x = torch.arange(1.0, channels * h * w + 1, dtype=DTYPE).reshape(1, channels, h, w)
+    cols = im2col(x, kernel_size, stride, padding)[0].numpy()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 5), gridspec_kw={"width_ratios": [1, 1.4]})
+    grid = x[0].reshape(channels * h, w).numpy()
+    axes[0].imshow(np.repeat(np.arange(channels), h)[:, None] * np.ones((1, w)), cmap="Pastel1", vmin=0, vmax=8)
+    for (r, c), v in np.ndenumerate(grid):
+        axes[0].text(c, r, f"{int(v)}", ha="center", va="center", fontsize=8)
+    axes[0].set_title(f"input: {channels} channels of {h}×{w} (stacked)")
+    axes[1].imshow(np.where(cols > 0, (cols - 1) // (h * w), np.nan), cmap="Pastel1", vmin=0, vmax=8, aspect="auto")
+    for (r, c), v in np.ndenumerate(cols):
+        axes[1].text(c, r, f"{int(v)}" if v > 0 else "·", ha="center", va="center", fontsize=7)
+    axes[1].set_title(f"unfolded: {cols.shape[0]}×{cols.shape[1]} = (C·k², H_out·W_out)")
+    axes[1].set_xlabel("output position u·W_out + v")
+    axes[1].set_ylabel("row (channel, tap)")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes
+
+
+def plot_fft_crossover(n_values: Sequence[int] = (14, 28, 56, 112), c: int = 64, ax=None):
+    """Ratio direct/FFT multiplications against odd kernel size, one curve per image size."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for n in n_values:
+        ks = list(range(1, 32, 2))
+        ax.plot(ks, [direct_mults(n, k, c, c) / fft_mults(n, k, c, c) for k in ks], marker="o", label=f"{n}×{n}")
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("kernel size k")
+    ax.set_ylabel("direct mults / FFT mults")
+    ax.set_title(f"FFT wins above the line (C_in = C_out = {c}, 'same' padding)")
+    ax.legend(title="image")
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+def random_conv_case(gen: torch.Generator, device: str, *, kernel_max: int = 4, stride_max: int = 3,
+                     dilation_max: int = 2, allow_groups: bool = True):
+    """One random small ``F.conv2d`` configuration (x, weight, bias, kwargs) that is valid."""
+    while True:
+        g = randint(1, 3, gen) if allow_groups else 1
+        c_in, c_out = g * randint(1, 3, gen), g * randint(1, 3, gen)
+        h, w = randint(3, 10, gen), randint(3, 10, gen)
+        kh, kw = randint(1, kernel_max, gen), randint(1, kernel_max, gen)
+        s = (randint(1, stride_max, gen), randint(1, stride_max, gen))
+        d = (randint(1, dilation_max, gen), randint(1, dilation_max, gen))
+        p = (randint(0, 2, gen), randint(0, 2, gen))
+        if d[0] * (kh - 1) + 1 <= h + 2 * p[0] and d[1] * (kw - 1) + 1 <= w + 2 * p[1]:
+            break
+    x = randn(randint(1, 2, gen), c_in, h, w, gen=gen, device=device)
+    weight = randn(c_out, c_in // g, kh, kw, gen=gen, device=device)
+    bias = randn(c_out, gen=gen, device=device) if randint(0, 1, gen) else None
+    return x, weight, bias, dict(stride=s, padding=p, dilation=d, groups=g)
+
+
+def _describe(x, weight, kw) -> str:
+    return f"x={tuple(x.shape)} w={tuple(weight.shape)} " + " ".join(f"{k}={v}" for k, v in kw.items())
+
+
+def _check_against_torch(fn_name: str, seed: int, device: str, cases: int = 200) -> Tally:
+    t = Tally(tol=1e-10)
+    gen = generator(seed)
+    for _ in range(cases):
+        x, weight, bias, kw = random_conv_case(gen, device)
+        fn = globals()[fn_name]  # through the module global, so a planted error bites
+        t.close(fn(x, weight, bias, **kw), F.conv2d(x, weight, bias, **kw), _describe(x, weight, kw))
+    return t
+
+
+@claim(
+    "impl.direct",
+    title="The direct loop nest equals F.conv2d",
+    chapter=11,
+    statement="conv2d_direct, the loop over kernel taps, equals F.conv2d in float64 for every stride, padding, dilation, groups and bias.",
+)
+def check_direct(device: str = "cpu"):
+    device = check_device(device)
+    t = _check_against_torch("conv2d_direct", 1101, device)
+    return t.verdict("random layers (stride, padding, dilation, groups, bias) vs F.conv2d", case_unit="layers",
+                     dtype="float64")
+
+
+@claim(
+    "impl.im2col",
+    title="im2col + GEMM equals F.conv2d",
+    chapter=11,
+    statement="The unfolded matrix has shape (C_in k_h k_w, H_out W_out) and equals F.unfold; one GEMM per group with the (C_out/G, (C_in/G) k_h k_w) weight matrix equals F.conv2d.",
+)
+def check_im2col(device: str = "cpu"):
+    device = check_device(device)
+    t = _check_against_torch("conv2d_im2col", 1102, device)
+    gen = generator(1112)
+    for _ in range(40):
+        x, weight, _, kw = random_conv_case(gen, device, allow_groups=False)
+        k = tuple(weight.shape[2:])
+        cols = im2col(x, k, kw["stride"], kw["padding"], kw["dilation"])
+        ref = F.unfold(x, k, dilation=kw["dilation"], padding=kw["padding"], stride=kw["stride"])
+        t.close(cols, ref, "im2col vs F.unfold " + _describe(x, weight, kw))
+    return t.verdict("random layers vs F.conv2d; unfolded matrices vs F.unfold", dtype="float64")
+
+
+@claim(
+    "impl.im2col-blowup",
+    title="The unfolded matrix is k²/s² times larger than the input",
+    chapter=11,
+    statement="im2col stores C_in k_h k_w H_out W_out numbers, k_h k_w H_out W_out / (H W) times the input; with 'same' padding and s dividing H and W this is exactly k_h k_w/(s_h s_w).",
+)
+def check_im2col_blowup(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    grid = 0
+    for k in (1, 3, 5, 7):
+        for s in (1, 2, 3):
+            for hw in (6, 12):
+                for c in (1, 3):
+                    x = torch.zeros(1, c, hw, hw, dtype=DTYPE, device=device)
+                    cols = F.unfold(x, k, padding=k // 2, stride=s)  # PyTorch's unfolded matrix, counted
+                    ho = (hw + 2 * (k // 2) - k) // s + 1
+                    t.exact(tuple(cols.shape[1:]) == (c * k * k, ho * ho), f"shape k={k} s={s} H={hw} C={c}")
+                    factor = im2col_blowup((hw, hw), (k, k), s, k // 2)
+                    t.exact(Fraction(cols.numel(), x.numel()) == factor, f"factor k={k} s={s} H={hw}")
+                    t.exact(factor == Fraction(k * k, s * s), f"k²/s² k={k} s={s} H={hw}")
+                    grid += 1
+    t.note(f"{grid} layers; e.g. 3×3, stride 1: ×9; 7×7 stride 2: ×49/4")
+    return t.verdict("exhaustive grid: F.unfold size vs formula, exact fractions", case_unit="comparisons")
+
+
+@claim(
+    "impl.fft-padding",
+    title="Circular equals linear convolution exactly where no alias lands",
+    chapter=11,
+    statement="A length-L circular convolution of lengths N and K equals the linear one at exactly the indices j >= N + K - 1 - L: L >= N + K - 1 recovers all of it, L = N the valid part.",
+)
+def check_fft_padding(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-10)
+    gen = generator(1104)
+    for _ in range(60):
+        n = randint(2, 12, gen)
+        k = randint(1, n, gen)
+        length = randint(n, n + k + 2, gen)
+        x, w = randn(n, gen=gen, device=device), randn(k, gen=gen, device=device)
+        lin = torch.zeros(max(length, n + k - 1), dtype=DTYPE)
+        lin[: n + k - 1] = torch.from_numpy(np.convolve(x.cpu().numpy(), w.cpu().numpy()))
+        lin = lin[:length]
+        circ = circular_conv1d(x, w, length).cpu()
+        ok = torch.from_numpy(circular_alias_free(n, k, length))
+        idx = torch.nonzero(ok).flatten()
+        if idx.numel():
+            t.close(circ[idx], lin[idx], f"alias-free N={n} K={k} L={length}")
+        scale = float(lin.abs().max())
+        for j in torch.nonzero(~ok).flatten().tolist():
+            t.exact(abs(float(circ[j] - lin[j])) > 1e-9 * scale, f"predicted alias but equal N={n} K={k} L={length} j={j}")
+        t.exact(bool(ok[k - 1: n].all()), f"valid part not alias-free at L={length} >= N={n}")
+    return t.verdict("random lengths vs numpy.convolve: equal where predicted, aliased elsewhere", dtype="float64")
+
+
+@claim(
+    "impl.fft",
+    title="The FFT convolution equals F.conv2d",
+    chapter=11,
+    statement="conv2d_fft (flipped dilated kernel, transform length = padded input size, subsample for stride) equals F.conv2d in float64.",
+)
+def check_fft(device: str = "cpu"):
+    device = check_device(device)
+    t = _check_against_torch("conv2d_fft", 1105, device)
+    return t.verdict("random layers (stride, padding, dilation, groups, bias) vs F.conv2d", case_unit="layers",
+                     dtype="float64")
+
+
+@claim(
+    "impl.fft-crossover",
+    title="Above a kernel size the FFT needs fewer multiplications than direct convolution",
+    chapter=11,
+    statement="Counting real multiplications with transform length n + k - 1, for 'same' convolutions of n×n images the FFT beats direct exactly for odd k >= k*(n, C) (k <= n); rounding transforms up to powers of two destroys the threshold.",
+)
+def check_fft_crossover(device: str = "cpu"):
+    check_device(device)
+    t = Tally()
+    for n in (7, 8, 14, 16, 28, 32, 56, 64, 112, 224):
+        for c in (1, 3, 16, 64, 256):
+            kstar = fft_crossover_kernel(n, c, c)
+            wins = [k for k in range(1, n + 1, 2) if fft_mults(n, k, c, c) < direct_mults(n, k, c, c)]
+            expected = wins[0] if wins else None
+            t.exact(kstar == expected, f"n={n} C={c}: bisection {kstar} vs enumeration {expected}")
+            t.exact(not wins or wins == list(range(expected, n + 1, 2)), f"not a threshold n={n} C={c}")
+    # power-of-two lengths: the wins come and go (n = 14, C = 16: k = 3 wins, k = 5 loses)
+    wins = [k for k in range(1, 15, 2) if fft_mults(14, k, 16, 16, True) < direct_mults(14, k, 16, 16)]
+    t.exact(3 in wins and 5 not in wins, f"power-of-two wins for n=14, C=16: {wins}")
+    # the direct count against an explicit loop over outputs and taps
+    for n, k, c in ((5, 3, 2), (6, 1, 3), (4, 5, 1)):
+        taps = sum(1 for _o in range(c) for _i in range(c) for _u in range(n) for _v in range(n)
+                   for _a in range(k) for _b in range(k))
+        t.exact(taps == direct_mults(n, k, c, c), f"direct count n={n} k={k} C={c}")
+    return t.verdict("bisection vs exhaustive enumeration over odd k <= n", case_unit="comparisons")
