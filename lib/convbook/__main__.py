@@ -1,4 +1,4 @@
-"""Command line: ``python -m convbook verify|list``.
+"""Command line: ``python -m convbook verify|list|bench``.
 
     python -m convbook verify                 # every claim, ledger table, exit 1 on a failure
     python -m convbook verify --claim ID      # one claim (repeatable)
@@ -6,6 +6,7 @@
     python -m convbook verify --json          # machine-readable verdicts on stdout
     python -m convbook verify --device cuda   # numerical checks on a GPU
     python -m convbook list                   # ids, chapters and statements
+    python -m convbook bench --device cpu --suite depthwise   # time a suite, write notebooks/data/bench/*.json
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chapter", type=int)
     p.add_argument("--statements", action="store_true", help="also print each statement")
     p.set_defaults(func=cmd_list)
+
+    from .bench import add_cli as _add_bench
+
+    _add_bench(sub)  # python -m convbook bench --device cpu --suite NAME [--out DIR] [--force]
 
     for register in _EXTRA_COMMANDS:
         register(sub)

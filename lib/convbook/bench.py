@@ -1,0 +1,1045 @@
+"""Chapter 12: the benchmark harness — suites of cases, timing, statistics, result files.
+
+*Measuring* (``python -m convbook bench``, run on the machine being measured) is kept apart
+from *showing* (chapter 12 renders the JSON files this module writes and never times
+anything), so the book's outputs are the same on every machine.
+
+Method (recorded in every result file):
+
+* a **suite** is a named list of :class:`Case` objects; each case builds, on the requested
+  device, a zero-argument callable and the FLOP and byte counts of the work it does;
+* **warm-up** calls first (they also let ``torch.backends.cudnn.benchmark`` pick its
+  algorithms; the setting is recorded);
+* timing with PyTorch's ``torch.utils.benchmark.Timer.blocked_autorange`` (or
+  ``adaptive_autorange``) — ``time.perf_counter`` on the CPU, synchronised on CUDA — or, on
+  CUDA, **CUDA events** around each call with the **L2 cache flushed** (a buffer twice the
+  L2 size zeroed) before every timed call, or ``triton.testing.do_bench`` when Triton is
+  installed;
+* every raw sample is stored; the summary is the **median** and the **interquartile range**
+  ``q₃ - q₁`` with quartiles by linear interpolation between order statistics (numpy's
+  default);
+* achieved rates ``FLOP/s = F / median`` and ``byte/s = Q / median``, where ``F`` counts 2
+  FLOPs per multiply-accumulate of convolutions and linear layers (what
+  ``torch.utils.flop_counter.FlopCounterMode`` counts) and ``Q`` is the compulsory traffic:
+  every layer reads its input and parameters once and writes its output once.
+
+Cases whose implementation module is missing, or that need a device feature the machine
+lacks (Triton and TF32 need CUDA), are recorded as *skipped* with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .claims import Tally, claim
+from .numerics import generator
+
+__all__ = [
+    "SCHEMA_ID",
+    "RESULT_SCHEMA",
+    "DEFAULT_DIR",
+    "Case",
+    "Prepared",
+    "Skip",
+    "SUITES",
+    "suite",
+    "suite_names",
+    "median_iqr",
+    "conv_counts",
+    "module_counts",
+    "time_callable",
+    "run_case",
+    "run_suite",
+    "device_info",
+    "result_filename",
+    "write_result",
+    "validate_result",
+    "load_result",
+    "load_results",
+    "results_by_device",
+    "format_provenance",
+    "format_cases",
+    "add_cli",
+]
+
+SCHEMA_ID = "convbook.bench/1"
+#: Where ``python -m convbook bench`` writes by default (the chapter reads the same folder).
+DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "data" / "bench"
+SIZES = ("small", "full")
+METHODS = ("timer", "adaptive", "events", "do_bench")
+
+
+# --------------------------------------------------------------------------------------
+# Cases and suites
+# --------------------------------------------------------------------------------------
+
+
+class Skip(Exception):
+    """Raised by a case's builder when it cannot run here; the message is the recorded reason."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A built case: the callable to time and the work it does."""
+
+    fn: Callable[[], Any]
+    flops: int
+    bytes: int
+    dtype: str
+
+
+@dataclass(frozen=True)
+class Case:
+    """One timed configuration of a suite.
+
+    ``build(device)`` returns a :class:`Prepared` (or raises :class:`Skip`); ``requires``
+    lists ``"module:attribute"`` implementations that must import, ``cuda_only`` is the
+    reason recorded when the case is asked to run on a CPU, ``settings`` are the backend
+    flags (``tf32``) set while the case runs.
+    """
+
+    name: str
+    build: Callable[[str], Prepared]
+    params: dict = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+    cuda_only: str | None = None
+    settings: dict = field(default_factory=dict)
+
+
+def suite_names() -> list[str]:
+    """The names of every suite, in the order the chapter discusses them."""
+    return list(SUITES)
+
+
+def suite(name: str, size: str = "small") -> list[Case]:
+    """The cases of suite ``name`` at ``size`` ``'small'`` (CPU, CI) or ``'full'`` (the papers' sizes, GPU)."""
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; known suites: {', '.join(SUITES)}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {SIZES}, got {size!r}")
+    return SUITES[name](size)
+
+
+# --------------------------------------------------------------------------------------
+# Statistics and counts
+# --------------------------------------------------------------------------------------
+
+
+def median_iqr(samples: Sequence[float]) -> tuple[float, float]:
+    """Median and interquartile range ``q(0.75) - q(0.25)`` of ``samples``.
+
+    The ``p``-quantile of the sorted samples ``x₀ ≤ … ≤ x_{n-1}`` interpolates linearly at
+    position ``h = (n - 1) p``: ``x_⌊h⌋ + (h - ⌊h⌋)(x_⌊h⌋₊₁ - x_⌊h⌋)`` (numpy's default
+    ``'linear'`` method). Requires at least one finite sample.
+    """
+    xs = sorted(float(s) for s in samples)
+    if not xs:
+        raise ValueError("median_iqr needs at least one sample, got none")
+    if not all(math.isfinite(x) for x in xs):
+        raise ValueError(f"samples must be finite, got {[x for x in xs if not math.isfinite(x)][:3]}")
+    return _quantile(xs, 0.5), _quantile(xs, 0.75) - _quantile(xs, 0.25)
+
+
+def conv_counts(x_shape: Sequence[int], w_shape: Sequence[int], stride=1, padding=0, dilation=1, groups: int = 1,
+                itemsize: int = 4, bias: bool = False) -> tuple[int, int]:
+    """FLOPs and compulsory bytes of one 2-D convolution.
+
+    ``FLOPs = 2 · MACs``, ``MACs = B · C_out · H_out · W_out · (C_in / g) · k_h · k_w``;
+    ``bytes = itemsize · (|x| + |w| + |b| + |y|)``. Uses ``convbook.cost.conv_macs`` when that
+    module is present, the formula above otherwise.
+    """
+    b, c_in, h, w = (int(v) for v in x_shape)
+    c_out, c_in_g, kh, kw = (int(v) for v in w_shape)
+    if groups < 1 or c_in % groups or c_out % groups or c_in_g * groups != c_in:
+        raise ValueError(f"groups must divide C_in and C_out with weight.shape[1] = C_in/groups; got C_in={c_in}, "
+                         f"C_out={c_out}, weight.shape[1]={c_in_g}, groups={groups}")
+    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    ho = (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
+    wo = (w + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"empty convolution output {ho}x{wo} for input {h}x{w}, kernel {kh}x{kw}, stride {s}, padding {p}, dilation {d}")
+    macs = _cost_conv_macs(c_in, c_out, (kh, kw), (h, w), s, p, d, groups)
+    if macs is None:
+        macs = c_out * ho * wo * c_in_g * kh * kw
+    macs *= b
+    elems = b * c_in * h * w + c_out * c_in_g * kh * kw + (c_out if bias else 0) + b * c_out * ho * wo
+    return 2 * macs, itemsize * elems
+
+
+def module_counts(model: nn.Module, x_shape: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """FLOPs and compulsory bytes of ``model`` on one input, summed over its layers.
+
+    Counted with forward hooks on a copy placed on the ``meta`` device (nothing is computed):
+    ``Conv2d`` by :func:`conv_counts`, ``Linear`` as ``2 · rows · in · out`` FLOPs, and the
+    traffic of every leaf layer (read input and parameters, write output). Normalisation,
+    activation and pooling layers move bytes but add no matmul-class FLOPs.
+    """
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    meta = copy.deepcopy(model).to(device="meta", dtype=dtype)
+    totals = [0, 0]
+
+    def hook(module, inputs, output):
+        x = inputs[0]
+        if isinstance(module, nn.Conv2d):
+            f, q = conv_counts(x.shape, module.weight.shape, module.stride, module.padding, module.dilation, module.groups,
+                               itemsize, module.bias is not None)
+            totals[0] += f
+            totals[1] += q
+            return
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        if isinstance(module, nn.Linear):
+            totals[0] += 2 * (x.numel() // x.shape[-1]) * module.in_features * module.out_features
+        if isinstance(output, torch.Tensor):
+            totals[1] += itemsize * (x.numel() + params + output.numel())
+
+    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty(*x_shape, device="meta", dtype=dtype))
+    finally:
+        for h in handles:
+            h.remove()
+    return int(totals[0]), int(totals[1])
+
+
+# --------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------
+
+
+def time_callable(fn: Callable[[], Any], *, device: str = "cpu", method: str | None = None, warmup: int = 3,
+                  min_run_time: float = 0.2, flush_l2: bool = True) -> tuple[list[float], dict]:
+    """Time ``fn`` after ``warmup`` calls; returns (seconds per call for every sample, method record).
+
+    ``method``: ``'timer'`` (``Timer.blocked_autorange``), ``'adaptive'``
+    (``Timer.adaptive_autorange``), ``'events'`` (CUDA events around each call, the L2
+    flushed before each when ``flush_l2``; ``time.perf_counter`` on a CPU) or ``'do_bench'``
+    (``triton.testing.do_bench``, CUDA with Triton only). Default: ``'events'`` on CUDA,
+    ``'timer'`` on a CPU.
+    """
+    cuda = device.startswith("cuda")
+    if method is None:
+        method = "events" if cuda else "timer"
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if warmup < 0 or not min_run_time > 0:
+        raise ValueError(f"warmup must be >= 0 and min_run_time > 0, got warmup={warmup}, min_run_time={min_run_time}")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    record: dict = {"method": method, "warmup": warmup, "min_run_time_s": min_run_time, "l2_flush_bytes": 0}
+    if method in ("timer", "adaptive"):
+        import torch.utils.benchmark as tb
+
+        timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+        if method == "timer":
+            m = timer.blocked_autorange(min_run_time=min_run_time)
+        else:
+            m = timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=10 * min_run_time)
+        record["number_per_run"] = int(m.number_per_run)
+        record["timer"] = "torch.utils.benchmark.Timer." + ("blocked_autorange" if method == "timer" else "adaptive_autorange")
+        return [float(t) for t in m.times], record
+    if method == "do_bench":
+        if not cuda:
+            raise Skip("triton.testing.do_bench times CUDA kernels; this run is on a CPU")
+        try:
+            from triton.testing import do_bench
+        except ImportError as exc:
+            raise Skip(f"triton is not installed ({exc})") from None
+        ms = do_bench(fn, warmup=25, rep=max(1, int(min_run_time * 1000)), return_mode="all")
+        record["timer"] = "triton.testing.do_bench"
+        return [float(v) / 1e3 for v in ms], record
+    # 'events': one timed call per sample, repeats chosen from a probe to fill min_run_time
+    probe = time.perf_counter()
+    fn()
+    sync()
+    per_call = max(time.perf_counter() - probe, 1e-7)
+    repeats = int(min(1000, max(10, min_run_time / per_call)))
+    samples = []
+    if cuda:
+        l2 = int(getattr(torch.cuda.get_device_properties(torch.device(device)), "L2_cache_size", 0)) or 64 * 2**20
+        cache = torch.empty(2 * l2 // 4, dtype=torch.int32, device=device) if flush_l2 else None
+        record["l2_flush_bytes"] = 2 * l2 if flush_l2 else 0
+        starts = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        ends = [torch.cuda.Event(enable_timing=True) for _ in range(repeats)]
+        for i in range(repeats):
+            if cache is not None:
+                cache.zero_()
+            starts[i].record()
+            fn()
+            ends[i].record()
+        torch.cuda.synchronize()
+        samples = [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+        record["timer"] = "torch.cuda.Event"
+    else:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        record["timer"] = "time.perf_counter"
+    return samples, record
+
+
+def run_case(case: Case, device: str = "cpu", **timing) -> dict:
+    """Build and time one case; returns its record (``status`` ``'ok'`` or ``'skipped'`` with the reason)."""
+    base = {"name": case.name, "params": dict(case.params), "settings": dict(case.settings)}
+    reason = _unavailable(case, device)
+    if reason is None:
+        try:
+            with _backend_settings(case.settings, device):
+                prepared = case.build(device)
+                samples, record = time_callable(prepared.fn, device=device, **timing)
+        except Skip as exc:
+            reason = str(exc)
+        except NotImplementedError as exc:
+            reason = f"not supported by the implementation: {exc}"
+    if reason is not None:
+        return {**base, "status": "skipped", "reason": reason, "dtype": None, "flops": None, "bytes": None,
+                "samples_s": [], "median_s": None, "iqr_s": None, "tflops": None, "gbps": None, "timing": None}
+    med, iqr = median_iqr(samples)
+    return {**base, "status": "ok", "reason": None, "dtype": prepared.dtype, "flops": int(prepared.flops),
+            "bytes": int(prepared.bytes), "samples_s": samples, "median_s": med, "iqr_s": iqr,
+            "tflops": prepared.flops / med / 1e12, "gbps": prepared.bytes / med / 1e9, "timing": record}
+
+
+def run_suite(name: str, device: str = "cpu", size: str | None = None, progress=None, command: str | None = None,
+              **timing) -> dict:
+    """Run every case of suite ``name`` and return the result document (see :data:`RESULT_SCHEMA`)."""
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    size = size or ("full" if device.startswith("cuda") else "small")
+    cases = suite(name, size)
+    records = []
+    for i, case in enumerate(cases):
+        if progress is not None:
+            progress(i, len(cases), case.name)
+        records.append(run_case(case, device, **timing))
+    if progress is not None:
+        progress(len(cases), len(cases), "done")
+    return {
+        "schema": SCHEMA_ID,
+        "suite": name,
+        "size": size,
+        "date": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "command": command or f"python -m convbook bench --device {device} --suite {name} --size {size}",
+        "device": device_info(device),
+        "settings": {
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+            "cudnn_allow_tf32_default": bool(torch.backends.cudnn.allow_tf32),
+            "matmul_allow_tf32_default": bool(torch.backends.cuda.matmul.allow_tf32),
+            "num_threads": torch.get_num_threads(),
+            "flop_convention": "2 FLOPs per multiply-accumulate of conv and linear layers",
+            "byte_convention": "compulsory traffic: each layer reads input and parameters once, writes output once",
+        },
+        "cases": records,
+    }
+
+
+def device_info(device: str = "cpu") -> dict:
+    """Name, driver, CUDA/cuDNN/torch versions and clocks (where readable) of the device."""
+    info = {"kind": "cuda" if device.startswith("cuda") else "cpu", "name": _cpu_name(), "driver": None, "cuda": None,
+            "cudnn": None, "torch": torch.__version__, "python": platform.python_version(),
+            "platform": platform.platform(), "clocks": {}}
+    if info["kind"] == "cpu":
+        mhz = _cpu_mhz()
+        if mhz:
+            info["clocks"] = {"cpu_mhz": mhz}
+        info["cpu_count"] = os.cpu_count()
+        return info
+    dev = torch.device(device)
+    props = torch.cuda.get_device_properties(dev)
+    info.update(name=torch.cuda.get_device_name(dev), cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                memory_bytes=int(props.total_memory), sm_count=int(props.multi_processor_count),
+                capability=f"{props.major}.{props.minor}")
+    smi = _nvidia_smi(dev.index or 0)
+    if smi:
+        info["driver"] = smi.pop("driver_version", None)
+        info["clocks"] = smi
+    return info
+
+
+# --------------------------------------------------------------------------------------
+# Result files
+# --------------------------------------------------------------------------------------
+
+_NUM = {"type": "number"}
+_NULLNUM = {"type": ["number", "null"]}
+
+#: JSON Schema (draft 2020-12) of one result file.
+RESULT_SCHEMA: dict = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["schema", "suite", "size", "date", "command", "device", "settings", "cases"],
+    "properties": {
+        "schema": {"const": SCHEMA_ID},
+        "suite": {"type": "string", "minLength": 1},
+        "size": {"enum": list(SIZES)},
+        "date": {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"},
+        "command": {"type": "string"},
+        "device": {
+            "type": "object",
+            "required": ["kind", "name", "driver", "cuda", "cudnn", "torch", "python", "clocks"],
+            "properties": {
+                "kind": {"enum": ["cpu", "cuda"]},
+                "name": {"type": "string", "minLength": 1},
+                "driver": {"type": ["string", "null"]},
+                "cuda": {"type": ["string", "null"]},
+                "cudnn": {"type": ["integer", "null"]},
+                "torch": {"type": "string"},
+                "python": {"type": "string"},
+                "clocks": {"type": "object"},
+            },
+        },
+        "settings": {
+            "type": "object",
+            "required": ["cudnn_benchmark", "num_threads"],
+            "properties": {"cudnn_benchmark": {"type": "boolean"}, "num_threads": {"type": "integer", "minimum": 1}},
+        },
+        "cases": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["name", "status", "reason", "params", "settings", "dtype", "flops", "bytes", "samples_s",
+                             "median_s", "iqr_s", "tflops", "gbps", "timing"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "status": {"enum": ["ok", "skipped"]},
+                    "reason": {"type": ["string", "null"]},
+                    "params": {"type": "object"},
+                    "settings": {"type": "object"},
+                    "dtype": {"type": ["string", "null"]},
+                    "flops": {"type": ["integer", "null"], "minimum": 1},
+                    "bytes": {"type": ["integer", "null"], "minimum": 1},
+                    "samples_s": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}},
+                    "median_s": _NULLNUM,
+                    "iqr_s": _NULLNUM,
+                    "tflops": _NULLNUM,
+                    "gbps": _NULLNUM,
+                    "timing": {"type": ["object", "null"]},
+                },
+                "if": {"properties": {"status": {"const": "ok"}}},
+                "then": {"properties": {"reason": {"type": "null"}, "samples_s": {"minItems": 1}, "median_s": _NUM,
+                                        "iqr_s": _NUM, "flops": {"type": "integer"}, "bytes": {"type": "integer"},
+                                        "dtype": {"type": "string"}, "timing": {"type": "object", "required": ["method", "warmup"]}}},
+                "else": {"properties": {"reason": {"type": "string", "minLength": 1}, "samples_s": {"maxItems": 0}}},
+            },
+        },
+    },
+}
+
+
+def validate_result(data: Any, source: str = "<result>") -> dict:
+    """Check ``data`` against :data:`RESULT_SCHEMA` and its arithmetic; ``ValueError`` naming ``source`` if not.
+
+    Beyond the schema: every ``'ok'`` case's median and IQR must be those of its samples
+    (:func:`median_iqr`, relative 1e-9) and its rates ``F / median``, ``Q / median``.
+    """
+    import jsonschema
+
+    try:
+        jsonschema.validate(data, RESULT_SCHEMA, cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise ValueError(f"{source}: not a valid bench result file: at {where}: {exc.message}") from None
+    for i, case in enumerate(data["cases"]):
+        if case["status"] != "ok":
+            continue
+        med, iqr = median_iqr(case["samples_s"])
+        expected = {"median_s": med, "iqr_s": iqr, "tflops": case["flops"] / med / 1e12, "gbps": case["bytes"] / med / 1e9}
+        for key, value in expected.items():
+            got = case[key]
+            if got is None or not math.isclose(got, value, rel_tol=1e-9, abs_tol=0.0):
+                raise ValueError(f"{source}: case {i} ({case['name']!r}): {key} = {got!r} does not match its samples "
+                                 f"(expected {value!r})")
+    return data
+
+
+def result_filename(data: dict) -> str:
+    """``<device>-<suite>-<size>.json`` with the device name reduced to ``[a-z0-9-]``."""
+    slug = "".join(c if c.isalnum() else "-" for c in data["device"]["name"].lower())
+    slug = "-".join(part for part in slug.split("-") if part) or "device"
+    return f"{data['device']['kind']}-{slug}-{data['suite']}-{data['size']}.json"
+
+
+def write_result(data: dict, directory: str | os.PathLike = DEFAULT_DIR, *, force: bool = False,
+                 filename: str | None = None) -> pathlib.Path:
+    """Validate ``data`` and write it atomically as ``directory/filename``.
+
+    The JSON goes to a temporary file in the same folder, is flushed to disk, then linked
+    into place (fails if the name exists: no overwrite) or, with ``force``, renamed over it
+    (``os.replace``). A reader never sees a half-written file. Existing file without
+    ``force`` → ``ValueError`` naming the file.
+    """
+    validate_result(data, "result to write")
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / (filename or result_filename(data))
+    if target.exists() and not force:
+        raise ValueError(f"{target} already exists: refusing to overwrite a recorded result (pass force=True / --force)")
+    fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        if force:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise ValueError(f"{target} already exists: refusing to overwrite a recorded result (pass force=True / --force)") from None
+            os.unlink(tmp)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def load_result(path: str | os.PathLike) -> dict:
+    """Read and validate one result file; any problem → ``ValueError`` naming the file."""
+    path = pathlib.Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read bench result file: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return validate_result(data, str(path))
+
+
+def load_results(directory: str | os.PathLike = DEFAULT_DIR) -> list[tuple[pathlib.Path, dict]]:
+    """Every ``*.json`` result in ``directory`` (sorted by name), validated."""
+    directory = pathlib.Path(directory)
+    if not directory.is_dir():
+        return []
+    return [(p, load_result(p)) for p in sorted(directory.glob("*.json"))]
+
+
+def results_by_device(results: Sequence[tuple[pathlib.Path, dict]]) -> dict[str, list[tuple[pathlib.Path, dict]]]:
+    """Group results by ``"<kind>: <device name>"``, CPU first."""
+    groups: dict[str, list] = {}
+    for path, data in sorted(results, key=lambda r: (r[1]["device"]["kind"] != "cpu", r[0].name)):
+        groups.setdefault(f"{data['device']['kind']}: {data['device']['name']}", []).append((path, data))
+    return groups
+
+
+def format_provenance(data: dict, path: str | os.PathLike | None = None) -> str:
+    """Where a result came from: file, date, command, device, versions, clocks, timing method."""
+    d, s = data["device"], data["settings"]
+    ok = [c for c in data["cases"] if c["status"] == "ok"]
+    timing = ok[0]["timing"] if ok else {}
+    lines = [
+        f"file      {pathlib.Path(path).name if path else '(in memory)'}",
+        f"suite     {data['suite']} (size {data['size']}), recorded {data['date']}",
+        f"command   {data['command']}",
+        f"device    {d['kind']}: {d['name']}" + (f", driver {d['driver']}" if d.get("driver") else ""),
+        f"versions  torch {d['torch']}, CUDA {d['cuda'] or '—'}, cuDNN {d['cudnn'] or '—'}, python {d['python']}",
+        f"clocks    {', '.join(f'{k} {v}' for k, v in sorted(d['clocks'].items())) or 'not readable'}",
+        f"settings  cudnn.benchmark={s['cudnn_benchmark']}, threads {s['num_threads']}",
+    ]
+    if timing:
+        lines.append(f"timing    {timing.get('timer', timing['method'])}, warm-up {timing['warmup']}, "
+                     f"L2 flush {timing.get('l2_flush_bytes', 0):,} B")
+    return "\n".join(lines)
+
+
+def format_cases(data: dict) -> str:
+    """A fixed-width table of a result's cases: median, IQR (ms), GFLOP/s, GB/s, samples; skipped with reasons."""
+    rows = [("case", "median ms", "IQR ms", "GFLOP/s", "GB/s", "n")]
+    skipped = []
+    for c in data["cases"]:
+        if c["status"] == "ok":
+            rows.append((c["name"], f"{c['median_s'] * 1e3:.3f}", f"{c['iqr_s'] * 1e3:.3f}", f"{c['tflops'] * 1e3:.2f}",
+                         f"{c['gbps']:.2f}", str(len(c["samples_s"]))))
+        else:
+            skipped.append(f"  skipped {c['name']}: {c['reason']}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r))]) for r in rows]
+    return "\n".join(out + skipped)
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+def add_cli(subparsers) -> None:
+    """Register ``bench`` on ``python -m convbook``'s subparsers."""
+    p = subparsers.add_parser("bench", help="time a suite of convolution cases and write a JSON result file")
+    p.add_argument("--suite", choices=list(SUITES), help="the suite to run")
+    p.add_argument("--device", default="cpu", help="cpu (default, small sizes) or cuda[:N] (the papers' sizes)")
+    p.add_argument("--size", choices=SIZES, help="case sizes (default: small on cpu, full on cuda)")
+    p.add_argument("--out", default=str(DEFAULT_DIR), help="folder for the result file (default notebooks/data/bench)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing result file")
+    p.add_argument("--method", choices=METHODS, help="timer (default on cpu), adaptive, events (default on cuda), do_bench")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
+    p.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed calls per case (default 0.2)")
+    p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on", help="torch.backends.cudnn.benchmark (recorded)")
+    p.add_argument("--list", action="store_true", help="list the suites and their cases, then exit")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args) -> int:
+    if args.list:
+        for name in SUITES:
+            print(name)
+            for case in suite(name, args.size or "small"):
+                print(f"    {case.name}")
+        return 0
+    if not args.suite:
+        raise ValueError(f"--suite is required; known suites: {', '.join(SUITES)}")
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    command = "python -m convbook bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    data = run_suite(args.suite, args.device, args.size, progress=_progress_bar(sys.stderr), command=command,
+                     method=args.method, warmup=args.warmup, min_run_time=args.min_run_time)
+    path = write_result(data, args.out, force=args.force)
+    print(format_provenance(data, path))
+    print(format_cases(data))
+    print(f"wrote {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+@claim(
+    "bench.median-iqr",
+    title="Median and interquartile range of timing samples",
+    chapter=12,
+    statement="The harness's median and interquartile range equal numpy.percentile's (linear interpolation) 50th percentile and 75th minus 25th percentile, for samples of every length, with ties and outliers.",
+)
+def check_median_iqr(device: str = "cpu"):
+    t = Tally(tol=1e-12)
+    gen = np.random.default_rng(1201)
+    for n in list(range(1, 40)) + [97, 250, 1000]:
+        for kind in ("lognormal", "ties", "outlier"):
+            if kind == "lognormal":
+                xs = gen.lognormal(-7.0, 0.3, n)
+            elif kind == "ties":
+                xs = gen.integers(1, 4, n).astype(float) * 1e-3
+            else:
+                xs = np.concatenate([gen.normal(1e-3, 1e-5, n), [0.5]])
+            med, iqr = median_iqr(list(gen.permutation(xs)))
+            q1, q2, q3 = np.percentile(xs, [25, 50, 75])
+            t.close(np.array([med, iqr]), np.array([q2, q3 - q1]), f"n={n} {kind}")
+    return t.verdict("random sample sets vs numpy.percentile (linear)", case_unit="sample sets", dtype="float64")
+
+
+@claim(
+    "bench.flop-count",
+    title="The harness counts the FLOPs PyTorch's FlopCounterMode counts",
+    chapter=12,
+    statement="For every case of the single-layer and block suites, at both sizes, the FLOP count the harness divides by the median time equals torch.utils.flop_counter.FlopCounterMode's count of the same computation (2 FLOPs per multiply-accumulate).",
+)
+def check_flop_count(device: str = "cpu"):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = Tally()
+    for name in ("resnet50-layers", "grouped-constant-macs", "depthwise", "channels-last", "precision"):
+        for size in SIZES:
+            for case in suite(name, size):
+                if case.requires or case.cuda_only:
+                    continue
+                prepared = case.build("meta")
+                counter = FlopCounterMode(display=False)
+                with counter:
+                    prepared.fn()
+                t.exact(prepared.flops == counter.get_total_flops(),
+                        f"{name}/{size}/{case.name}: harness {prepared.flops:,} vs FlopCounterMode {counter.get_total_flops():,}")
+    return t.verdict("every torch-only case on the meta device vs FlopCounterMode", case_unit="cases")
+
+
+@claim(
+    "bench.schema",
+    title="The recorded result files are valid",
+    chapter=12,
+    statement="Every result file under notebooks/data/bench validates against the harness's JSON schema with medians, IQRs and rates that follow from its raw samples, and the validator rejects files with a missing field, a wrong type, a negative sample, a skipped case without a reason or a median that does not match its samples.",
+)
+def check_schema(device: str = "cpu"):
+    t = Tally()
+    files = sorted(DEFAULT_DIR.glob("*.json"))
+    for path in files:
+        try:
+            data = load_result(path)
+            t.exact(True)
+        except ValueError as exc:
+            t.exact(False, str(exc))
+            continue
+        for what, broken in _broken_variants(data):
+            try:
+                validate_result(broken, f"{path.name} ({what})")
+                t.exact(False, f"{path.name}: validator accepted a file with {what}")
+            except ValueError as exc:
+                t.exact(path.name in str(exc), f"error does not name the file: {exc}")
+    t.note(f"{len(files)} recorded result files")
+    return t.verdict("recorded files validated; broken copies rejected", case_unit="checks")
+
+
+# --------------------------------------------------------------------------------------
+# Suite definitions (private builders)
+# --------------------------------------------------------------------------------------
+
+
+def _conv_case(name, c_in, c_out, k, hw, stride=1, groups=1, batch=1, dtype=torch.float32, channels_last=False,
+               params_extra=None, settings=None) -> Case:
+    pad = k // 2
+
+    def build(device):
+        x, conv = _conv_inputs(device, batch, c_in, c_out, k, hw, stride, pad, groups, dtype, channels_last)
+        f, q = conv_counts(x.shape, conv.weight.shape, stride, pad, 1, groups, x.element_size())
+        return Prepared(_no_grad(conv, x), f, q, str(dtype).replace("torch.", ""))
+
+    params = {"batch": batch, "c_in": c_in, "c_out": c_out, "kernel": k, "hw": hw, "stride": stride, "padding": pad,
+              "groups": groups, "memory_format": "channels_last" if channels_last else "contiguous", **(params_extra or {})}
+    return Case(name, build, params, settings=dict(settings or {}))
+
+
+def _module_case(name, make: Callable[[], nn.Module], x_shape, requires=(), params=None, dtype=torch.float32) -> Case:
+    def build(device):
+        with torch.device(device):
+            model = make()
+        model = model.to(device=device, dtype=dtype).eval()
+        f, q = module_counts(model, x_shape, dtype)
+        x = torch.randn(*x_shape, device=device, dtype=dtype)
+        return Prepared(_no_grad(model, x), f, q, str(dtype).replace("torch.", ""))
+
+    return Case(name, build, {"input": list(x_shape), **(params or {})}, requires=tuple(requires))
+
+
+def _resnet50_shapes(scale_channels: int, resolution: int) -> list[dict]:
+    """Distinct conv shapes of ResNet-50 (torchvision v1.5: stride on the 3×3), channels divided by ``scale_channels``."""
+    shapes, seen = [], set()
+
+    def add(label, c_in, c_out, k, hw, stride):
+        key = (c_in, c_out, k, hw, stride)
+        if key not in seen:
+            seen.add(key)
+            shapes.append({"label": label, "c_in": c_in // scale_channels if c_in > 3 else c_in,
+                           "c_out": c_out // scale_channels, "k": k, "hw": hw, "stride": stride,
+                           "full": f"{k}x{k}/{stride} {c_in}->{c_out} @{hw}"})
+
+    r = resolution
+    add("conv1", 3, 64, 7, r, 2)
+    hw, c_in = r // 4, 64
+    for stage, (mid, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=2):
+        out = 4 * mid
+        for b in range(blocks):
+            stride = 2 if (b == 0 and stage > 2) else 1
+            add(f"conv{stage}_x 1x1a", c_in, mid, 1, hw, 1)
+            add(f"conv{stage}_x 3x3", mid, mid, 3, hw, stride)
+            hw_out = (hw + 2 - 3) // stride + 1
+            add(f"conv{stage}_x 1x1b", mid, out, 1, hw_out, 1)
+            if b == 0:
+                add(f"conv{stage}_x proj", c_in, out, 1, hw, stride)
+            c_in, hw = out, hw_out
+    return shapes
+
+
+def _suite_resnet50_layers(size):
+    scale, res, batch = (4, 112, 1) if size == "small" else (1, 224, 32)
+    return [_conv_case(f"{s['label']} {s['full']}", s["c_in"], s["c_out"], s["k"], s["hw"], s["stride"], batch=batch,
+                       params_extra={"resnet50_layer": s["full"]}) for s in _resnet50_shapes(scale, res)]
+
+
+def _suite_algorithms(size):
+    shapes = [(16, 28), (32, 14)] if size == "small" else [(64, 56), (128, 28), (256, 14)]
+    batch = 1 if size == "small" else 32
+    impls = [("torch F.conv2d", None), ("im2col+GEMM", "convbook.impl:conv2d_im2col"), ("FFT", "convbook.impl:conv2d_fft"),
+             ("Winograd", "convbook.winograd:conv2d_winograd"), ("Triton implicit GEMM", "convbook.triton_conv:conv2d_triton")]
+    cases = []
+    for c, hw in shapes:
+        for label, target in impls:
+            def build(device, c=c, hw=hw, target=target):
+                x, conv = _conv_inputs(device, batch, c, c, 3, hw, 1, 1, 1, torch.float32, False)
+                f, q = conv_counts(x.shape, conv.weight.shape, 1, 1, 1, 1, 4)
+                if target is None:
+                    return Prepared(_no_grad(conv, x), f, q, "float32")
+                impl = _resolve(target)
+                w = conv.weight.detach()
+                return Prepared(_no_grad_fn(lambda: impl(x, w, None, stride=1, padding=1)), f, q, "float32")
+
+            cases.append(Case(f"{label} 3x3 {c}->{c} @{hw}", build,
+                              {"algorithm": label, "batch": batch, "c_in": c, "c_out": c, "kernel": 3, "hw": hw, "padding": 1},
+                              requires=(target,) if target else (),
+                              cuda_only="the Triton kernel is timed on CUDA only (its CPU interpreter is a test harness, not a timing target)"
+                              if target and "triton" in target else None))
+    return cases
+
+
+def _suite_grouped(size):
+    hw, batch = (14, 1) if size == "small" else (56, 32)
+    cases = []
+    for card, width in ((1, 64), (2, 40), (4, 24), (8, 14), (32, 4)):
+        inner = card * width
+
+        def make(inner=inner, card=card):
+            return nn.Sequential(nn.Conv2d(256, inner, 1, bias=False), nn.Conv2d(inner, inner, 3, padding=1, groups=card, bias=False),
+                                 nn.Conv2d(inner, 256, 1, bias=False))
+
+        cases.append(_module_case(f"C={card} d={width} (1x1 256->{inner}, 3x3 g={card}, 1x1 {inner}->256)", make,
+                                  (batch, 256, hw, hw), params={"cardinality": card, "width": width}))
+    return cases
+
+
+def _suite_depthwise(size):
+    c, hw, batch = (64, 14, 1) if size == "small" else (256, 28, 32)
+    forms = {
+        "dense 3x3": lambda: nn.Conv2d(c, c, 3, padding=1, bias=False),
+        "depthwise 3x3": lambda: nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+        "depthwise-separable (dw 3x3 + pw 1x1)": lambda: nn.Sequential(nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False),
+                                                                       nn.Conv2d(c, c, 1, bias=False)),
+    }
+    return [_module_case(f"{label} {c}ch @{hw}", make, (batch, c, hw, hw), params={"form": label}) for label, make in forms.items()]
+
+
+def _suite_resnext_forms(size):
+    c_in, card, width, hw, batch = (64, 8, 4, 14, 1) if size == "small" else (256, 32, 4, 56, 32)
+    cases = []
+    for form in ("a", "b", "c"):
+        def make(form=form):
+            return _resolve("convbook.grouped:resnext_block")(form, in_channels=c_in, cardinality=card, width=width, out_channels=c_in)
+
+        cases.append(_module_case(f"form ({form}) {c_in}ch C={card} d={width} @{hw}", make, (batch, c_in, hw, hw),
+                                  requires=("convbook.grouped:resnext_block",), params={"form": form}))
+    return cases
+
+
+def _suite_bn_fold(size):
+    shapes = [(16, 28), (64, 14)] if size == "small" else [(64, 56), (256, 14)]
+    batch = 1 if size == "small" else 32
+    cases = []
+    for c, hw in shapes:
+        def pair(c=c):
+            conv, bn = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            g = generator(12)
+            with torch.no_grad():
+                bn.running_mean.copy_(torch.randn(c, generator=g, device="cpu"))
+                bn.running_var.copy_(torch.rand(c, generator=g, device="cpu") + 0.5)
+            return conv.eval(), bn.eval()
+
+        cases.append(_module_case(f"conv+BN unfolded {c}ch @{hw}", lambda pair=pair: nn.Sequential(*pair()),
+                                  (batch, c, hw, hw), params={"folded": False}))
+        cases.append(_module_case(f"conv folded {c}ch @{hw}", lambda pair=pair: _resolve("convbook.fold:fold_conv_bn")(*pair()),
+                                  (batch, c, hw, hw), requires=("convbook.fold:fold_conv_bn",), params={"folded": True}))
+    return cases
+
+
+def _suite_channels_last(size):
+    shapes = [(16, 1, 28), (32, 3, 28), (64, 3, 14)] if size == "small" else [(64, 1, 56), (64, 3, 56), (256, 3, 14), (512, 3, 7)]
+    batch = 1 if size == "small" else 32
+    return [_conv_case(f"3x3 {c}->{c} @{hw} {fmt}" if k == 3 else f"1x1 {c}->{4 * c if k == 1 else c} @{hw} {fmt}",
+                       c, 4 * c if k == 1 else c, k, hw, batch=batch, channels_last=fmt == "channels_last")
+            for c, k, hw in shapes for fmt in ("contiguous", "channels_last")]
+
+
+def _suite_precision(size):
+    c, hw, batch = (32, 28, 1) if size == "small" else (256, 28, 32)
+    cases = [
+        _conv_case(f"fp32, TF32 off 3x3 {c}->{c} @{hw}", c, c, 3, hw, batch=batch, settings={"tf32": False}),
+        _conv_case(f"fp32 inputs, TF32 on 3x3 {c}->{c} @{hw}", c, c, 3, hw, batch=batch, settings={"tf32": True}),
+        _conv_case(f"bf16 3x3 {c}->{c} @{hw}", c, c, 3, hw, batch=batch, dtype=torch.bfloat16, settings={"tf32": False}),
+    ]
+    cases[1] = Case(cases[1].name, cases[1].build, cases[1].params,
+                    cuda_only="TF32 is a CUDA tensor-core mode; on a CPU the flag changes nothing", settings={"tf32": True})
+    return cases
+
+
+def _suite_whole_network(size):
+    res, batches = (64, (1, 2, 4)) if size == "small" else (224, (1, 32, 256))
+    cases = []
+    for model in ("resnet50", "resnext50_32x4d"):
+        for b in batches:
+            target = f"convbook.models:{model}"
+            cases.append(_module_case(f"{model} batch {b} @{res}", lambda target=target: _resolve(target)(),
+                                      (b, 3, res, res), requires=(target,), params={"model": model, "batch": b}))
+    return cases
+
+
+SUITES: dict[str, Callable[[str], list[Case]]] = {
+    "resnet50-layers": _suite_resnet50_layers,
+    "algorithms": _suite_algorithms,
+    "grouped-constant-macs": _suite_grouped,
+    "depthwise": _suite_depthwise,
+    "resnext-forms": _suite_resnext_forms,
+    "bn-fold": _suite_bn_fold,
+    "channels-last": _suite_channels_last,
+    "precision": _suite_precision,
+    "whole-network": _suite_whole_network,
+}
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+
+def _quantile(sorted_xs: list[float], p: float) -> float:
+    h = (len(sorted_xs) - 1) * p
+    lo = math.floor(h)
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (h - lo) * (sorted_xs[hi] - sorted_xs[lo])
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _cost_conv_macs(c_in, c_out, k, hw, s, p, d, groups) -> int | None:
+    """``convbook.cost.conv_macs`` for one input, or ``None`` when that module is absent or differs."""
+    try:
+        cost = importlib.import_module("convbook.cost")
+        return int(cost.conv_macs(c_in, c_out, k, hw, stride=s, padding=p, dilation=d, groups=groups))
+    except Exception:  # the cost module is optional here: fall back to the formula
+        return None
+
+
+def _conv_inputs(device, batch, c_in, c_out, k, hw, stride, pad, groups, dtype, channels_last):
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=pad, groups=groups, bias=False, device=device, dtype=dtype).eval()
+    x = torch.randn(batch, c_in, hw, hw, device=device, dtype=dtype)
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, conv
+
+
+def _no_grad(module, x):
+    def fn():
+        with torch.no_grad():
+            return module(x)
+
+    return fn
+
+
+def _no_grad_fn(f):
+    def fn():
+        with torch.no_grad():
+            return f()
+
+    return fn
+
+
+def _resolve(target: str):
+    module_name, attr = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise Skip(f"{module_name} is not available ({type(exc).__name__}: {exc})") from None
+    if not hasattr(module, attr):
+        raise Skip(f"{module_name} has no {attr} yet")
+    return getattr(module, attr)
+
+
+def _unavailable(case: Case, device: str) -> str | None:
+    if case.cuda_only and not device.startswith("cuda"):
+        return case.cuda_only
+    for target in case.requires:
+        try:
+            _resolve(target)
+        except Skip as exc:
+            return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def _backend_settings(settings: dict, device: str):
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        if "tf32" in settings:
+            torch.backends.cuda.matmul.allow_tf32 = bool(settings["tf32"])
+            torch.backends.cudnn.allow_tf32 = bool(settings["tf32"])
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _cpu_name() -> str:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def _cpu_mhz() -> float | None:
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                return round(float(line.split(":", 1)[1]), 1)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _nvidia_smi(index: int) -> dict:
+    fields = ["driver_version", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem", "power.limit"]
+    try:
+        out = subprocess.run(["nvidia-smi", f"--id={index}", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    values = [v.strip() for v in out.split(",")]
+    return dict(zip(fields, values)) if len(values) == len(fields) else {}
+
+
+def _progress_bar(stream):
+    def report(i: int, n: int, name: str) -> None:
+        width = 24
+        done = int(width * i / n) if n else width
+        line = f"[{'#' * done}{'.' * (width - done)}] {min(i + 1, n)}/{n} {name:<50.50}"
+        if stream.isatty():
+            stream.write("\r" + line + ("\n" if i == n else ""))
+        else:
+            stream.write(line.rstrip() + "\n")
+        stream.flush()
+
+    return report
+
+
+def _broken_variants(data: dict):
+    """Copies of a valid result with one realistic defect each (for the schema claim and tests)."""
+    def mutate(fn):
+        d = json.loads(json.dumps(data))
+        fn(d)
+        return d
+
+    yield "no device field", mutate(lambda d: d.pop("device"))
+    yield "cases as a dict", mutate(lambda d: d.__setitem__("cases", {"0": d["cases"][0]}))
+    yield "a wrong schema id", mutate(lambda d: d.__setitem__("schema", "convbook.bench/0"))
+    ok = [i for i, c in enumerate(data["cases"]) if c["status"] == "ok"]
+    if ok:
+        i = ok[0]
+        yield "a negative sample", mutate(lambda d: d["cases"][i]["samples_s"].__setitem__(0, -1e-3))
+        yield "a median that does not match its samples", mutate(lambda d: d["cases"][i].__setitem__("median_s", d["cases"][i]["median_s"] * 1.5))
+        yield "FLOPs as a string", mutate(lambda d: d["cases"][i].__setitem__("flops", str(d["cases"][i]["flops"])))
+        yield "a skipped case without a reason", mutate(lambda d: d["cases"][i].update(status="skipped", reason=None, samples_s=[]))

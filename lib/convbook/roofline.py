@@ -1,0 +1,226 @@
+"""Chapter 12: the roofline model and the cost model's time prediction.
+
+The roofline model (Williams, Waterman & Patterson 2009) bounds the rate at which a kernel
+can do arithmetic on a machine with peak arithmetic rate ``P`` (FLOP/s) and memory
+bandwidth ``B`` (byte/s).  A kernel that does ``F`` FLOPs and must move ``Q`` bytes has
+*arithmetic intensity* ``I = F / Q`` (FLOP/byte); moving its bytes takes at least ``Q / B``
+seconds, computing at least ``F / P``, so
+
+    time      ≥ max(F / P, Q / B)                       (the cost model's prediction)
+    FLOP/s    ≤ min(P, I · B)                           (the attainable rate, the "roof")
+
+and the two are the same statement: ``F / max(F/P, Q/B) = min(P, F B / Q)``.  The *ridge
+point* ``I* = P / B`` separates memory-bound kernels (``I < I*``) from compute-bound ones.
+The *fraction of the roofline* a measurement reaches is ``achieved / attainable``; because
+``achieved = F / t_measured`` and ``attainable = F / t_predicted`` it equals
+``t_predicted / t_measured``, and the cost model's relative error
+``(t_predicted - t_measured) / t_measured`` is that fraction minus one.
+
+Rules: FLOPs, bytes, peak and bandwidth must be positive (``ValueError`` otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from fractions import Fraction
+
+import sympy as sp
+
+from .claims import Tally, claim
+
+__all__ = [
+    "Machine",
+    "CPU_ASSUMED",
+    "GPU_DATASHEETS",
+    "intensity",
+    "attainable",
+    "ridge_point",
+    "predict_time",
+    "fraction_of_roofline",
+    "prediction_error",
+    "bound_kind",
+    "plot_roofline",
+]
+
+
+def _positive(name: str, value) -> None:
+    try:
+        ok = value > 0
+    except TypeError:
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not ok:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A roofline: peak arithmetic rate (FLOP/s), memory bandwidth (byte/s) and where they come from."""
+
+    name: str
+    peak_flops: float
+    bandwidth: float
+    source: str
+
+    def __post_init__(self):
+        _positive("peak_flops", self.peak_flops)
+        _positive("bandwidth", self.bandwidth)
+
+
+#: The CPU this book is built on, as *assumptions* (not measurements): 2 cores × 2.6 GHz ×
+#: 32 FP32 FLOP/cycle (two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP) and 20 GB/s of DRAM
+#: bandwidth for a 2-vCPU share of a server socket.
+CPU_ASSUMED = Machine(
+    name="2-core x86 CPU (assumed)",
+    peak_flops=2 * 2.6e9 * 32,
+    bandwidth=20e9,
+    source="assumption: 2 cores × 2.6 GHz × 32 FP32 FLOP/cycle; 20 GB/s DRAM bandwidth",
+)
+
+#: Nominal peaks from NVIDIA's datasheets (SXM parts, dense, no sparsity); nominal figures
+#: are upper bounds that measured kernels rarely reach, which is what the roofline is for.
+GPU_DATASHEETS = {
+    "H100 SXM (fp32)": Machine("H100 SXM (fp32)", 67e12, 3.35e12, "NVIDIA H100 datasheet: FP32 67 TFLOP/s, HBM3 3.35 TB/s"),
+    "H100 SXM (tf32)": Machine("H100 SXM (tf32)", 494.7e12, 3.35e12, "NVIDIA H100 datasheet: TF32 tensor core 989 TFLOP/s with sparsity, half dense"),
+    "H100 SXM (bf16)": Machine("H100 SXM (bf16)", 989.4e12, 3.35e12, "NVIDIA H100 datasheet: BF16 tensor core 1979 TFLOP/s with sparsity, half dense"),
+    "H200 SXM (fp32)": Machine("H200 SXM (fp32)", 67e12, 4.8e12, "NVIDIA H200 datasheet: FP32 67 TFLOP/s, HBM3e 4.8 TB/s"),
+}
+
+
+def intensity(flops: float, nbytes: float) -> float:
+    """Arithmetic intensity ``I = F / Q`` in FLOP per byte moved (both positive)."""
+    _positive("flops", flops)
+    _positive("bytes", nbytes)
+    return flops / nbytes
+
+
+def attainable(arith_intensity, peak, bandwidth):
+    """The roof: attainable FLOP/s ``min(P, I · B)`` for intensity ``I`` (FLOP/byte)."""
+    _positive("intensity", arith_intensity)
+    _positive("peak", peak)
+    _positive("bandwidth", bandwidth)
+    return min(peak, arith_intensity * bandwidth)
+
+
+def ridge_point(peak, bandwidth):
+    """The intensity ``I* = P / B`` where the memory roof ``I · B`` meets the compute roof ``P``."""
+    _positive("peak", peak)
+    _positive("bandwidth", bandwidth)
+    return peak / bandwidth
+
+
+def predict_time(flops, nbytes, peak, bandwidth, overhead=0):
+    """Cost-model time ``max(F / P, Q / B) + t₀`` in seconds (``t₀`` a fixed launch overhead, ≥ 0)."""
+    _positive("flops", flops)
+    _positive("bytes", nbytes)
+    _positive("peak", peak)
+    _positive("bandwidth", bandwidth)
+    if overhead < 0:
+        raise ValueError(f"overhead must be >= 0 seconds, got {overhead}")
+    return max(flops / peak, nbytes / bandwidth) + overhead
+
+
+def fraction_of_roofline(flops, nbytes, seconds, peak, bandwidth):
+    """Achieved FLOP/s over the attainable FLOP/s: ``(F / t) / min(P, (F/Q) · B)`` (in (0, 1] unless the model is wrong)."""
+    _positive("seconds", seconds)
+    return (flops / seconds) / attainable(intensity(flops, nbytes), peak, bandwidth)
+
+
+def prediction_error(flops, nbytes, seconds, peak, bandwidth, overhead=0):
+    """Relative error of the cost model: ``(t_predicted - t_measured) / t_measured`` (negative: the model is optimistic)."""
+    _positive("seconds", seconds)
+    return (predict_time(flops, nbytes, peak, bandwidth, overhead) - seconds) / seconds
+
+
+def bound_kind(flops, nbytes, peak, bandwidth) -> str:
+    """``'memory'`` when the intensity is below the ridge point ``P / B``, else ``'compute'``."""
+    return "memory" if intensity(flops, nbytes) < ridge_point(peak, bandwidth) else "compute"
+
+
+def plot_roofline(machine: Machine, points=(), ax=None, title: str | None = None):
+    """Draw ``min(P, I·B)`` on log-log axes and the measured ``(intensity, FLOP/s, label)`` points."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
+    ridge = ridge_point(machine.peak_flops, machine.bandwidth)
+    xs = [p[0] for p in points] + [ridge]
+    lo, hi = min(xs) / 4, max(xs) * 4
+    grid = np.logspace(np.log10(lo), np.log10(hi), 200)
+    ax.loglog(grid, np.minimum(machine.peak_flops, grid * machine.bandwidth), "k-", lw=2, label="roof min(P, I·B)")
+    ax.axvline(ridge, color="0.6", ls=":", lw=1)
+    ax.text(ridge, machine.peak_flops * 1.15, f"ridge {ridge:.1f} FLOP/B", ha="center", fontsize=8)
+    markers = itertools.cycle("os^vDP*X<>")
+    for x, y, label in points:
+        ax.loglog([x], [y], next(markers), ls="none", label=label)
+    ax.set_xlabel("arithmetic intensity (FLOP / byte)")
+    ax.set_ylabel("FLOP/s")
+    ax.set_title(title or machine.name)
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+@claim(
+    "bench.roofline-bound",
+    title="The roofline bound and its ridge point",
+    chapter=12,
+    statement="A kernel of intensity I = F/Q on a machine with peak P and bandwidth B can reach at most min(P, I·B) FLOP/s; the two roofs meet at the ridge point I* = P/B, below which the kernel is memory bound.",
+)
+def check_roofline_bound(device: str = "cpu"):
+    t = Tally()
+    F, Q, P, B, I = sp.symbols("F Q P B I", positive=True)
+    # time to compute and time to move the bytes, from the definitions of P and B
+    t_compute, t_memory = F / P, Q / B
+    # memory bound: the byte time dominates; the rate F / t_memory rewritten in I = F/Q
+    mem_rate = sp.simplify((F / t_memory).subs(F, I * Q))
+    t.exact(sp.simplify(mem_rate - I * B) == 0, "memory-bound rate is I·B")
+    t.exact(sp.simplify(F / t_compute - P) == 0, "compute-bound rate is P")
+    ridge = sp.solve(sp.Eq(mem_rate, P), I)
+    t.exact(len(ridge) == 1 and sp.simplify(ridge[0] - P / B) == 0, f"ridge point {ridge}")
+    roof = sp.Min(P, I * B)
+    values = [Fraction(n, d) for n in (1, 2, 3, 5, 8, 13) for d in (1, 4, 7)]
+    for p_, b_, i_ in itertools.product(values[::3], values[1::6], values[::2]):
+        expected = roof.subs({P: sp.Rational(p_.numerator, p_.denominator), B: sp.Rational(b_.numerator, b_.denominator),
+                              I: sp.Rational(i_.numerator, i_.denominator)})
+        got = attainable(i_, p_, b_)
+        t.exact(sp.Rational(got.numerator, got.denominator) == expected, f"attainable(I={i_}, P={p_}, B={b_}) = {got} ≠ {expected}")
+        r = ridge_point(p_, b_)
+        kind = bound_kind(i_ * 7, Fraction(7), p_, b_)
+        t.exact(kind == ("memory" if i_ < p_ / b_ else "compute"), f"bound kind at I={i_}, ridge {r}")
+        t.exact(r == p_ / b_ and (i_ * b_ <= p_) == (i_ <= r), f"ridge {r} vs P/B")
+    return t.verdict("sympy derivation from the definitions, then exact rational grid vs sympy Min", case_unit="cases")
+
+
+@claim(
+    "bench.roofline-time",
+    title="Cost-model time, fraction of the roofline and prediction error",
+    chapter=12,
+    statement="The cost-model time max(F/P, Q/B) equals F divided by the roofline bound min(P, (F/Q)·B), so a measurement's fraction of its roofline bound equals t_predicted / t_measured and the model's relative error is that fraction minus one.",
+)
+def check_roofline_time(device: str = "cpu"):
+    t = Tally()
+    F, Q, P, B, T = sp.symbols("F Q P B T", positive=True)
+    # in each regime (memory bound: F·B <= P·Q; compute bound: otherwise), build both sides
+    for roof, t_pred in ((F * B / Q, Q / B), (P, F / P)):
+        t.exact(sp.simplify(F / roof - t_pred) == 0, f"F / {roof} = {t_pred}")
+        frac = (F / T) / roof
+        t.exact(sp.simplify(frac - t_pred / T) == 0, "fraction = t_pred / t_meas")
+        t.exact(sp.simplify((t_pred - T) / T - (frac - 1)) == 0, "error = fraction - 1")
+    # the regime condition: Q/B >= F/P  <=>  F·B <= P·Q
+    t.exact(sp.simplify((Q / B - F / P) * B * P - (P * Q - F * B)) == 0, "regime condition")
+    values = [Fraction(n, d) for n in (1, 2, 3, 7, 11) for d in (1, 3, 10)]
+    for f_, q_, p_, b_ in itertools.product(values[::2], values[1::3], values[::4], values[2::5]):
+        tm = f_ / p_ + q_ / b_  # a "measured" time at or above the bound
+        pred = predict_time(f_, q_, p_, b_)
+        t.exact(pred == max(f_ / p_, q_ / b_) and pred == f_ / attainable(f_ / q_, p_, b_), f"predict_time(F={f_}, Q={q_}, P={p_}, B={b_}) = {pred}")
+        frac = fraction_of_roofline(f_, q_, tm, p_, b_)
+        err = prediction_error(f_, q_, tm, p_, b_)
+        t.exact(frac == pred / tm and err == frac - 1 and 0 < frac <= 1, f"fraction {frac}, error {err}")
+    return t.verdict("sympy in both regimes, then exact rational grid", case_unit="cases")
+
