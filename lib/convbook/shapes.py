@@ -1,15 +1,61 @@
-"""Output-size arithmetic of convolutions (chapter 2 extends this module).
+"""Chapter 2: output-size arithmetic of convolutions, transposed convolutions and pooling.
 
 The one formula everything else in the book leans on:
 
     n_out = floor((n + 2p - d(k - 1) - 1) / s) + 1
 
 for input size ``n``, kernel ``k``, stride ``s``, padding ``p`` (each side), dilation ``d``.
+It counts the positions ``u = 0, 1, …`` at which the dilated kernel, started at padded index
+``s·u``, still ends inside the padded input: ``s·u + d(k-1) ≤ n + 2p - 1``.
+
+The transposed convolution's size is the inverse question — which input sizes ``m`` does the
+forward convolution map to ``n``? — and pooling is the same window count with PyTorch's
+``ceil_mode`` rule (the last window must start inside the input or the left padding).
+
+Every formula exists twice: as an integer function (used everywhere in the book) and as a
+sympy expression built from the derivation (``*_expr``); the claims check both against PyTorch
+over exhaustive grids, and check that these functions refuse exactly the configurations
+PyTorch refuses.
 """
 
 from __future__ import annotations
 
-__all__ = ["conv_output_size"]
+import functools
+import itertools
+import operator
+import warnings
+from typing import Sequence
+
+import sympy as sp
+import torch
+import torch.nn as nn
+import torch.fx as fx
+import torch.nn.functional as F
+
+from .claims import Tally, claim
+from .numerics import DTYPE, check_device
+
+__all__ = [
+    "conv_output_size",
+    "conv_transpose_output_size",
+    "pool_output_size",
+    "avg_pool_output_size",
+    "same_padding",
+    "conv_output_shape",
+    "layer_output_shape",
+    "trace_shapes",
+    "format_shape_table",
+    "bottleneck_block",
+    "conv_output_size_expr",
+    "conv_transpose_output_size_expr",
+    "pool_output_size_expr",
+    "dumoulin_visin_relationships",
+    "plot_arithmetic",
+]
+
+# --------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
@@ -34,3 +80,902 @@ def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int 
             f"size + 2*padding = {size + 2 * padding}"
         )
     return (size + 2 * padding - effective) // stride + 1
+
+
+def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                               output_padding: int = 0) -> int:
+    """Output length of a transposed convolution along one axis (PyTorch semantics).
+
+    ``(size - 1)*stride - 2*padding + dilation*(kernel_size - 1) + output_padding + 1``
+
+    It is the smallest ``m`` whose forward convolution (same k, s, p, d) has ``size`` outputs,
+    plus ``output_padding``: the forward floor maps ``m, m+1, …, m+s-1`` all to ``size``, and
+    ``output_padding ∈ [0, s)`` picks one of them.
+
+    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding, output_padding ≥ 0;
+    ``output_padding`` smaller than stride or smaller than dilation (PyTorch's rule — note that
+    ``s ≤ output_padding < d`` is accepted and then the result is *not* a preimage size);
+    the result must be ≥ 1 (padding can eat the whole output).
+    """
+    _check_ints(size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
+                dilation=(dilation, 1), output_padding=(output_padding, 0))
+    if not (output_padding < stride or output_padding < dilation):
+        raise ValueError(f"output_padding must be smaller than stride or dilation: output_padding = {output_padding}, "
+                         f"stride = {stride}, dilation = {dilation}")
+    out = (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + output_padding + 1
+    if out < 1:
+        raise ValueError(f"output size < 1: (size-1)*stride - 2*padding + dilation*(kernel_size-1) + output_padding + 1 "
+                         f"= {out} (size={size}, kernel_size={kernel_size}, stride={stride}, padding={padding}, "
+                         f"dilation={dilation}, output_padding={output_padding})")
+    return out
+
+
+def pool_output_size(size: int, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
+                     ceil_mode: bool = False) -> int:
+    """Output length of max pooling along one axis (PyTorch's ``MaxPool*d`` semantics).
+
+    ``q = (size + 2*padding - dilation*(kernel_size-1) - 1) / stride``; the output is
+    ``floor(q) + 1``, or with ``ceil_mode`` ``ceil(q) + 1`` **minus one if the last window would
+    start at or beyond** ``size + padding`` — i.e. in the right padding (the last window must
+    start inside the input or the left padding). ``stride=None`` means ``stride=kernel_size``.
+
+    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding ≥ 0;
+    ``padding ≤ kernel_size // 2`` ("pad at most half the kernel", on the undilated kernel);
+    the output must be ≥ 1. With ``ceil_mode`` a window may overhang the input even when the
+    kernel is larger than the padded input (PyTorch allows it), so there is no separate
+    kernel-fits rule.
+    """
+    if stride is None:
+        stride = kernel_size
+    _check_ints(size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
+                dilation=(dilation, 1))
+    if not isinstance(ceil_mode, bool):
+        raise ValueError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    if padding > kernel_size // 2:
+        raise ValueError(f"pool padding must be at most half the kernel: padding = {padding} > "
+                         f"kernel_size // 2 = {kernel_size // 2}")
+    num = size + 2 * padding - dilation * (kernel_size - 1) - 1
+    out = (num + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor or ceil of num/stride, plus one
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1  # the last window would start in the right padding: drop it
+    if out < 1:
+        raise ValueError(f"output size < 1: pooling size={size}, kernel_size={kernel_size}, stride={stride}, "
+                         f"padding={padding}, dilation={dilation}, ceil_mode={ceil_mode} gives {out}")
+    return out
+
+
+def avg_pool_output_size(size: int, kernel_size: int, stride: int | None = None, padding: int = 0,
+                         ceil_mode: bool = False) -> int:
+    """Output length of average pooling along one axis (PyTorch's ``AvgPool*d``).
+
+    Average pooling has no dilation; otherwise the size (and the validity rules) are those of
+    :func:`pool_output_size` with ``dilation=1`` — ``count_include_pad`` and
+    ``divisor_override`` change the values, never the size.
+    """
+    return pool_output_size(size, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1, size: int | None = None) -> tuple[int, int]:
+    """``(left, right)`` zero padding that makes a convolution's output size ``ceil(size / stride)``.
+
+    Stride 1 (PyTorch's ``padding='same'``): total ``d(k-1)``, ``left = total // 2``,
+    ``right = total - left`` — the extra element of an odd total (even effective kernel) goes
+    on the **right**, as PyTorch does. Stride > 1: PyTorch refuses ``padding='same'``; with
+    ``size`` given this returns TensorFlow's ``'SAME'`` padding,
+    ``total = max((ceil(size/s) - 1)s + d(k-1) + 1 - size, 0)``, split the same way.
+    """
+    _check_ints(kernel_size=(kernel_size, 1), stride=(stride, 1), dilation=(dilation, 1))
+    if stride == 1:
+        total = dilation * (kernel_size - 1)
+    else:
+        if size is None:
+            raise ValueError(f"same padding with stride {stride} > 1 depends on the input size (PyTorch refuses "
+                             f"padding='same' for strided convolutions): pass size=")
+        _check_ints(size=(size, 1))
+        total = max((-(-size // stride) - 1) * stride + dilation * (kernel_size - 1) + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_output_shape(input_shape: Sequence[int], out_channels: int, kernel_size: int | Sequence[int],
+                      stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0,
+                      dilation: int | Sequence[int] = 1, groups: int = 1, transposed: bool = False,
+                      output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
+    """Shape ``(N, C_out, *spatial)`` of a (transposed) convolution of an ``(N, C_in, *spatial)`` input.
+
+    Each spatial axis follows :func:`conv_output_size` (or :func:`conv_transpose_output_size`);
+    ``padding`` may be ``'valid'`` (0) or ``'same'`` (stride 1 only). Rules (``ValueError``):
+    ``groups ≥ 1`` must divide both ``C_in`` and ``out_channels``; channels ≥ 1; plus each axis' rules.
+    """
+    shape = tuple(input_shape)
+    if len(shape) < 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+        raise ValueError(f"input_shape must be (N, C_in, *spatial) with positive ints, got {shape!r}")
+    nd = len(shape) - 2
+    n, c_in, spatial = shape[0], shape[1], shape[2:]
+    _check_ints(out_channels=(out_channels, 1), groups=(groups, 1))
+    if c_in % groups or out_channels % groups:
+        raise ValueError(f"groups must divide the channels: in_channels = {c_in}, out_channels = {out_channels}, "
+                         f"groups = {groups}")
+    k, s, d = _tuple(kernel_size, nd, "kernel_size"), _tuple(stride, nd, "stride"), _tuple(dilation, nd, "dilation")
+    if isinstance(padding, str):
+        if transposed or padding not in ("same", "valid"):
+            raise ValueError(f"padding must be an int, a tuple, 'valid' or 'same' (not transposed), got {padding!r}")
+        if padding == "valid":
+            p: tuple[int, ...] = (0,) * nd
+        else:
+            if any(v != 1 for v in s):
+                raise ValueError(f"padding='same' needs stride 1 (PyTorch refuses strided 'same'), got stride {s}")
+            return (n, out_channels, *spatial)
+    else:
+        p = _tuple(padding, nd, "padding")
+    if transposed:
+        op = _tuple(output_padding, nd, "output_padding")
+        out = tuple(conv_transpose_output_size(spatial[j], k[j], s[j], p[j], d[j], op[j]) for j in range(nd))
+    else:
+        out = tuple(conv_output_size(spatial[j], k[j], s[j], p[j], d[j]) for j in range(nd))
+    return (n, out_channels, *out)
+
+
+def layer_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Output shape of one layer from the formulas (the layer is not run).
+
+    Knows ``Conv*d``, ``ConvTranspose*d`` (without an explicit ``output_size``), ``MaxPool*d``,
+    ``AvgPool*d``, ``AdaptiveAvgPool*d``/``AdaptiveMaxPool*d``, ``Linear``, ``Flatten``, and
+    shape-preserving layers (batch norm, activations, dropout, identity). Anything else raises
+    ``ValueError`` naming the module type.
+    """
+    shape = tuple(int(v) for v in input_shape)
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+        _expect_channels(module, shape, module.in_channels)
+        return conv_output_shape(shape, module.out_channels, module.kernel_size, module.stride, module.padding,
+                                 module.dilation, module.groups)
+    if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+        _expect_channels(module, shape, module.in_channels)
+        return conv_output_shape(shape, module.out_channels, module.kernel_size, module.stride, module.padding,
+                                 module.dilation, module.groups, transposed=True, output_padding=module.output_padding)
+    if isinstance(module, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        nd = int(type(module).__name__[-2])
+        if len(shape) != nd + 2:
+            raise ValueError(f"{type(module).__name__} needs an input of rank {nd + 2} (N, C, *spatial), got {shape}")
+        k = _tuple(module.kernel_size, nd, "kernel_size")
+        s = _tuple(module.stride if module.stride is not None else module.kernel_size, nd, "stride")
+        p = _tuple(module.padding, nd, "padding")
+        d = _tuple(getattr(module, "dilation", 1), nd, "dilation")
+        out = tuple(pool_output_size(shape[2 + j], k[j], s[j], p[j], d[j], bool(module.ceil_mode)) for j in range(nd))
+        return (*shape[:2], *out)
+    if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+                           nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
+        nd = len(shape) - 2
+        size = _tuple(module.output_size, nd, "output_size") if not isinstance(module.output_size, tuple) \
+            else tuple(shape[2 + j] if v is None else v for j, v in enumerate(module.output_size))
+        return (*shape[:2], *size)
+    if isinstance(module, nn.Linear):
+        if shape[-1] != module.in_features:
+            raise ValueError(f"Linear expects in_features = {module.in_features} on the last axis, got shape {shape}")
+        return (*shape[:-1], module.out_features)
+    if isinstance(module, nn.Flatten):
+        return _flatten_shape(shape, module.start_dim, module.end_dim)
+    if isinstance(module, _SHAPE_PRESERVING):
+        return shape
+    raise ValueError(f"no shape rule for module type {type(module).__name__}")
+
+
+def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, str, tuple[int, ...]]]:
+    """Per-layer output shapes of ``model`` for an input of ``input_shape``, from the formulas.
+
+    The model is traced symbolically with ``torch.fx`` (no data flows through it); each node's
+    shape is computed from :func:`layer_output_shape` (modules) or a broadcasting/flatten/cat
+    rule (functions such as ``+``, ``torch.relu``, ``torch.flatten``). Returns rows
+    ``(node name, what it is, output shape)`` in execution order, the input first.
+    """
+
+    graph = fx.symbolic_trace(model).graph
+    modules = dict(model.named_modules())
+    shapes: dict[str, tuple[int, ...]] = {}
+    rows = []
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if shapes:
+                raise ValueError("trace_shapes supports models with a single tensor input")
+            shapes[node.name] = tuple(int(v) for v in input_shape)
+            rows.append((node.name, "input", shapes[node.name]))
+            continue
+        if node.op == "output":
+            continue
+        args = [shapes[a.name] if isinstance(a, fx.Node) else a for a in node.args]
+        if node.op == "call_module":
+            mod = modules[node.target]
+            shape = layer_output_shape(mod, args[0])
+            what = type(mod).__name__
+        elif node.op in ("call_function", "call_method"):
+            shape, what = _function_shape(node, args)
+        else:
+            raise ValueError(f"no shape rule for graph node {node.op} {node.target}")
+        shapes[node.name] = shape
+        rows.append((node.name, what, shape))
+    return rows
+
+
+def format_shape_table(rows: Sequence[tuple[str, str, tuple[int, ...]]]) -> str:
+    """Fixed-width text table of :func:`trace_shapes` rows."""
+    w1 = max(len("node"), *(len(r[0]) for r in rows))
+    w2 = max(len("layer"), *(len(r[1]) for r in rows))
+    lines = [f"{'node':<{w1}}  {'layer':<{w2}}  output shape", f"{'-' * w1}  {'-' * w2}  ------------"]
+    lines += [f"{name:<{w1}}  {what:<{w2}}  {tuple(shape)}" for name, what, shape in rows]
+    return "\n".join(lines)
+
+
+class _Bottleneck(nn.Module):
+    """ResNet bottleneck (torchvision's v1.5 layout: the stride sits on the 3×3 conv)."""
+
+    def __init__(self, c_in: int, width: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, c_out, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(c_out)
+        self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = torch.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return torch.relu(out + self.downsample(x))
+
+
+def bottleneck_block(c_in: int = 256, width: int = 128, c_out: int = 512, stride: int = 2) -> nn.Module:
+    """A ResNet bottleneck that changes dimensions: 1×1 → 3×3 (stride) → 1×1, projection shortcut."""
+    return _Bottleneck(c_in, width, c_out, stride)
+
+
+# --- symbolic forms, built from the derivations ----------------------------------------
+
+n_, k_, s_, p_, d_, a_ = sp.symbols("n k s p d a", integer=True, positive=True)
+_SYMBOLS = {"n": n_, "k": k_, "s": s_, "p": sp.Symbol("p", integer=True, nonnegative=True), "d": d_,
+            "a": sp.Symbol("a", integer=True, nonnegative=True)}
+
+
+@functools.lru_cache(maxsize=None)
+def conv_output_size_expr() -> sp.Expr:
+    """The output size as a sympy expression, derived by counting window positions.
+
+    Window ``u`` starts at padded index ``s·u`` and its last tap reads ``s·u + d(k-1)``; it is
+    valid while that is ≤ ``n + 2p - 1``. Solving the boundary equation for ``u`` gives the
+    largest real ``u``; the count of integers ``0 … u_max`` is ``floor(u_max) + 1``.
+    """
+    n, k, s, p, d = (_SYMBOLS[c] for c in "nkspd")
+    u = sp.Symbol("u", real=True)
+    last_tap = s * u + d * (k - 1)
+    (u_max,) = sp.solve(sp.Eq(last_tap, n + 2 * p - 1), u)
+    return sp.floor(sp.simplify(u_max)) + 1
+
+
+@functools.lru_cache(maxsize=None)
+def conv_transpose_output_size_expr() -> sp.Expr:
+    """Transposed size as a sympy expression: the smallest ``m`` that the forward conv maps to ``n``, plus ``a``.
+
+    Forward: ``n = floor((m + 2p - d(k-1) - 1)/s) + 1``. The smallest ``m`` is where the floor's
+    argument is exactly ``n - 1``; solving that for ``m`` and adding ``a`` (output_padding) gives
+    the transposed output size.
+    """
+    n, k, s, p, d, a = (_SYMBOLS[c] for c in "nkspda")
+    m = sp.Symbol("m", real=True)
+    fwd = conv_output_size_expr().subs(_SYMBOLS["n"], m)  # floor((m + 2p - d(k-1) - 1)/s) + 1
+    arg = _floor_arg(fwd)
+    (m_min,) = sp.solve(sp.Eq(arg, n - 1), m)
+    return sp.expand(m_min) + a
+
+
+def pool_output_size_expr(ceil_mode: bool = False) -> sp.Expr:
+    """Pooling size as sympy: the conv count with floor (or ceiling, before PyTorch's correction).
+
+    With ``ceil_mode`` the expression is ``ceil(q) + 1``; PyTorch then subtracts one when the
+    last window starts at or beyond ``n + p`` — a piecewise correction returned as a
+    ``Piecewise``.
+    """
+    base = conv_output_size_expr()
+    if not ceil_mode:
+        return base
+    n, s, p = _SYMBOLS["n"], _SYMBOLS["s"], _SYMBOLS["p"]
+    q = _floor_arg(base)
+    naive = sp.ceiling(q) + 1
+    return sp.Piecewise((naive - 1, (naive - 1) * s >= n + p), (naive, True))
+
+
+def dumoulin_visin_relationships() -> list[dict]:
+    """Dumoulin & Visin's relationships 1–15 as specialisations of the general formulas.
+
+    Each entry: ``number``, ``name``, ``kind`` ('conv', 'pool' or 'transposed'), ``params`` (the
+    specialised values or constraints, as sympy substitutions), ``expr`` (the general formula
+    specialised and simplified) and ``paper`` (the paper's form, for comparison).
+    For a transposed relationship, ``n`` is the transposed layer's input size ``i'`` and the
+    parameters are those of the *forward* convolution it transposes.
+    """
+    return [dict(r) for r in _dumoulin_visin_relationships()]
+
+
+@functools.lru_cache(maxsize=None)
+def _dumoulin_visin_relationships() -> tuple[dict, ...]:
+    n, k, s, p, d, a = (_SYMBOLS[c] for c in "nkspda")
+    h = sp.Symbol("h", integer=True, nonnegative=True)  # odd kernel k = 2h + 1
+    conv, tr = conv_output_size_expr(), conv_transpose_output_size_expr()
+    one = {d: 1}
+    rel = [
+        (1, "no zero padding, unit strides", "conv", {s: 1, p: 0, **one}, n - k + 1),
+        (2, "zero padding, unit strides", "conv", {s: 1, **one}, n - k + 2 * p + 1),
+        (3, "half (same) padding, odd k = 2h+1", "conv", {s: 1, k: 2 * h + 1, p: h, **one}, n),
+        (4, "full padding p = k - 1", "conv", {s: 1, p: k - 1, **one}, n + k - 1),
+        (5, "no zero padding, non-unit strides", "conv", {p: 0, **one}, sp.floor((n - k) / s) + 1),
+        (6, "zero padding, non-unit strides", "conv", {**one}, sp.floor((n + 2 * p - k) / s) + 1),
+        (7, "pooling", "pool", {p: 0, **one}, sp.floor((n - k) / s) + 1),
+        (8, "transposed: no padding, unit strides", "transposed", {s: 1, p: 0, a: 0, **one}, n + k - 1),
+        (9, "transposed: zero padding, unit strides", "transposed", {s: 1, a: 0, **one}, n + k - 2 * p - 1),
+        (10, "transposed: half padding", "transposed", {s: 1, k: 2 * h + 1, p: h, a: 0, **one}, n),
+        (11, "transposed: full padding", "transposed", {s: 1, p: k - 1, a: 0, **one}, n - k + 1),
+        (12, "transposed: no padding, strides, (i - k) divisible by s", "transposed", {p: 0, a: 0, **one}, s * (n - 1) + k),
+        (13, "transposed: padding, strides, (i + 2p - k) divisible by s", "transposed", {a: 0, **one}, s * (n - 1) + k - 2 * p),
+        (14, "transposed: padding, strides, a = (i + 2p - k) mod s", "transposed", {**one}, s * (n - 1) + a + k - 2 * p),
+        (15, "dilated convolution", "conv", {}, sp.floor((n + 2 * p - k - (k - 1) * (d - 1)) / s) + 1),
+    ]
+    out = []
+    for number, name, kind, subs, paper in rel:
+        base = tr if kind == "transposed" else conv
+        out.append({"number": number, "name": name, "kind": kind, "params": subs,
+                    "expr": sp.simplify(base.subs(subs, simultaneous=True)), "paper": paper})
+    return tuple(out)
+
+
+def plot_arithmetic(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
+                    transposed: bool = False, output_padding: int = 0, ax=None):
+    """Dumoulin & Visin-style diagram of a square 2-D (transposed) convolution.
+
+    Left: the (padded) input grid — input cells filled, padding cells dashed; for a transposed
+    convolution the input is drawn as the equivalent direct convolution sees it: ``s - 1`` zeros
+    between input cells, ``d(k-1) - p`` padding on the left/top (``+ output_padding`` on the
+    right/bottom). The kernel's taps at the first output position are shaded dark, at the last
+    position outlined. Right: the output grid, whose number of cells comes from
+    :func:`conv_output_size` / :func:`conv_transpose_output_size`.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if transposed:
+        out = conv_transpose_output_size(size, kernel_size, stride, padding, dilation, output_padding)
+        pad_lo = dilation * (kernel_size - 1) - padding
+        if pad_lo < 0:
+            raise ValueError(f"the diagram of a transposed convolution needs padding <= d(k-1): padding = {padding}")
+        stretched = (size - 1) * stride + 1
+        total = stretched + 2 * pad_lo + output_padding
+        cells = {pad_lo + stride * i for i in range(size)}
+        step = 1
+    else:
+        out = conv_output_size(size, kernel_size, stride, padding, dilation)
+        pad_lo, total, step = padding, size + 2 * padding, stride
+        cells = set(range(padding, padding + size))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    gap = 2
+    for r in range(total):
+        for c in range(total):
+            inside = r in cells and c in cells
+            zero = not inside
+            ax.add_patch(Rectangle((c, -r), 0.92, -0.92, facecolor="#8ab6d6" if inside else "white",
+                                   edgecolor="#4a78a0" if inside else "0.6", ls="-" if inside else "--", lw=0.8))
+            del zero
+    for (ur, uc), style in (((0, 0), dict(facecolor="#1f3b73", alpha=0.55)),
+                            ((out - 1, out - 1), dict(facecolor="none", edgecolor="#c0392b", lw=1.6))):
+        for ar in range(kernel_size):
+            for ac in range(kernel_size):
+                rr, cc = ur * step + dilation * ar, uc * step + dilation * ac
+                ax.add_patch(Rectangle((cc + 0.08, -rr - 0.08), 0.76, -0.76, **style))
+    x0 = total + gap
+    for r in range(out):
+        for c in range(out):
+            face = "#1f3b73" if (r, c) == (0, 0) else ("#f2b8b0" if (r, c) == (out - 1, out - 1) else "#9fd9c4")
+            ax.add_patch(Rectangle((x0 + c, -r), 0.92, -0.92, facecolor=face, edgecolor="#2e8b6b", lw=0.8))
+    ax.set_xlim(-0.5, x0 + out + 0.5)
+    ax.set_ylim(-max(total, out) - 0.5, 0.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    kind = "transposed conv" if transposed else "conv"
+    extra = f", output_padding={output_padding}" if transposed else ""
+    ax.set_title(f"{kind}: n={size}, k={kernel_size}, s={stride}, p={padding}, d={dilation}{extra}  →  {out}×{out} outputs",
+                 fontsize=9)
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+# Exhaustive 1-D grid bounds (stated in the chapter): every combination.
+GRID_1D = dict(n=range(1, 13), k=range(1, 6), s=range(1, 5), p=range(0, 4), d=range(1, 4))
+
+
+class _single_thread:
+    """Run tiny-tensor grids on one intra-op thread (thread wake-ups dominate otherwise), then restore."""
+
+    def __enter__(self):
+        self.saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.saved)
+        return False
+
+
+def _single_threaded(check):
+    @functools.wraps(check)
+    def wrapper(device: str = "cpu"):
+        with _single_thread():
+            return check(device=device)
+
+    return wrapper
+
+
+def _torch_size(fn, shape, *args, **kwargs):
+    """Run a PyTorch op on zeros of ``shape``; return its output's spatial shape, or None if it refuses."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tuple(fn(*args, **kwargs).shape[2:]) if not callable(shape) else None
+    except (RuntimeError, ValueError):
+        return None
+
+
+def _ours(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except ValueError:
+        return None
+
+
+@claim(
+    "shape.conv-output",
+    title="Output size of a convolution",
+    chapter=2,
+    statement="Conv1d/2d/3d produce floor((n + 2p - d(k-1) - 1)/s) + 1 outputs per axis, for every n, k, s, p, d where the dilated kernel fits the padded input; the formula derived symbolically agrees.",
+)
+@_single_threaded
+def check_conv_output(device: str = "cpu"):
+    """Exhaustive grids: 1-D (n ≤ 12, k ≤ 5, s ≤ 4, p ≤ 3, d ≤ 3), 2-D and 3-D (smaller, mixed per axis)."""
+    device = check_device(device)
+    t = Tally()
+    expr = conv_output_size_expr()
+    f = sp.lambdify([_SYMBOLS[c] for c in "nkspd"], expr, "math")
+    valid = 0
+    for n, k, s, p, d in itertools.product(*GRID_1D.values()):
+        ours = _ours(conv_output_size, n, k, s, p, d)
+        x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv1d, x.shape, x, w, stride=s, padding=p, dilation=d)
+        t.exact(ours == (None if ref is None else ref[0]), f"Conv1d n={n} k={k} s={s} p={p} d={d}: {ours} vs {ref}")
+        if ours is not None:
+            valid += 1
+            t.exact(int(f(n, k, s, p, d)) == ours, f"sympy n={n} k={k} s={s} p={p} d={d}")
+    for nd, conv, grid in ((2, F.conv2d, _axis_grid(2, seed_stride=3)), (3, F.conv3d, _axis_grid(3, seed_stride=5))):
+        for n, k, s, p, d in grid:
+            ours = _ours(lambda: tuple(conv_output_size(n[j], k[j], s[j], p[j], d[j]) for j in range(nd)))
+            x, w = torch.zeros(1, 1, *n, dtype=DTYPE, device=device), torch.zeros(1, 1, *k, dtype=DTYPE, device=device)
+            t.exact(ours == _torch_size(conv, x.shape, x, w, stride=s, padding=p, dilation=d), f"Conv{nd}d {n} {k} {s} {p} {d}")
+    t.note(f"1-D grid: {valid:,} valid configurations of n≤12, k≤5, s≤4, p≤3, d≤3 (the rest must be refused by both)")
+    return t.verdict("exhaustive grids vs F.conv1d/2d/3d + sympy form", case_unit="comparisons")
+
+
+@claim(
+    "shape.transpose-output",
+    title="Output size of a transposed convolution",
+    chapter=2,
+    statement="ConvTranspose1d/2d/3d produce (n-1)s - 2p + d(k-1) + output_padding + 1 outputs per axis; for output_padding < s these are exactly the s input sizes that the forward convolution maps back to n.",
+)
+@_single_threaded
+def check_transpose_output(device: str = "cpu"):
+    """Exhaustive 1-D grid (n ≤ 8, k ≤ 4, s ≤ 3, p ≤ 3, d ≤ 3, output_padding ≤ 2), smaller 2-D/3-D grids, preimage property."""
+    device = check_device(device)
+    t = Tally()
+    f = sp.lambdify([_SYMBOLS[c] for c in "nkspda"], conv_transpose_output_size_expr(), "math")
+    preimage = 0
+    for n, k, s, p, d, op in itertools.product(range(1, 9), range(1, 5), range(1, 4), range(0, 4), range(1, 4), range(0, 3)):
+        ours = _ours(conv_transpose_output_size, n, k, s, p, d, op)
+        x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv_transpose1d, x.shape, x, w, stride=s, padding=p, output_padding=op, dilation=d)
+        t.exact(ours == (None if ref is None else ref[0]), f"ConvTranspose1d n={n} k={k} s={s} p={p} d={d} op={op}: {ours} vs {ref}")
+        if ours is not None:
+            t.exact(int(f(n, k, s, p, d, op)) == ours, f"sympy n={n} k={k} s={s} p={p} d={d} op={op}")
+            if op < s:  # the forward convolution maps the transposed size back to n
+                preimage += 1
+                t.exact(_ours(conv_output_size, ours, k, s, p, d) == n, f"preimage n={n} k={k} s={s} p={p} d={d} op={op}")
+    for nd, fn in ((2, F.conv_transpose2d), (3, F.conv_transpose3d)):
+        for n, k, s, p, d in _axis_grid(nd, seed_stride=7, transposed=True):
+            op = tuple(min(sj, dj) - 1 for sj, dj in zip(s, d))
+            ours = _ours(lambda: tuple(conv_transpose_output_size(n[j], k[j], s[j], p[j], d[j], op[j]) for j in range(nd)))
+            x, w = torch.zeros(1, 1, *n, dtype=DTYPE, device=device), torch.zeros(1, 1, *k, dtype=DTYPE, device=device)
+            ref = _torch_size(fn, x.shape, x, w, stride=s, padding=p, output_padding=op, dilation=d)
+            t.exact(ours == ref, f"ConvTranspose{nd}d {n} {k} {s} {p} {d} {op}")
+    t.note(f"{preimage:,} transposed sizes checked to map back to n under the forward convolution")
+    return t.verdict("exhaustive grids vs F.conv_transpose1d/2d/3d + sympy form + preimage", case_unit="comparisons")
+
+
+@claim(
+    "shape.pool-ceil-mode",
+    title="Pooling output size, floor and ceil mode",
+    chapter=2,
+    statement="MaxPool/AvgPool produce floor(q)+1 outputs, q = (n + 2p - d(k-1) - 1)/s, or with ceil_mode ceil(q)+1 minus one when the last window would start in the right padding; the naive ceil(q)+1 is wrong.",
+)
+@_single_threaded
+def check_pool_ceil_mode(device: str = "cpu"):
+    """Exhaustive 1-D grid (n ≤ 10, k ≤ 4, s ≤ 3, p ≤ 2, d ≤ 3, both modes) for max and avg pooling, 2-D spot grid."""
+    device = check_device(device)
+    t = Tally()
+    naive_wrong = 0
+    for n, k, s, p, d, ceil in itertools.product(range(1, 11), range(1, 5), range(1, 4), range(0, 3), range(1, 4), (False, True)):
+        x = torch.zeros(1, 1, n, dtype=DTYPE, device=device)
+        ours = _ours(pool_output_size, n, k, s, p, d, ceil)
+        ref = _torch_size(F.max_pool1d, x.shape, x, k, s, p, d, ceil_mode=ceil)
+        t.exact(ours == (None if ref is None else ref[0]), f"MaxPool1d n={n} k={k} s={s} p={p} d={d} ceil={ceil}: {ours} vs {ref}")
+        if d == 1:
+            ours_a = _ours(avg_pool_output_size, n, k, s, p, ceil)
+            ref_a = _torch_size(F.avg_pool1d, x.shape, x, k, s, p, ceil_mode=ceil)
+            t.exact(ours_a == (None if ref_a is None else ref_a[0]), f"AvgPool1d n={n} k={k} s={s} p={p} ceil={ceil}")
+        if ceil and ours is not None:
+            naive = -(-(n + 2 * p - d * (k - 1) - 1) // s) + 1
+            naive_wrong += naive != ours
+    for n, k, s, p, d in _axis_grid(2, seed_stride=11, pool=True):
+        for ceil in (False, True):
+            x = torch.zeros(1, 1, *n, dtype=DTYPE, device=device)
+            ours = _ours(lambda: tuple(pool_output_size(n[j], k[j], s[j], p[j], d[j], ceil) for j in range(2)))
+            t.exact(ours == _torch_size(F.max_pool2d, x.shape, x, k, s, p, d, ceil_mode=ceil), f"MaxPool2d {n} {k} {s} {p} {d}")
+    t.exact(naive_wrong > 0, "the naive ceil formula should be wrong somewhere")
+    t.note(f"the naive ceil(q)+1 disagrees with PyTorch in {naive_wrong} ceil-mode configurations of the 1-D grid")
+    return t.verdict("exhaustive grids vs F.max_pool1d/2d, F.avg_pool1d", case_unit="comparisons")
+
+
+@claim(
+    "shape.same-padding",
+    title="'same' padding, including the asymmetric case",
+    chapter=2,
+    statement="padding='same' (stride 1) pads d(k-1) zeros in total, floor(d(k-1)/2) on the left and the rest on the right; PyTorch's output equals the convolution of the input padded that way, and PyTorch refuses strided 'same'.",
+)
+@_single_threaded
+def check_same_padding(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = torch.Generator().manual_seed(2024)
+    for n, k, d in itertools.product(range(1, 10), range(1, 6), range(1, 4)):
+        left, right = same_padding(k, 1, d)
+        x = torch.randn(1, 1, n, generator=gen, dtype=DTYPE).to(device)
+        w = torch.randn(1, 1, k, generator=gen, dtype=DTYPE).to(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = F.conv1d(x, w, padding="same", dilation=d)
+        ours = F.conv1d(F.pad(x, (left, right)), w, dilation=d)
+        t.close(ours, ref, f"same n={n} k={k} d={d} pads=({left},{right})")
+    for kh, kw in itertools.product(range(1, 5), repeat=2):
+        (t0, b0), (l0, r0) = same_padding(kh), same_padding(kw, 1, 2)
+        x = torch.randn(1, 2, 7, 8, generator=gen, dtype=DTYPE).to(device)
+        w = torch.randn(3, 2, kh, kw, generator=gen, dtype=DTYPE).to(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = F.conv2d(x, w, padding="same", dilation=(1, 2))
+        t.close(F.conv2d(F.pad(x, (l0, r0, t0, b0)), w, dilation=(1, 2)), ref, f"same 2-D k=({kh},{kw})")
+    # strided: PyTorch refuses 'same'; TensorFlow-style padding gives ceil(n/s) outputs
+    for n, k, s, d in itertools.product(range(1, 10), range(1, 5), range(2, 4), range(1, 3)):
+        x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+        t.exact(_torch_size(F.conv1d, x.shape, x, w, stride=s, padding="same") is None, f"torch refuses strided same s={s}")
+        t.exact(_ours(same_padding, k, s, d) is None, f"same_padding without size refuses s={s}")
+        left, right = same_padding(k, s, d, size=n)
+        ref = F.conv1d(F.pad(x, (left, right)), w, stride=s, dilation=d).shape[-1]
+        t.exact(ref == -(-n // s) and 0 <= right - left <= 1, f"TF same n={n} k={k} s={s} d={d}")
+    return t.verdict("F.conv1d/2d(padding='same') vs explicit (left, right) padding; strided refusals", dtype="float64")
+
+
+@claim(
+    "shape.validity-rules",
+    title="Validity rules: convbook refuses exactly where PyTorch refuses",
+    chapter=2,
+    statement="conv_output_size, conv_transpose_output_size, pool_output_size and conv_output_shape raise ValueError exactly on the configurations (non-positive sizes, kernel larger than padded input, output < 1, output_padding ≥ both stride and dilation, pool padding > k/2, groups not dividing channels) where PyTorch raises.",
+)
+@_single_threaded
+def check_validity_rules(device: str = "cpu"):
+    """Grids that include zero and negative values; counts agreements of (raises, raises)."""
+    device = check_device(device)
+    t = Tally()
+    refused = 0
+    for n, k, s, p, d in itertools.product(range(1, 5), range(0, 4), range(0, 3), range(-1, 3), range(0, 3)):
+        x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv1d, x.shape, x, w, stride=s, padding=p, dilation=d)
+        ours = _ours(conv_output_size, n, k, s, p, d)
+        t.exact((ref is None) == (ours is None), f"conv n={n} k={k} s={s} p={p} d={d}: torch {ref}, ours {ours}")
+        refused += ref is None
+    for n, k, s, p, d, op in itertools.product(range(1, 4), range(1, 4), range(1, 4), range(0, 4), range(1, 4), range(0, 4)):
+        x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv_transpose1d, x.shape, x, w, stride=s, padding=p, output_padding=op, dilation=d)
+        ours = _ours(conv_transpose_output_size, n, k, s, p, d, op)
+        t.exact((ref is None) == (ours is None), f"transpose n={n} k={k} s={s} p={p} d={d} op={op}: torch {ref}, ours {ours}")
+        refused += ref is None
+    for n, k, s, p, d in itertools.product(range(1, 5), range(1, 5), range(0, 3), range(0, 4), range(1, 3)):
+        x = torch.zeros(1, 1, n, dtype=DTYPE, device=device)
+        ref = _torch_size(F.max_pool1d, x.shape, x, k, s, p, d)
+        ours = _ours(pool_output_size, n, k, s, p, d)
+        t.exact((ref is None) == (ours is None), f"pool n={n} k={k} s={s} p={p} d={d}")
+        refused += ref is None
+    for c_in, c_out, g in itertools.product(range(1, 5), range(1, 5), range(1, 5)):
+        try:
+            layer = nn.Conv1d(c_in, c_out, 3, groups=g).to(device=device, dtype=DTYPE)
+            ref = tuple(layer(torch.zeros(1, c_in, 6, dtype=DTYPE, device=device)).shape)
+        except (ValueError, RuntimeError):
+            ref = None
+        ours = _ours(conv_output_shape, (1, c_in, 6), c_out, 3, groups=g)
+        t.exact(ref == ours, f"groups C_in={c_in} C_out={c_out} g={g}: torch {ref}, ours {ours}")
+        refused += ref is None
+    t.note(f"{refused:,} configurations refused by PyTorch, each refused by convbook too")
+    return t.verdict("grids with invalid values: torch raises ⇔ convbook raises", case_unit="configurations")
+
+
+@claim(
+    "shape.trace",
+    title="trace_shapes predicts every layer's output shape",
+    chapter=2,
+    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for a ResNet bottleneck and random conv/pool stacks.",
+)
+@_single_threaded
+def check_trace(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = torch.Generator().manual_seed(77)
+    # the chapter's full-size bottleneck runs on the meta device (PyTorch's own shape functions, no data)
+    big = bottleneck_block().to(device="meta", dtype=DTYPE).eval()
+    pred = {name: s for name, _, s in trace_shapes(big, (1, 256, 56, 56))}
+    for name, s in _run_shapes(big, (1, 256, 56, 56), "meta").items():
+        t.exact(pred.get(name) == s, f"bottleneck {name}: predicted {pred.get(name)}, ran {s}")
+    models = [(bottleneck_block(64, 64, 256, 1), (2, 64, 15, 15)), (bottleneck_block(32, 16, 64, 2), (1, 32, 9, 7))]
+    for _ in range(16):
+        nd = int(torch.randint(1, 3, (1,), generator=gen))
+        layers, c = [], 2
+        for _ in range(4):
+            r = [int(v) for v in torch.randint(0, 4, (6,), generator=gen)]
+            conv = (nn.Conv1d, nn.Conv2d)[nd - 1]
+            if r[0] == 0:
+                pool = (nn.MaxPool1d, nn.MaxPool2d)[nd - 1] if r[1] % 2 else (nn.AvgPool1d, nn.AvgPool2d)[nd - 1]
+                layers.append(pool(2 + r[2] % 2, stride=1 + r[3] % 2, padding=r[4] % 2, ceil_mode=bool(r[5] % 2)))
+            elif r[0] == 1:
+                tconv = (nn.ConvTranspose1d, nn.ConvTranspose2d)[nd - 1]
+                s = 1 + r[2] % 3
+                layers.append(tconv(c, 2 * c, 1 + r[1], stride=s, padding=r[3] % 2, output_padding=r[4] % s))
+                c *= 2
+            else:
+                layers.append(conv(c, c + 2, 1 + r[1], stride=1 + r[2] % 2, padding=r[3], dilation=1 + r[4] % 2))
+                c += 2
+            layers.append(nn.ReLU())
+        models.append((nn.Sequential(*layers, nn.Flatten()), (1, 2) + (9,) * nd))
+    for model, shape in models:
+        model = model.to(device=device, dtype=DTYPE).eval()
+        predicted = _ours(trace_shapes, model, shape)
+        measured = _run_shapes(model, shape, device)
+        if predicted is None or measured is None:
+            t.exact(predicted is None and measured is None, f"refusal mismatch for {shape}")
+            continue
+        pred = {name: s for name, _, s in predicted}
+        for name, s in measured.items():
+            t.exact(pred.get(name) == s, f"{name}: predicted {pred.get(name)}, ran {s}")
+    return t.verdict("trace_shapes vs running the model (fx interpreter)", case_unit="layer shapes")
+
+
+@claim(
+    "shape.dv-unit-stride",
+    title="Dumoulin & Visin relationships 1–4: unit strides",
+    chapter=2,
+    statement="With s = 1: o = i - k + 1 (no padding, rel. 1), o = i - k + 2p + 1 (rel. 2), o = i for k odd and p = floor(k/2) (rel. 3), o = i + k - 1 for p = k - 1 (rel. 4).",
+)
+@_single_threaded
+def check_dv_unit_stride(device: str = "cpu"):
+    return _check_dv(range(1, 5), device)
+
+
+@claim(
+    "shape.dv-strided",
+    title="Dumoulin & Visin relationships 5–7: strides and pooling",
+    chapter=2,
+    statement="o = floor((i - k)/s) + 1 without padding (rel. 5), o = floor((i + 2p - k)/s) + 1 with padding (rel. 6), and pooling follows rel. 5 (rel. 7).",
+)
+@_single_threaded
+def check_dv_strided(device: str = "cpu"):
+    return _check_dv(range(5, 8), device)
+
+
+@claim(
+    "shape.dv-transposed",
+    title="Dumoulin & Visin relationships 8–14: transposed convolutions",
+    chapter=2,
+    statement="The transposed counterparts: o' = i' + k - 1 (rel. 8), i' + k - 2p - 1 (rel. 9), i' (rel. 10), i' - k + 1 (rel. 11), s(i' - 1) + k (rel. 12), s(i' - 1) + k - 2p (rel. 13), s(i' - 1) + a + k - 2p with a = (i + 2p - k) mod s (rel. 14).",
+)
+@_single_threaded
+def check_dv_transposed(device: str = "cpu"):
+    return _check_dv(range(8, 15), device)
+
+
+@claim(
+    "shape.dv-dilated",
+    title="Dumoulin & Visin relationship 15: dilated convolutions",
+    chapter=2,
+    statement="A dilated convolution has o = floor((i + 2p - k - (k - 1)(d - 1))/s) + 1 outputs: the kernel acts as one of size k + (k-1)(d-1).",
+)
+@_single_threaded
+def check_dv_dilated(device: str = "cpu"):
+    return _check_dv(range(15, 16), device)
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+_SHAPE_PRESERVING = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
+                     nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.Hardswish,
+                     nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+
+
+def _check_ints(**values: tuple[int, int]) -> None:
+    for name, (value, low) in values.items():
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _tuple(value, n: int, name: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * n
+    out = tuple(value)
+    if len(out) == 1 and n > 1:
+        out = out * n
+    if len(out) != n:
+        raise ValueError(f"{name} must be an int or {n} ints, got {value!r}")
+    return out
+
+
+def _expect_channels(module: nn.Module, shape: tuple[int, ...], c_in: int) -> None:
+    nd = int(type(module).__name__[-2])
+    if len(shape) != nd + 2 or shape[1] != c_in:
+        raise ValueError(f"{type(module).__name__} expects (N, {c_in}, {nd} spatial axes), got input shape {shape}")
+
+
+def _flatten_shape(shape: tuple[int, ...], start: int, end: int) -> tuple[int, ...]:
+    rank = len(shape)
+    start, end = start % rank, end % rank
+    merged = 1
+    for v in shape[start:end + 1]:
+        merged *= v
+    return (*shape[:start], merged, *shape[end + 1:])
+
+
+_ELEMENTWISE = {torch.relu, F.relu, torch.sigmoid, torch.tanh, F.gelu, F.silu}
+
+
+def _function_shape(node, args) -> tuple[tuple[int, ...], str]:
+    target = node.target
+    name = getattr(target, "__name__", str(target))
+    if target in (operator.add, operator.mul, operator.sub, torch.add, torch.mul):
+        return tuple(torch.broadcast_shapes(*[a for a in args if isinstance(a, tuple)])), name
+    if target in _ELEMENTWISE or target in ("relu", "sigmoid", "tanh", "contiguous"):
+        return args[0], name
+    if target in (torch.flatten, "flatten"):
+        start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
+        end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
+        return _flatten_shape(args[0], start, end), name
+    if target is torch.cat:
+        tensors, dim = args[0], (args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
+        raise ValueError(f"no shape rule for torch.cat of fx nodes (dim={dim}, {len(tensors)} tensors)")
+    raise ValueError(f"no shape rule for function {name}")
+
+
+def _run_shapes(model: nn.Module, shape, device) -> dict[str, tuple[int, ...]] | None:
+    """Run ``model`` node by node (fx interpreter) and record every node's actual output shape."""
+
+    gm = fx.symbolic_trace(model)
+    seen: dict[str, tuple[int, ...]] = {}
+
+    class Recorder(fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor) and n.op != "output":
+                seen[n.name] = tuple(out.shape)
+            return out
+
+    try:
+        with torch.no_grad():
+            Recorder(gm).run(torch.zeros(*shape, dtype=DTYPE, device=device))
+    except (RuntimeError, ValueError):
+        return None
+    return seen
+
+
+def _floor_arg(expr: sp.Expr) -> sp.Expr:
+    """The argument of the (single) floor in ``expr``."""
+    floors = list(expr.atoms(sp.floor))
+    if len(floors) != 1:
+        raise ValueError(f"expected exactly one floor in {expr}")
+    return floors[0].args[0]
+
+
+def _axis_grid(nd: int, seed_stride: int, transposed: bool = False, pool: bool = False):
+    """A deterministic grid of per-axis parameter tuples for 2-D/3-D checks (axes differ)."""
+    ns, ks, ss, ps, ds = range(1, 7 if nd == 2 else 5), range(1, 4), range(1, 3), range(0, 3), range(1, 3)
+    rows = []
+    for n0, k0, s0, p0, d0 in itertools.product(ns, ks, ss, ps, ds):
+        # the second/third axis use shifted values so that axes do not move in lock-step
+        n = tuple(1 + (n0 - 1 + seed_stride * j) % len(ns) for j in range(nd))
+        k = tuple(1 + (k0 - 1 + j) % len(ks) for j in range(nd))
+        s = tuple(1 + (s0 - 1 + j) % len(ss) for j in range(nd))
+        p = tuple((p0 + j) % len(ps) for j in range(nd))
+        d = tuple(1 + (d0 - 1 + j) % len(ds) for j in range(nd))
+        if pool:
+            p = tuple(min(pj, kj // 2) if j else pj for j, (pj, kj) in enumerate(zip(p, k)))
+        rows.append((n, k, s, p, d))
+    return rows
+
+
+def _check_dv(numbers, device: str):
+    """Each relationship: the specialised sympy form equals the paper's; both equal PyTorch on its domain.
+
+    The grid is every (i, k, s, p, d) with i ≤ 10, k ≤ 5, s ≤ 3, p ≤ 3, d ≤ 3 that satisfies the
+    relationship's constraints (e.g. s = 1, p = k - 1). For a transposed relationship, i is the
+    *forward* convolution's input: the transposed layer gets i' = conv_output_size(i, …) and
+    output_padding a = (i + 2p - d(k-1) - 1) mod s, and must give back i.
+    """
+    device = check_device(device)
+    t = Tally()
+    rels = {r["number"]: r for r in dumoulin_visin_relationships()}
+    for num in numbers:
+        r = dict(rels[num], paper_fn=sp.lambdify([_SYMBOLS[c] for c in "nkspda"], rels[num]["paper"], "math"))
+        t.exact(sp.simplify(r["expr"] - r["paper"]) == 0, f"rel. {num}: sympy {r['expr']} vs paper {r['paper']}")
+        for cfg in _dv_configs(r):
+            _dv_case(t, r, cfg, device)
+    t.note(f"relationships {', '.join(str(x) for x in numbers)}: sympy specialisation = paper's form; each vs PyTorch")
+    return t.verdict("sympy specialisation + exhaustive grid (i ≤ 10, k ≤ 5, s ≤ 3, p ≤ 3, d ≤ 3) vs PyTorch",
+                     case_unit="comparisons")
+
+
+def _dv_configs(r: dict):
+    """Grid points satisfying a relationship's constraints."""
+    n, k, s, p, d, a = (_SYMBOLS[c] for c in "nkspda")
+    h = sp.Symbol("h", integer=True, nonnegative=True)
+    params = r["params"]
+    odd = k in params  # k = 2h + 1: odd kernels only, h = (k - 1)/2
+    rules = [(c, sp.lambdify([k, h], sp.sympify(params[_SYMBOLS[c]]), "math")) for c in "spd" if _SYMBOLS[c] in params]
+    for i, kk, ss, pp, dd in itertools.product(range(1, 11), range(1, 6), range(1, 4), range(0, 4), range(1, 4)):
+        if odd and kk % 2 == 0:
+            continue
+        vals = {"s": ss, "p": pp, "d": dd}
+        if all(int(rule(kk, (kk - 1) // 2)) == vals[c] for c, rule in rules):
+            yield {"n": i, "k": kk, "s": ss, "p": pp, "d": dd, "a_fixed": a in params}
+
+
+def _dv_case(t: Tally, r: dict, cfg: dict, device: str) -> None:
+    i, kk, ss, pp, dd = (cfg[c] for c in "nkspd")
+    if r["kind"] == "transposed":
+        i_t = _ours(conv_output_size, i, kk, ss, pp, dd)
+        if i_t is None:
+            return
+        aa = (i + 2 * pp - dd * (kk - 1) - 1) % ss
+        if cfg["a_fixed"] and aa != 0:
+            return
+        paper = int(r["paper_fn"](i_t, kk, ss, pp, dd, aa))
+        x, w = torch.zeros(1, 1, i_t, dtype=DTYPE, device=device), torch.zeros(1, 1, kk, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv_transpose1d, x.shape, x, w, stride=ss, padding=pp, output_padding=aa, dilation=dd)
+        ours = _ours(conv_transpose_output_size, i_t, kk, ss, pp, dd, aa)
+        t.exact(ref == (paper,) and ours == paper == i,
+                f"rel. {r['number']} i={i} i'={i_t} k={kk} s={ss} p={pp} a={aa}: paper {paper}, torch {ref}, ours {ours}")
+        return
+    paper = int(r["paper_fn"](i, kk, ss, pp, dd, 0))
+    x = torch.zeros(1, 1, i, dtype=DTYPE, device=device)
+    if r["kind"] == "pool":
+        ref = _torch_size(F.max_pool1d, x.shape, x, kk, ss, pp, dd)
+        ours = _ours(pool_output_size, i, kk, ss, pp, dd)
+    else:
+        w = torch.zeros(1, 1, kk, dtype=DTYPE, device=device)
+        ref = _torch_size(F.conv1d, x.shape, x, w, stride=ss, padding=pp, dilation=dd)
+        ours = _ours(conv_output_size, i, kk, ss, pp, dd)
+    if ref is None:
+        t.exact(ours is None and paper < 1, f"rel. {r['number']} refused i={i} k={kk} s={ss} p={pp} d={dd}: paper {paper}")
+    else:
+        t.exact(ref == (paper,) and ours == paper, f"rel. {r['number']} i={i} k={kk} s={ss} p={pp} d={dd}: paper {paper}, torch {ref}")
