@@ -1,0 +1,711 @@
+"""Chapter 9: transposed convolution, its adjoint identity, and checkerboard artifacts.
+
+A transposed convolution with weight ``W`` (PyTorch layout ``C_in × C_out/g × k…``),
+stride ``s``, padding ``p``, dilation ``d`` and output padding ``op`` *scatters* every
+input sample into the output:
+
+    out_full[c, s·m + d·a] += Σ_i y[i, m] W[i, c, a],     out = out_full[p : p + L]
+
+with ``L = (M - 1)s - 2p + d(k - 1) + op + 1`` outputs along an axis of length ``M``.
+It is the adjoint (matrix transpose) of the convolution with the same arguments, equal to a
+stride-1 convolution over the zero-upsampled input padded by ``d(k-1) - p`` with the
+flipped, channel-transposed kernel.
+
+Checkerboards: with all-ones weights, output ``j`` of a 1-D transposed convolution (no
+padding, dilation 1) receives one tap for every ``a`` with ``a ≡ j (mod s)`` in range, so
+in the interior the count depends only on ``r = j mod s``: ``⌈(k - r)/s⌉``, uniform iff
+``s | k``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .claims import Tally, claim
+from .numerics import as_tuple, check_device, generator, randint, randn
+from .shapes import conv_output_size
+
+__all__ = [
+    "required_output_padding",
+    "conv_transpose_by_scatter",
+    "adjoint_inner_products",
+    "equivalent_conv_padding",
+    "transposed_kernel_as_conv",
+    "transposed_as_conv",
+    "overlap_count",
+    "interior_overlap",
+    "overlap_count_2d",
+    "overlap_is_uniform",
+    "polyphase_sums",
+    "resize_conv",
+    "nearest_resize_conv_kernel",
+    "subpixel_conv",
+    "pixel_shuffle_as_transposed",
+    "plot_overlap_patterns",
+    "plot_checkerboard",
+]
+
+
+# --------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------
+
+
+def required_output_padding(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+    """The ``output_padding`` that makes a transposed convolution return the size ``size``
+    that the convolution with the same arguments started from.
+
+    A convolution maps every ``n`` with the same ``(n + 2p - d(k-1) - 1) // s`` to the same
+    output size, so the transposed map cannot know which one was meant; the remainder
+
+        op = (n + 2p - d(k - 1) - 1) mod s         (0 ≤ op < s)
+
+    picks it. Validity rules are those of :func:`convbook.shapes.conv_output_size`.
+    """
+    conv_output_size(size, kernel_size, stride, padding, dilation)  # validates
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) % stride
+
+
+def conv_transpose_by_scatter(y: torch.Tensor, weight: torch.Tensor, stride: int | Sequence[int] = 1,
+                              padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
+                              output_padding: int | Sequence[int] = 0) -> torch.Tensor:
+    """Transposed convolution (1-D or 2-D, any groups) written from the scatter definition.
+
+    ``out_full[n, g·C_og + c, s·m + d·a] += Σ_{i in group g} y[n, i, m] W[i, c, a]``, then the
+    first ``p`` and last ``p`` positions are cropped (``op`` extra zeros were appended on the
+    right first). ``y``: ``N × C_in × M…``; ``weight``: ``C_in × C_out/groups × k…``.
+
+    Rules: ``C_in`` = ``weight.shape[0]`` and divisible by ``groups``; stride, dilation ≥ 1;
+    padding ≥ 0; ``0 ≤ output_padding < max(stride, dilation)`` (PyTorch's rule);
+    the output must be non-empty.
+    """
+    nd = _check_pair(y, weight, groups)
+    k = tuple(weight.shape[2:])
+    s, p, d, op = _args(nd, stride, padding, dilation, output_padding)
+    m = tuple(y.shape[2:])
+    out_len = tuple(_transposed_size(m[j], k[j], s[j], p[j], d[j], op[j]) for j in range(nd))
+    full_len = tuple((m[j] - 1) * s[j] + d[j] * (k[j] - 1) + 1 + op[j] for j in range(nd))
+    n, c_in = y.shape[:2]
+    cig, cog = c_in // groups, weight.shape[1]
+    full = y.new_zeros(n, groups * cog, *full_len)
+    yg = y.reshape(n, groups, cig, *m)
+    wg = weight.reshape(groups, cig, cog, *k)
+    for taps in itertools.product(*[range(kj) for kj in k]):
+        contrib = torch.einsum("ngi...,gic->ngc...", yg, wg[(Ellipsis, *taps)]).reshape(n, groups * cog, *m)
+        where = tuple(slice(d[j] * taps[j], d[j] * taps[j] + s[j] * (m[j] - 1) + 1, s[j]) for j in range(nd))
+        full[(slice(None), slice(None), *where)] += contrib
+    crop = tuple(slice(p[j], p[j] + out_len[j]) for j in range(nd))
+    return full[(slice(None), slice(None), *crop)]
+
+
+def adjoint_inner_products(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, stride: int | Sequence[int] = 1,
+                           padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+                           groups: int = 1) -> tuple[float, float]:
+    """The two sides of the dot-product test ``⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩``.
+
+    ``conv`` is PyTorch's ``F.conv1d/F.conv2d`` with ``weight`` (``C_out × C_in/g × k…``);
+    ``convᵀ`` is :func:`conv_transpose_by_scatter` with the same weight tensor (read as
+    ``C_out × C_in/g × k…``, i.e. its ``C_in`` is the convolution's ``C_out``) and the output
+    padding of :func:`required_output_padding`, so that ``convᵀ(y)`` has ``x``'s shape.
+    ``y`` must have the convolution's output shape.
+    """
+    nd = weight.dim() - 2
+    conv = _conv_fn(nd)
+    s, p, d, _ = _args(nd, stride, padding, dilation, 0)
+    cx = conv(x, weight, stride=s, padding=p, dilation=d, groups=groups)
+    if cx.shape != y.shape:
+        raise ValueError(f"y must have the convolution's output shape {tuple(cx.shape)}, got {tuple(y.shape)}")
+    op = tuple(required_output_padding(x.shape[2 + j], weight.shape[2 + j], s[j], p[j], d[j]) for j in range(nd))
+    ty = conv_transpose_by_scatter(y, weight, s, p, d, groups, op)
+    lhs = float((cx * y).sum())
+    rhs = float((x * ty).sum()) if ty.shape == x.shape else float("nan")
+    return lhs, rhs
+
+
+def equivalent_conv_padding(kernel_size: int, padding: int = 0, dilation: int = 1) -> int:
+    """Padding of the stride-1 convolution that reproduces a transposed convolution:
+    ``d(k - 1) - p`` on each side (plus ``output_padding`` on the far side).
+
+    Negative values mean cropping. Rules: kernel_size, dilation ≥ 1; padding ≥ 0.
+    """
+    _nonneg(kernel_size=(kernel_size, 1), dilation=(dilation, 1), padding=(padding, 0))
+    return dilation * (kernel_size - 1) - padding
+
+
+def transposed_kernel_as_conv(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """The convolution weight equivalent to a transposed-convolution weight.
+
+    ``W`` (``C_in × C_out/g × k…``) becomes ``V`` (``C_out × C_in/g × k…``) with
+    ``V[g·C_og + c, i, a] = W[g·C_ig + i, c, k - 1 - a]``: input and output channels swapped
+    inside each group, and every spatial axis flipped.
+    """
+    if weight.dim() < 3:
+        raise ValueError(f"weight must be C_in × C_out/groups × k… (3-D or 4-D), got shape {tuple(weight.shape)}")
+    if groups < 1 or weight.shape[0] % groups:
+        raise ValueError(f"weight.shape[0] = {weight.shape[0]} must be divisible by groups = {groups}")
+    c_in, cog = weight.shape[:2]
+    k = tuple(weight.shape[2:])
+    v = weight.reshape(groups, c_in // groups, cog, *k).transpose(1, 2).reshape(groups * cog, c_in // groups, *k)
+    return v.flip(tuple(range(2, weight.dim())))
+
+
+def transposed_as_conv(y: torch.Tensor, weight: torch.Tensor, stride: int | Sequence[int] = 1,
+                       padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, groups: int = 1,
+                       output_padding: int | Sequence[int] = 0) -> torch.Tensor:
+    """A transposed convolution computed as a stride-1 convolution.
+
+    1. insert ``s - 1`` zeros between neighbouring samples of ``y`` (length ``(M-1)s + 1``);
+    2. pad ``q = d(k-1) - p`` zeros on the near side and ``q + op`` on the far side
+       (:func:`equivalent_conv_padding`; a negative amount crops);
+    3. convolve with stride 1, dilation ``d``, ``groups`` and :func:`transposed_kernel_as_conv`.
+
+    Output length ``(M-1)s + 1 + 2q + op - d(k-1) = (M-1)s - 2p + d(k-1) + op + 1``.
+    Same rules as :func:`conv_transpose_by_scatter`.
+    """
+    nd = _check_pair(y, weight, groups)
+    k = tuple(weight.shape[2:])
+    s, p, d, op = _args(nd, stride, padding, dilation, output_padding)
+    m = tuple(y.shape[2:])
+    for j in range(nd):
+        _transposed_size(m[j], k[j], s[j], p[j], d[j], op[j])
+    up = y.new_zeros(*y.shape[:2], *[(m[j] - 1) * s[j] + 1 for j in range(nd)])
+    up[(slice(None), slice(None), *[slice(None, None, s[j]) for j in range(nd)])] = y
+    pads: list[int] = []
+    for j in reversed(range(nd)):  # F.pad lists the last axis first
+        q = equivalent_conv_padding(k[j], p[j], d[j])
+        pads += [q, q + op[j]]
+    up = F.pad(up, pads)
+    return _conv_fn(nd)(up, transposed_kernel_as_conv(weight, groups), stride=1, dilation=d, groups=groups)
+
+
+def overlap_count(kernel_size: int, stride: int, length: int) -> np.ndarray:
+    """Number of kernel taps that reach each output of a 1-D transposed convolution.
+
+    ``length`` input samples, no padding, dilation 1; output ``j`` (``0 ≤ j < (length-1)s + k``)
+    receives tap ``a`` from input ``m = (j - a)/s`` when that is an integer in range, so the
+    count is the number of ``a ≡ j (mod s)`` in ``[max(0, j - (length-1)s), min(k-1, j)]``:
+
+        count[j] = ⌊(hi - r)/s⌋ - ⌊(lo - 1 - r)/s⌋,   r = j mod s.
+
+    In the interior (``k-1 ≤ j ≤ (length-1)s``) this is ``⌈(k - r)/s⌉`` (:func:`interior_overlap`).
+    Rules: kernel_size, stride, length ≥ 1.
+    """
+    _nonneg(kernel_size=(kernel_size, 1), stride=(stride, 1), length=(length, 1))
+    j = np.arange((length - 1) * stride + kernel_size)
+    r = j % stride
+    hi = np.minimum(kernel_size - 1, j)
+    lo = np.maximum(0, j - (length - 1) * stride)
+    return (hi - r) // stride - (lo - 1 - r) // stride
+
+
+def interior_overlap(kernel_size: int, stride: int) -> np.ndarray:
+    """Taps per interior output by residue ``r = j mod s``: ``⌈(k - r)/s⌉`` for ``r = 0 … s-1``.
+
+    Writing ``k = q s + m`` (``0 ≤ m < s``): residues ``r < m`` get ``q + 1``, the others ``q``.
+    Rules: kernel_size, stride ≥ 1.
+    """
+    _nonneg(kernel_size=(kernel_size, 1), stride=(stride, 1))
+    r = np.arange(stride)
+    return (kernel_size - r + stride - 1) // stride
+
+
+def overlap_count_2d(kernel_size: Sequence[int], stride: Sequence[int], length: Sequence[int]) -> np.ndarray:
+    """2-D overlap counts: the outer product of the 1-D counts of the two axes.
+
+    A tap ``(a, b)`` reaches output ``(j₁, j₂)`` iff ``a`` reaches ``j₁`` and ``b`` reaches ``j₂``
+    independently, so the count factorises: ``count[j₁, j₂] = c₁[j₁] · c₂[j₂]``.
+    """
+    ks, ss, ls = (as_tuple(v, 2, name) for v, name in ((kernel_size, "kernel_size"), (stride, "stride"), (length, "length")))
+    return np.outer(overlap_count(ks[0], ss[0], ls[0]), overlap_count(ks[1], ss[1], ls[1]))
+
+
+def overlap_is_uniform(kernel_size: int | Sequence[int], stride: int | Sequence[int]) -> bool:
+    """Whether every interior output receives the same number of taps: iff ``s | k`` on every axis.
+
+    Proof (1-D): with ``k = q s + m``, residue 0 gets ``q + 1`` taps when ``m > 0`` and residue
+    ``s - 1 ≥ m`` gets ``q``; when ``m = 0`` all get ``q``. (2-D): the table is an outer product
+    of two positive-leading vectors, constant iff both factors are.
+    """
+    ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+    ss = (stride,) if isinstance(stride, int) else tuple(stride)
+    if len(ks) != len(ss):
+        raise ValueError(f"kernel_size and stride must have the same length, got {ks} and {ss}")
+    _nonneg(**{f"kernel_size[{j}]": (v, 1) for j, v in enumerate(ks)}, **{f"stride[{j}]": (v, 1) for j, v in enumerate(ss)})
+    return all(k % s == 0 for k, s in zip(ks, ss))
+
+
+def polyphase_sums(weight: torch.Tensor, stride: int, padding: int = 0) -> torch.Tensor:
+    """Response of a 1-D transposed convolution to a constant input 1, by output residue.
+
+    Interior output ``j`` adds the taps ``b ≡ j + p (mod s)`` of every input-output channel
+    pair: ``R[c, r] = Σ_i Σ_{b ≡ r + p (mod s)} W[i, c, b]``, for ``r = 0 … s-1``.
+    A constant input gives a constant interior iff all ``R[c, ·]`` are equal.
+    ``weight``: ``C_in × C_out × k`` (groups = 1).
+    """
+    if weight.dim() != 3:
+        raise ValueError(f"weight must be C_in × C_out × k (1-D), got shape {tuple(weight.shape)}")
+    _nonneg(stride=(stride, 1), padding=(padding, 0))
+    k = weight.shape[2]
+    b = torch.arange(k)
+    out = weight.new_zeros(weight.shape[1], stride)
+    for r in range(stride):
+        mask = (b - r - padding) % stride == 0
+        out[:, r] = weight[:, :, mask].sum(dim=(0, 2))
+    return out
+
+
+def resize_conv(x: torch.Tensor, weight: torch.Tensor, scale: int, mode: str = "nearest",
+                padding: int | Sequence[int] = 0) -> torch.Tensor:
+    """Upsample by the integer ``scale`` (``'nearest'`` or ``'linear'`` interpolation,
+    ``align_corners=False``), then a stride-1 convolution with ``weight`` (``C_out × C_in × k…``).
+
+    The resize step fills every new position with a convex combination of inputs (weights
+    summing to 1), so a constant input stays constant before the convolution sees it.
+    Rules: scale ≥ 1; mode in {'nearest', 'linear'}; x is N × C × L or N × C × H × W.
+    """
+    _nonneg(scale=(scale, 1))
+    nd = x.dim() - 2
+    if nd not in (1, 2) or weight.dim() != x.dim():
+        raise ValueError(f"x must be 3-D or 4-D and weight of the same rank, got {tuple(x.shape)} and {tuple(weight.shape)}")
+    if mode == "nearest":
+        up = F.interpolate(x, scale_factor=scale, mode="nearest")
+    elif mode == "linear":
+        up = F.interpolate(x, scale_factor=scale, mode="linear" if nd == 1 else "bilinear", align_corners=False)
+    else:
+        raise ValueError(f"mode must be 'nearest' or 'linear', got {mode!r}")
+    return _conv_fn(nd)(up, weight, padding=padding)
+
+
+def nearest_resize_conv_kernel(weight: torch.Tensor, scale: int) -> torch.Tensor:
+    """The transposed-convolution weight equal to nearest-resize by ``scale`` then ``weight``.
+
+    ``resize_conv(x, W, s, 'nearest') == conv_transpose(x, V, stride=s, padding=k-1)`` with
+    ``V = flip(W) ⊛ box_s`` (full convolution with ``s`` ones per axis, size ``k + s - 1``),
+    channels swapped to ``C_in × C_out``. Every residue class of ``V`` (mod s) sums to ``Σ W``:
+    each tap ``a`` is smeared over ``s`` consecutive positions, one of each residue.
+    """
+    _nonneg(scale=(scale, 1))
+    nd = weight.dim() - 2
+    if nd not in (1, 2):
+        raise ValueError(f"weight must be C_out × C_in × k (3-D) or × kh × kw (4-D), got shape {tuple(weight.shape)}")
+    c_out, c_in = weight.shape[:2]
+    flat = weight.flip(tuple(range(2, weight.dim()))).reshape(c_out * c_in, 1, *weight.shape[2:])
+    box = weight.new_ones(1, 1, *([scale] * nd))
+    v = _conv_fn(nd)(flat, box, padding=scale - 1).reshape(c_out, c_in, *[kj + scale - 1 for kj in weight.shape[2:]])
+    return v.transpose(0, 1).contiguous()
+
+
+def subpixel_conv(x: torch.Tensor, weight: torch.Tensor, scale: int, padding: int | Sequence[int] = 0) -> torch.Tensor:
+    """Sub-pixel convolution (Shi et al. 2016): a stride-1 convolution to ``C·r²`` channels,
+    then ``pixel_shuffle`` by ``r``: ``y[c, r u + φ, r v + ψ] = z[c r² + φ r + ψ, u, v]``.
+
+    Rules: weight is ``C r² × C_in × kh × kw``; scale ≥ 1.
+    """
+    _nonneg(scale=(scale, 1))
+    if weight.dim() != 4 or weight.shape[0] % (scale * scale):
+        raise ValueError(f"weight must be (C·r²) × C_in × kh × kw with r = {scale}, got shape {tuple(weight.shape)}")
+    return F.pixel_shuffle(F.conv2d(x, weight, padding=padding), scale)
+
+
+def pixel_shuffle_as_transposed(weight: torch.Tensor, scale: int, padding: int | Sequence[int] = 0) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The transposed convolution (weight ``V``, stride ``r``, padding ``P``) equal to
+    :func:`subpixel_conv` ``(x, W, r, p)``.
+
+    ``V[i, c, r(kh-1-a) + φ, r(kw-1-b) + ψ] = W[c r² + φ r + ψ, i, a, b]`` — kernel size ``r·k``,
+    a multiple of the stride — and ``P = r(k - 1 - p)`` per axis.
+    Rules: ``0 ≤ p ≤ k - 1`` on each axis (else ``P`` would be negative).
+    """
+    _nonneg(scale=(scale, 1))
+    if weight.dim() != 4 or weight.shape[0] % (scale * scale):
+        raise ValueError(f"weight must be (C·r²) × C_in × kh × kw with r = {scale}, got shape {tuple(weight.shape)}")
+    p = as_tuple(padding, 2, "padding")
+    kh, kw = weight.shape[2:]
+    for pj, kj in zip(p, (kh, kw)):
+        if not 0 <= pj <= kj - 1:
+            raise ValueError(f"padding must satisfy 0 <= p <= k - 1, got p = {pj} with k = {kj}")
+    c_rr, c_in = weight.shape[:2]
+    c = c_rr // (scale * scale)
+    w = weight.reshape(c, scale, scale, c_in, kh, kw).flip(4, 5)        # [c, φ, ψ, i, a', b']
+    v = w.permute(3, 0, 4, 1, 5, 2).reshape(c_in, c, kh * scale, kw * scale)  # [i, c, a'·r + φ, b'·r + ψ]
+    return v.contiguous(), (scale * (kh - 1 - p[0]), scale * (kw - 1 - p[1]))
+
+
+def plot_overlap_patterns(kernel_sizes: Sequence[int] = (3, 4, 5), strides: Sequence[int] = (2, 3), length: int = 6,
+                          axes=None):
+    """Images of ``overlap_count_2d`` for every (stride, kernel size): the checkerboard of taps."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(len(strides), len(kernel_sizes), figsize=(3.0 * len(kernel_sizes), 3.0 * len(strides)))
+    axes = np.atleast_2d(axes)
+    for row, s in enumerate(strides):
+        for col, k in enumerate(kernel_sizes):
+            counts = overlap_count_2d((k, k), (s, s), (length, length))
+            ax = axes[row, col]
+            ax.imshow(counts, cmap="viridis", interpolation="nearest")
+            inner = interior_overlap(k, s)
+            tag = "uniform" if overlap_is_uniform(k, s) else f"{inner.min() ** 2}–{inner.max() ** 2} taps"
+            ax.set_title(f"k={k}, s={s}: {tag}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return axes
+
+
+def plot_checkerboard(kernel_size: int = 3, stride: int = 2, size: int = 8, seed: int = 0, axes=None):
+    """A constant input through: ones-weight and random-weight transposed convolutions,
+    nearest-resize-then-convolve and sub-pixel convolution (random weights)."""
+    import matplotlib.pyplot as plt
+
+    gen = generator(seed)
+    k, s = kernel_size, stride
+    x = torch.ones(1, 1, size, size, dtype=torch.float64)
+    ones_t = F.conv_transpose2d(x, torch.ones(1, 1, k, k, dtype=torch.float64), stride=s)[0, 0, k:-k, k:-k]
+    rand_t = F.conv_transpose2d(x, randn(1, 1, k, k, gen=gen), stride=s)[0, 0, k:-k, k:-k]
+    rc = resize_conv(x, randn(1, 1, k, k, gen=gen), s)[0, 0]
+    sp_ = subpixel_conv(x, randn(s * s, 1, k, k, gen=gen), s)[0, 0]
+    panels = [(ones_t, f"transposed, ones, k={k} s={s}"), (rand_t, "transposed, random weights"),
+              (rc, "nearest resize + conv"), (sp_, "sub-pixel (pixel shuffle)")]
+    if axes is None:
+        _, axes = plt.subplots(1, 4, figsize=(13, 3.4))
+    for ax, (img, title) in zip(axes, panels):
+        im = img.numpy()
+        spread = float(im.max() - im.min())
+        ax.imshow(im, cmap="gray", interpolation="nearest", vmin=im.min() - (1 if spread < 1e-9 else 0),
+                  vmax=im.max() + (1 if spread < 1e-9 else 0))
+        ax.set_title(title + ("\n(constant)" if spread < 1e-9 else "\n(periodic)"), fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+def _random_layer(gen, nd: int, device: str, *, groups_max: int = 2):
+    """A random valid (x, weight, s, p, d, groups) for the adjoint-type checks."""
+    while True:
+        g = randint(1, groups_max, gen)
+        c_in, c_out = g * randint(1, 2, gen), g * randint(1, 2, gen)
+        size = tuple(randint(3, 9 if nd == 1 else 7, gen) for _ in range(nd))
+        k = tuple(randint(1, 4, gen) for _ in range(nd))
+        s = tuple(randint(1, 3, gen) for _ in range(nd))
+        p = tuple(randint(0, 2, gen) for _ in range(nd))
+        d = tuple(randint(1, 2, gen) for _ in range(nd))
+        if all(d[j] * (k[j] - 1) + 1 <= size[j] + 2 * p[j] for j in range(nd)):
+            x = randn(2, c_in, *size, gen=gen, device=device)
+            w = randn(c_out, c_in // g, *k, gen=gen, device=device)
+            return x, w, s, p, d, g
+
+
+@claim(
+    "transpose.adjoint",
+    title="Transposed convolution is the adjoint of convolution",
+    chapter=9,
+    statement="For every stride, padding, dilation and groups, ⟨conv(x), y⟩ = ⟨x, convᵀ(y)⟩ where convᵀ scatters y through the same weight: the dot-product test.",
+)
+def check_adjoint(device: str = "cpu"):
+    """Dot-product test with the scatter definition; also the scatter vs F.conv_transpose."""
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(901)
+    for case in range(36):
+        nd = 1 + case % 2
+        x, w, s, p, d, g = _random_layer(gen, nd, device)
+        y = randn(*_conv_fn(nd)(x, w, stride=s, padding=p, dilation=d, groups=g).shape, gen=gen, device=device)
+        lhs, rhs = adjoint_inner_products(x, y, w, s, p, d, g)
+        t.close(np.array([rhs]), np.array([lhs]), f"{nd}-D s={s} p={p} d={d} g={g}")
+        op = tuple(required_output_padding(x.shape[2 + j], w.shape[2 + j], s[j], p[j], d[j]) for j in range(nd))
+        ref = _conv_transpose_fn(nd)(y, w, stride=s, padding=p, dilation=d, groups=g, output_padding=op)
+        t.close(conv_transpose_by_scatter(y, w, s, p, d, g, op), ref, f"scatter vs F.conv_transpose {nd}-D s={s} p={p} d={d} g={g}")
+    return t.verdict("dot-product test + scatter definition vs F.conv_transpose1d/2d (random layers)", dtype="float64")
+
+
+@claim(
+    "transpose.gradient",
+    title="Transposed convolution is the gradient of convolution with respect to its input",
+    chapter=9,
+    statement="∂⟨conv(x), y⟩/∂x = convᵀ(y) with output_padding (n + 2p − d(k−1) − 1) mod s, which restores the input size.",
+)
+def check_gradient(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(902)
+    nonzero_op = 0
+    for case in range(50):
+        nd = 1 + case % 2
+        x, w, s, p, d, g = _random_layer(gen, nd, device)
+        x.requires_grad_(True)
+        out = _conv_fn(nd)(x, w, stride=s, padding=p, dilation=d, groups=g)
+        y = randn(*out.shape, gen=gen, device=device)
+        (grad,) = torch.autograd.grad((out * y).sum(), x)
+        op = tuple(required_output_padding(x.shape[2 + j], w.shape[2 + j], s[j], p[j], d[j]) for j in range(nd))
+        nonzero_op += any(op)
+        t.close(conv_transpose_by_scatter(y, w, s, p, d, g, op), grad, f"{nd}-D s={s} p={p} d={d} g={g} op={op}")
+    t.note(f"{nonzero_op} of the layers need a non-zero output_padding")
+    return t.verdict("autograd input gradient vs scatter transposed convolution (random layers)", dtype="float64")
+
+
+@claim(
+    "transpose.as-conv",
+    title="Transposed convolution is a stride-1 convolution of the zero-upsampled input",
+    chapter=9,
+    statement="convᵀ(y) = conv(pad(upsample₀(y), d(k−1)−p, d(k−1)−p+op), flip(Wᵀ)) with stride 1: insert s−1 zeros, pad d(k−1)−p (crop if negative), swap channels within each group and flip the kernel.",
+)
+def check_as_conv(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(903)
+    cropped = 0
+    for case in range(60):
+        nd = 1 + case % 2
+        g = randint(1, 2, gen)
+        c_in, cog = g * randint(1, 2, gen), randint(1, 2, gen)
+        m = tuple(randint(2, 6, gen) for _ in range(nd))
+        k = tuple(randint(1, 4, gen) for _ in range(nd))
+        s = tuple(randint(1, 3, gen) for _ in range(nd))
+        d = tuple(randint(1, 2, gen) for _ in range(nd))
+        p = tuple(randint(0, 3, gen) for _ in range(nd))
+        op = tuple(randint(0, max(s[j], d[j]) - 1, gen) for j in range(nd))
+        if any((m[j] - 1) * s[j] - 2 * p[j] + d[j] * (k[j] - 1) + op[j] + 1 < 1 for j in range(nd)):
+            continue
+        cropped += any(d[j] * (k[j] - 1) < p[j] for j in range(nd))
+        y = randn(2, c_in, *m, gen=gen, device=device)
+        w = randn(c_in, cog, *k, gen=gen, device=device)
+        ref = _conv_transpose_fn(nd)(y, w, stride=s, padding=p, dilation=d, groups=g, output_padding=op)
+        t.close(transposed_as_conv(y, w, s, p, d, g, op), ref, f"{nd}-D m={m} k={k} s={s} p={p} d={d} op={op} g={g}")
+    t.note(f"{cropped} cases with d(k−1) < p (negative padding = crop)")
+    return t.verdict("random transposed layers (output_padding, groups) vs F.conv_transpose1d/2d", dtype="float64")
+
+
+@claim(
+    "transpose.output-size",
+    title="Output size of a transposed convolution, and the output_padding that inverts a convolution's size",
+    chapter=9,
+    statement="A transposed convolution outputs (m−1)s − 2p + d(k−1) + op + 1 samples (0 ≤ op < max(s, d)); op = (n + 2p − d(k−1) − 1) mod s maps a convolution's output size back to its input size n.",
+)
+def check_output_size(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    # exhaustive grid of input sizes n and layer arguments: conv, then transposed conv with op
+    for n, k, s, p, d in itertools.product(range(1, 9), range(1, 4), range(1, 4), range(0, 3), range(1, 3)):
+        if d * (k - 1) + 1 > n + 2 * p:
+            continue
+        m = conv_output_size(n, k, s, p, d)
+        op = required_output_padding(n, k, s, p, d)
+        t.exact(0 <= op < s, f"op={op} out of range s={s}")
+        back = _transposed_size(m, k, s, p, d, op)
+        t.exact(back == n, f"n={n} k={k} s={s} p={p} d={d}: size {back}")
+        y = torch.zeros(1, 1, m, dtype=torch.float64, device=device)
+        w = torch.zeros(1, 1, k, dtype=torch.float64, device=device)
+        got = F.conv_transpose1d(y, w, stride=s, padding=p, dilation=d, output_padding=op).shape[-1]
+        t.exact(got == back, f"F.conv_transpose1d size {got} vs formula {back}")
+    return t.verdict("exhaustive grid n≤8, k≤3, s≤3, p≤2, d≤2: formula vs F.conv_transpose1d and round trip", case_unit="comparisons")
+
+
+@claim(
+    "transpose.overlap-count",
+    title="Taps per output of a transposed convolution, in closed form",
+    chapter=9,
+    statement="Output j of a stride-s transposed convolution with kernel k receives ⌊(hi − r)/s⌋ − ⌊(lo − 1 − r)/s⌋ taps (r = j mod s, [lo, hi] the taps in range); in the interior ⌈(k − r)/s⌉, a function of j mod s; in 2-D the outer product.",
+)
+def check_overlap_count(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    one = dict(dtype=torch.float64, device=device)
+    for k, s, n in itertools.product(range(1, 10), range(1, 6), range(1, 8)):
+        ref = F.conv_transpose1d(torch.ones(1, 1, n, **one), torch.ones(1, 1, k, **one), stride=s)[0, 0].cpu().numpy()
+        counts = overlap_count(k, s, n)
+        t.exact(counts.shape == ref.shape and bool(np.array_equal(counts, ref)), f"1-D k={k} s={s} n={n}")
+        lo, hi = k - 1, (n - 1) * s
+        if hi >= lo:
+            j = np.arange(lo, hi + 1)
+            t.exact(bool(np.array_equal(ref[j], interior_overlap(k, s)[j % s])), f"interior k={k} s={s} n={n}")
+    for kh, kw, sh, sw in itertools.product(range(1, 6), range(1, 6), range(1, 4), range(1, 4)):
+        ref = F.conv_transpose2d(torch.ones(1, 1, 4, 3, **one), torch.ones(1, 1, kh, kw, **one), stride=(sh, sw))[0, 0]
+        counts = overlap_count_2d((kh, kw), (sh, sw), (4, 3))
+        t.exact(counts.shape == tuple(ref.shape) and bool(np.array_equal(counts, ref.cpu().numpy())), f"2-D k={kh}x{kw} s={sh}x{sw}")
+    return t.verdict("exhaustive k≤9, s≤5, n≤7 (1-D) and k≤5, s≤3 (2-D) vs F.conv_transpose of ones", case_unit="configurations")
+
+
+@claim(
+    "transpose.uniform-iff-divides",
+    title="The overlap is uniform iff the stride divides the kernel size",
+    chapter=9,
+    statement="Every interior output of a transposed convolution receives the same number of taps iff s divides k (in 2-D: on both axes); otherwise residues r < k mod s get one tap more.",
+)
+def check_uniform_iff_divides(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    one = dict(dtype=torch.float64, device=device)
+    for k, s in itertools.product(range(1, 17), range(1, 9)):
+        n = (k - 1) // s + 3  # interior spans at least one full period
+        ref = F.conv_transpose1d(torch.ones(1, 1, n, **one), torch.ones(1, 1, k, **one), stride=s)[0, 0].cpu().numpy()
+        interior = ref[k - 1 : (n - 1) * s + 1]
+        measured = bool(np.all(interior == interior[0]))
+        t.exact(overlap_is_uniform(k, s) == measured == (k % s == 0), f"1-D k={k} s={s}: measured uniform={measured}")
+        q, m = divmod(k, s)
+        by_residue = {int(r): int(c) for r, c in zip(np.arange(k - 1, (n - 1) * s + 1) % s, interior)}
+        t.exact(all(by_residue[r] == q + (r < m) for r in range(s)), f"1-D k={k} s={s}: residue counts")
+    for kh, kw, sh, sw in itertools.product(range(1, 7), range(1, 7), range(1, 4), range(1, 4)):
+        nh, nw = (kh - 1) // sh + 3, (kw - 1) // sw + 3
+        ref = F.conv_transpose2d(torch.ones(1, 1, nh, nw, **one), torch.ones(1, 1, kh, kw, **one), stride=(sh, sw))[0, 0]
+        interior = ref[kh - 1 : (nh - 1) * sh + 1, kw - 1 : (nw - 1) * sw + 1].cpu().numpy()
+        measured = bool(np.all(interior == interior[0, 0]))
+        t.exact(overlap_is_uniform((kh, kw), (sh, sw)) == measured, f"2-D k={kh}x{kw} s={sh}x{sw}: measured uniform={measured}")
+    return t.verdict("exhaustive k≤16, s≤8 (1-D), k≤6, s≤3 (2-D): predicate vs F.conv_transpose of ones", case_unit="configurations")
+
+
+@claim(
+    "transpose.constant-response",
+    title="A constant input exposes the kernel's polyphase sums",
+    chapter=9,
+    statement="On a constant input, interior output j of a transposed convolution equals Σ of the taps b ≡ j + p (mod s): constant iff the s polyphase sums agree — uneven for generic weights even when s divides k.",
+)
+def check_constant_response(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(906)
+    uneven_divisible = 0
+    for _ in range(80):
+        k, s = randint(1, 8, gen), randint(1, 4, gen)
+        p = randint(0, min(2, k - 1), gen)
+        c_in, c_out, n = randint(1, 3, gen), randint(1, 3, gen), randint(1, 3, gen) + (k + p) // s + 3
+        w = randn(c_in, c_out, k, gen=gen, device=device)
+        out = F.conv_transpose1d(torch.ones(1, c_in, n, dtype=torch.float64, device=device), w, stride=s, padding=p)[0]
+        j = torch.arange(k - 1 - p, (n - 1) * s - p + 1, device=device)  # interior: every tap in range (p ≤ k-1)
+        sums = polyphase_sums(w, s, p)
+        t.close(out[:, j], sums[:, (j % s).cpu()], f"k={k} s={s} p={p}")
+        if k % s == 0 and s > 1:
+            spread = float((sums.max(dim=1).values - sums.min(dim=1).values).min())
+            uneven_divisible += spread > 1e-6
+    t.note(f"{uneven_divisible} random layers with s | k still respond unevenly to a constant input")
+    return t.verdict("random 1-D transposed layers on constant input vs F.conv_transpose1d", dtype="float64")
+
+
+@claim(
+    "transpose.resize-conv-uniform",
+    title="Resize-then-convolve has no checkerboard",
+    chapter=9,
+    statement="Nearest or (bi)linear resizing by s followed by any stride-1 convolution maps a constant input to a constant output; nearest-resize-then-conv is a transposed convolution (stride s, padding k−1) with kernel flip(W) ⊛ box_s, whose s polyphase sums all equal ΣW.",
+)
+def check_resize_conv_uniform(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(907)
+    for case in range(60):
+        nd = 1 + case % 2
+        k, s = randint(1, 5, gen), randint(2, 4, gen)
+        c_in, c_out = randint(1, 2, gen), randint(1, 2, gen)
+        size = (randint(2, 5, gen) + k,) * nd
+        mode = ("nearest", "linear")[case % 3 == 0]
+        w = randn(c_out, c_in, *([k] * nd), gen=gen, device=device)
+        c = float(randn(1, gen=gen)) + 2.0
+        x = torch.full((1, c_in, *size), c, dtype=torch.float64, device=device)
+        out = resize_conv(x, w, s, mode)[0]
+        expected = (c * w.sum(dim=tuple(range(1, w.dim())))).view(-1, *([1] * nd)).expand_as(out)
+        t.close(out, expected, f"{nd}-D {mode} k={k} s={s}: constant response")
+        if mode == "nearest":
+            xr = randn(1, c_in, *size, gen=gen, device=device)
+            v = nearest_resize_conv_kernel(w, s)
+            ref = _conv_transpose_fn(nd)(xr, v, stride=s, padding=k - 1)
+            t.close(resize_conv(xr, w, s, "nearest"), ref, f"{nd}-D k={k} s={s}: as transposed conv")
+            if nd == 1:
+                t.close(polyphase_sums(v, s, k - 1), w.sum(dim=(1, 2)).view(-1, 1).expand(-1, s),
+                        f"k={k} s={s}: polyphase sums")
+    return t.verdict("constant inputs (nearest/linear, 1-D/2-D) and random inputs vs F.conv_transpose", dtype="float64")
+
+
+@claim(
+    "transpose.pixel-shuffle",
+    title="Sub-pixel convolution is a transposed convolution with a rearranged kernel",
+    chapter=9,
+    statement="pixel_shuffle(conv(x, W, padding p), r) = conv_transpose(x, V, stride r, padding r(k−1−p)) with V[i, c, r(k−1−a)+φ, r(k−1−b)+ψ] = W[c r² + φ r + ψ, i, a, b]: a kernel of size r·k, a multiple of the stride.",
+)
+def check_pixel_shuffle(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(908)
+    for _ in range(50):
+        r = randint(1, 3, gen)
+        c, c_in = randint(1, 2, gen), randint(1, 3, gen)
+        kh, kw = randint(1, 4, gen), randint(1, 4, gen)
+        p = (randint(0, kh - 1, gen), randint(0, kw - 1, gen))
+        h, w_ = randint(kh, 7, gen), randint(kw, 7, gen)
+        x = randn(2, c_in, h, w_, gen=gen, device=device)
+        weight = randn(c * r * r, c_in, kh, kw, gen=gen, device=device)
+        v, pad = pixel_shuffle_as_transposed(weight, r, p)
+        ref = F.conv_transpose2d(x, v, stride=r, padding=pad)
+        t.close(subpixel_conv(x, weight, r, p), ref, f"r={r} k={kh}x{kw} p={p}")
+        t.exact(v.shape[2] % r == 0 and v.shape[3] % r == 0, "kernel size a multiple of the stride")
+    return t.verdict("random sub-pixel layers vs F.conv_transpose2d with the rearranged kernel", dtype="float64")
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+
+def _conv_fn(nd: int):
+    if nd == 1:
+        return F.conv1d
+    if nd == 2:
+        return F.conv2d
+    raise ValueError(f"only 1-D and 2-D layers are supported, got {nd} spatial dimensions")
+
+
+def _conv_transpose_fn(nd: int):
+    if nd == 1:
+        return F.conv_transpose1d
+    if nd == 2:
+        return F.conv_transpose2d
+    raise ValueError(f"only 1-D and 2-D layers are supported, got {nd} spatial dimensions")
+
+
+def _nonneg(**values: tuple[int, int]) -> None:
+    """Each ``name=(value, low)``: an int ≥ low, else ValueError naming it."""
+    for name, (value, low) in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+        if value < low:
+            raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
+def _args(nd: int, stride, padding, dilation, output_padding):
+    s, p = as_tuple(stride, nd, "stride"), as_tuple(padding, nd, "padding")
+    d, op = as_tuple(dilation, nd, "dilation"), as_tuple(output_padding, nd, "output_padding")
+    for j in range(nd):
+        _nonneg(stride=(s[j], 1), padding=(p[j], 0), dilation=(d[j], 1), output_padding=(op[j], 0))
+        if op[j] >= max(s[j], d[j]):
+            raise ValueError(f"output_padding must be smaller than max(stride, dilation): got output_padding = {op[j]}, "
+                             f"stride = {s[j]}, dilation = {d[j]}")
+    return s, p, d, op
+
+
+def _check_pair(y: torch.Tensor, weight: torch.Tensor, groups: int) -> int:
+    nd = weight.dim() - 2
+    _conv_fn(nd)
+    if y.dim() != nd + 2:
+        raise ValueError(f"y must be N × C_in × (spatial ×{nd}) to match the weight, got shape {tuple(y.shape)}")
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    if y.shape[1] != weight.shape[0] or y.shape[1] % groups:
+        raise ValueError(f"mismatched channels: y has C_in = {y.shape[1]}, weight.shape[0] = {weight.shape[0]}; "
+                         f"both must be equal and divisible by groups = {groups}")
+    return nd
+
+
+def _transposed_size(m: int, k: int, s: int, p: int, d: int, op: int) -> int:
+    """(m - 1)s - 2p + d(k - 1) + op + 1, validated (convbook.shapes has no transposed formula yet)."""
+    _nonneg(size=(m, 1), kernel_size=(k, 1))
+    out = (m - 1) * s - 2 * p + d * (k - 1) + op + 1
+    if out < 1:
+        raise ValueError(f"transposed convolution output would be empty: (m-1)s - 2p + d(k-1) + op + 1 = {out} "
+                         f"for m={m}, k={k}, s={s}, p={p}, d={d}, op={op}")
+    return out
