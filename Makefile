@@ -9,8 +9,11 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= 2
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval-sanitize.cfg
 NOTEBOOKS = $(wildcard notebooks/*.ipynb) $(wildcard book/*.ipynb)
+HTML     ?= _build/html
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv book test test-lib test-notebooks check-notebooks notebooks verify freeze clean
+.PHONY: help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -30,17 +33,34 @@ book: $(STAMP) ## build the HTML book into _build/html (strict: any Sphinx warni
 	$(PY) -m jupyter_book build . --warningiserror --nitpick --keep-going
 	@echo "open $(CURDIR)/_build/html/index.html"
 
-test: $(STAMP) ## everything CI runs: notebook sync, lib tests, nbval over every notebook, strict book build
+test: $(STAMP) chromium ## everything CI runs: notebook sync, lib tests, nbval, strict book build, then the built book in Chromium
 	$(PY) tools/nb.py check
 	$(MAKE) --no-print-directory test-lib
 	$(MAKE) --no-print-directory test-notebooks
 	$(MAKE) --no-print-directory book
+	$(MAKE) --no-print-directory test-browser
 
 test-lib: $(STAMP) ## pytest over tests/ (lib, claims, planted failures, CLI)
 	$(PY) -m pytest tests -n $(JOBS) -q
 
 test-notebooks: $(STAMP) ## re-run every notebook and compare its stored outputs (nbval, strict)
 	$(PY) -m pytest $(NBVAL) -n $(JOBS) --dist loadscope -q -p no:randomly $(NOTEBOOKS)
+
+test-browser: $(STAMP) chromium ## the built book (_build/html) as a reader sees it: internal links, then every page in headless Chromium
+	$(PY) tools/linkcheck.py $(HTML) --claim-sources notebooks/src
+	$(PY) tools/browser_check.py $(HTML) --screenshots $(dir $(HTML))screenshots
+
+chromium: ## install Debian's chromium for the browser check, where it is missing
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+
+pdf: $(STAMP) ## the whole book as one PDF via LaTeX, where a TeX installation is present (see README)
+	@if ! command -v xelatex >/dev/null || ! command -v latexmk >/dev/null; then \
+	  echo "make pdf: needs xelatex and latexmk (Debian: texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk, about 1 GB)."; \
+	  echo "They are not installed here and not installed by make: the HTML book (make book) is the book's published form."; \
+	  echo "Without TeX, open the HTML book and use the download button's 'print to PDF' on a page."; \
+	  exit 1; fi
+	$(PY) -m jupyter_book build . --builder pdflatex
+	@echo "PDF: $(CURDIR)/_build/latex/convolutions-verified.pdf"
 
 check-notebooks: $(STAMP) ## every notebook matches its text source, was run top to bottom, stored no error
 	$(PY) tools/nb.py check
