@@ -1,0 +1,595 @@
+"""Chapter 3: receptive fields of chains of convolutions and poolings.
+
+A layer is described along one axis by ``(k, s, p, d)``: kernel, stride, left padding,
+dilation. For a chain of layers, output unit ``u`` of the last layer depends on the input
+positions ``start + u·jump, …, start + u·jump + size - 1`` (before clipping to the input), where
+
+    jump_l  = jump_{l-1} · s_l                               (jump_0 = 1)
+    size_l  = size_{l-1} + (k_l - 1) · d_l · jump_{l-1}      (size_0 = 1)
+    start_l = start_{l-1} - p_l · jump_{l-1}                 (start_0 = 0)
+
+and, unrolled (Araujo, Norris & Sim, Distill 2019),
+
+    jump  = Π_l s_l,   size = 1 + Σ_l (k_l - 1) d_l Π_{i<l} s_i,   start = -Σ_l p_l Π_{i<l} s_i.
+
+``start`` is the left edge of output 0's field (negative: it begins in the padding); its centre
+is ``start + (size - 1)/2``. The field is a *span*: with dilation (or strides larger than the
+kernel) some positions inside it are never read — the gridding pattern, given by
+:func:`field_offsets`.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from typing import Sequence
+
+import numpy as np
+import sympy as sp
+import torch
+import torch.nn as nn
+
+from .claims import Tally, claim
+from .numerics import DTYPE, check_device, generator, randint
+from .shapes import _single_threaded, conv_output_size, pool_output_size, same_padding
+
+__all__ = [
+    "layers_of",
+    "receptive_field",
+    "receptive_field_table",
+    "receptive_field_recurrence_expr",
+    "receptive_field_closed_form_expr",
+    "field_offsets",
+    "receptive_support",
+    "gradient_support",
+    "chain_module",
+    "vgg16_layers",
+    "resnet50_layers",
+    "resnet50_1d",
+    "stage_table",
+    "plot_receptive_growth",
+    "plot_gridding",
+]
+
+Layer = tuple[int, int, int, int]
+
+# --------------------------------------------------------------------------------------
+# Public functions
+# --------------------------------------------------------------------------------------
+
+
+def layers_of(model: nn.Module | Sequence, axis: int = 0) -> list[Layer]:
+    """``(k, s, p, d)`` per layer along spatial ``axis``, from tuples or an ``nn.Sequential``.
+
+    Tuples may be ``(k, s, p)`` (d = 1) or ``(k, s, p, d)``. Modules: ``Conv*d`` (padding
+    ``'same'`` contributes its *left* padding, ``'valid'`` 0), ``MaxPool*d``, ``AvgPool*d``;
+    shape-preserving layers (activations, batch norm, dropout, identity) are skipped, nested
+    ``nn.Sequential`` are flattened. Anything else (transposed convs, linear layers, adaptive
+    pooling) raises ``ValueError`` naming the module.
+    """
+    return [layer for layer, _ in _normalise(model, axis)]
+
+
+def receptive_field(layers: nn.Module | Sequence, axis: int = 0) -> tuple[int, int, int]:
+    """``(size, jump, start)`` of the last layer's units in input coordinates, by the recurrence.
+
+    ``size = r_L``, ``jump = j_L``, ``start`` = left edge of output 0's field (see module doc).
+    Rules: k, s, d ≥ 1, p ≥ 0 (``ValueError`` otherwise). An empty chain gives ``(1, 1, 0)``.
+    """
+    r, j, start = 1, 1, 0
+    for k, s, p, d in layers_of(layers, axis):
+        r, j, start = _step((r, j, start), (k, s, p, d))
+    return r, j, start
+
+
+def receptive_field_table(layers: Sequence, names: Sequence[str] | None = None) -> list[tuple[str, int, int, int]]:
+    """Rows ``(name, size, jump, start)`` after each layer of a tuple chain."""
+    ls = layers_of(layers)
+    names = list(names) if names is not None else [f"layer {i + 1}" for i in range(len(ls))]
+    if len(names) != len(ls):
+        raise ValueError(f"names must have one entry per layer: {len(names)} names for {len(ls)} layers")
+    rows, state = [], (1, 1, 0)
+    for name, layer in zip(names, ls):
+        state = _step(state, layer)
+        rows.append((name, *state))
+    return rows
+
+
+def receptive_field_recurrence_expr(n_layers: int) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """``(size, jump, start)`` of ``n_layers`` symbolic layers, by iterating the recurrence step."""
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    state = (sp.Integer(1), sp.Integer(1), sp.Integer(0))
+    for layer in _symbolic_layers(n_layers):
+        state = _step(state, layer)
+    return state
+
+
+def receptive_field_closed_form_expr(n_layers: int) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """``(size, jump, start)`` from the closed forms: products of strides and sums over layers."""
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be a positive int, got {n_layers!r}")
+    ls = _symbolic_layers(n_layers)
+    strides_before = [sp.Mul(*[ls[i][1] for i in range(l)]) for l in range(n_layers)]
+    size = 1 + sp.Add(*[(k - 1) * d * strides_before[l] for l, (k, s, p, d) in enumerate(ls)])
+    start = -sp.Add(*[p * strides_before[l] for l, (k, s, p, d) in enumerate(ls)])
+    return size, sp.Mul(*[layer[1] for layer in ls]), start
+
+
+def field_offsets(layers: nn.Module | Sequence, axis: int = 0) -> np.ndarray:
+    """Offsets (from ``start``) inside the field that some path of taps actually reaches.
+
+    The Minkowski sum over layers of ``{d_l · a · j_{l-1} : a = 0 … k_l - 1}``, ignoring the input's
+    borders: the field of an interior unit. With equal dilations ``d > 1`` it has holes (gridding).
+    """
+    offsets, jump = np.array([0], dtype=np.int64), 1
+    for k, s, p, d in layers_of(layers, axis):
+        taps = d * jump * np.arange(k)
+        offsets = np.unique((offsets[:, None] + taps[None, :]).ravel())
+        jump *= s
+    return offsets
+
+
+def receptive_support(layers: nn.Module | Sequence, input_size: int, index: int, axis: int = 0) -> np.ndarray:
+    """Input positions (sorted) that output ``index`` reads along ``axis`` for an input of ``input_size``.
+
+    Propagates the set of positions backwards through the layers: a position ``u`` of layer l's
+    output reads ``s·u - p + d·a`` of its input, kept only where that lies inside the input
+    (positions in the zero padding read nothing). Layer sizes follow PyTorch (``ceil_mode``
+    included for pooling modules). Raises ``ValueError`` if ``index`` is not an output position.
+    """
+    norm = _normalise(layers, axis)
+    sizes = [int(input_size)]
+    for layer, size_fn in norm:
+        sizes.append(size_fn(sizes[-1]))
+    if not 0 <= index < sizes[-1]:
+        raise ValueError(f"index must be an output position in [0, {sizes[-1]}), got {index}")
+    current = np.array([index], dtype=np.int64)
+    for (k, s, p, d), n_in in zip(reversed([layer for layer, _ in norm]), reversed(sizes[:-1])):
+        pos = (s * current[:, None] - p + d * np.arange(k)[None, :]).ravel()
+        current = np.unique(pos[(pos >= 0) & (pos < n_in)])
+    return current
+
+
+def gradient_support(model: nn.Module, input_shape: Sequence[int], output_index: Sequence[int]) -> np.ndarray:
+    """Input positions with a non-zero gradient of one output unit, measured by autograd.
+
+    ``input_shape`` is ``(N, C, *spatial)``; the output unit is ``out[0, 0, *output_index]``.
+    The input is all ones; the caller makes the model's weights positive (see
+    :func:`chain_module`) so that no contributions cancel. Returns the spatial coordinates of
+    the non-zero gradient entries of sample 0, summed over channels: an ``(m, nd)`` int array.
+    """
+    x = torch.ones(*input_shape, dtype=DTYPE, requires_grad=True)
+    param = next(iter(model.parameters()), None)
+    if param is not None:
+        x = torch.ones(*input_shape, dtype=param.dtype, device=param.device, requires_grad=True)
+    out = model(x)
+    out[(0, 0, *output_index)].backward()
+    g = x.grad[0].abs().sum(0).cpu().numpy()
+    return np.argwhere(g > 0)
+
+
+def chain_module(layers: Sequence, nd: int = 1, pool: Sequence[bool] | None = None) -> nn.Sequential:
+    """A one-channel ``nn.Sequential`` realising a tuple chain with all-positive weights (float64).
+
+    Layer ``i`` is ``Conv{nd}d(1, 1, k, s, p, d)`` with weights 1 and no bias, or — where
+    ``pool[i]`` is true — ``AvgPool{nd}d(k, s, p)`` (needs d = 1 and p ≤ k // 2).
+    """
+    ls = layers_of(layers)
+    pool = [False] * len(ls) if pool is None else list(pool)
+    if len(pool) != len(ls):
+        raise ValueError(f"pool must have one flag per layer: {len(pool)} flags for {len(ls)} layers")
+    conv, avg = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[nd - 1], (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)[nd - 1]
+    mods: list[nn.Module] = []
+    for (k, s, p, d), is_pool in zip(ls, pool):
+        if is_pool:
+            if d != 1 or p > k // 2:
+                raise ValueError(f"an average-pooling layer needs d = 1 and p <= k // 2, got k={k}, p={p}, d={d}")
+            mods.append(avg(k, s, p))
+        else:
+            c = conv(1, 1, k, stride=s, padding=p, dilation=d, bias=False).to(DTYPE)
+            with torch.no_grad():
+                c.weight.fill_(1.0)
+            mods.append(c)
+    return nn.Sequential(*mods)
+
+
+def vgg16_layers() -> list[tuple[str, Layer]]:
+    """VGG-16's conv/pool layers (configuration D, Simonyan & Zisserman), one axis: ``(name, (k, s, p, d))``."""
+    out = []
+    for block, n_conv in enumerate((2, 2, 3, 3, 3), start=1):
+        out += [(f"conv{block}_{i}", (3, 1, 1, 1)) for i in range(1, n_conv + 1)]
+        out.append((f"pool{block}", (2, 2, 0, 1)))
+    return out
+
+
+def resnet50_layers(variant: str = "v1.5") -> list[tuple[str, Layer]]:
+    """ResNet-50's main path (conv1, max pool, 16 bottlenecks), one axis: ``(name, (k, s, p, d))``.
+
+    ``variant='v1.5'`` (torchvision) puts a stage's stride on the 3×3 conv; ``'v1'`` (the paper)
+    on the first 1×1. The shortcut of each block reads a subset of the main path's field, so the
+    main path determines the receptive field.
+    """
+    if variant not in ("v1", "v1.5"):
+        raise ValueError(f"variant must be 'v1' or 'v1.5', got {variant!r}")
+    out = [("conv1", (7, 2, 3, 1)), ("maxpool", (3, 2, 1, 1))]
+    for stage, blocks in zip(range(2, 6), (3, 4, 6, 3)):
+        for b in range(1, blocks + 1):
+            s = 2 if (b == 1 and stage > 2) else 1
+            s1, s3 = (s, 1) if variant == "v1" else (1, s)
+            out += [(f"conv{stage}_{b}a", (1, s1, 0, 1)), (f"conv{stage}_{b}b", (3, s3, 1, 1)),
+                    (f"conv{stage}_{b}c", (1, 1, 0, 1))]
+    return out
+
+
+class _Bottleneck1d(nn.Module):
+    def __init__(self, s1: int, s3: int):
+        super().__init__()
+        self.a, self.b, self.c = (_ones_conv(1, s1, 0), _ones_conv(3, s3, 1), _ones_conv(1, 1, 0))
+        self.shortcut = _ones_conv(1, s1 * s3, 0)
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x))) + self.shortcut(x)
+
+
+def resnet50_1d(variant: str = "v1.5") -> nn.Module:
+    """A one-channel 1-D ResNet-50 *with* its shortcuts and positive weights, for autograd measurements."""
+    mods: list[nn.Module] = [_ones_conv(7, 2, 3), nn.MaxPool1d(3, 2, 1)]
+    ls = resnet50_layers(variant)[2:]
+    for i in range(0, len(ls), 3):
+        mods.append(_Bottleneck1d(ls[i][1][1], ls[i + 1][1][1]))
+    # max pooling routes the gradient to one winner; for the field use average pooling of the same window
+    mods[1] = nn.AvgPool1d(3, 2, 1)
+    return nn.Sequential(*mods)
+
+
+def stage_table(named_layers: Sequence[tuple[str, Layer]], stages: Sequence[str]) -> list[tuple[str, int, int, int]]:
+    """Rows ``(name, size, jump, start)`` after each layer whose name is in (or, for ``'convX_'``, starts) a stage."""
+    rows = receptive_field_table([l for _, l in named_layers], [n for n, _ in named_layers])
+    picked = []
+    for stage in stages:
+        matches = [r for r in rows if r[0] == stage or r[0].startswith(stage)]
+        if not matches:
+            raise ValueError(f"no layer named {stage!r}")
+        picked.append((stage.rstrip("_"), *matches[-1][1:]))
+    return picked
+
+
+def plot_receptive_growth(nets: dict, ax=None):
+    """Receptive field size after every layer (log scale) for several named layer lists."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    for label, named in nets.items():
+        rows = receptive_field_table([l for _, l in named], [n for n, _ in named])
+        ax.plot(range(1, len(rows) + 1), [r[1] for r in rows], marker=".", label=f"{label} (final {rows[-1][1]})")
+    ax.set_yscale("log")
+    ax.set_xlabel("layer (conv or pool), in order")
+    ax.set_ylabel("receptive field size (pixels)")
+    ax.grid(True, which="both", lw=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_gridding(kernel_size: int, dilation_sets: dict, axes=None):
+    """2-D support (by autograd) of one interior output unit for stacks of dilated convs."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, len(dilation_sets), figsize=(4 * len(dilation_sets), 4))
+    for ax, (label, dils) in zip(np.atleast_1d(axes), dilation_sets.items()):
+        layers = [(kernel_size, 1, 0, d) for d in dils]
+        r, _, _ = receptive_field(layers)
+        model = chain_module(layers, nd=2)
+        supp = gradient_support(model, (1, 1, r, r), (0, 0))
+        img = np.zeros((r, r))
+        img[supp[:, 0], supp[:, 1]] = 1
+        ax.imshow(img, cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
+        ax.set_title(f"{label}: field {r}×{r}, {len(supp)} of {r * r} read", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+@claim(
+    "rf.recurrence",
+    title="Receptive field recurrence",
+    chapter=3,
+    statement="For a chain of convolutions and poolings, output unit u reads inputs within [start + u·jump, start + u·jump + size - 1] with jump_l = jump_{l-1}s_l, size_l = size_{l-1} + (k_l-1)d_l jump_{l-1}, start_l = start_{l-1} - p_l jump_{l-1}; the span is attained whenever it lies inside the input.",
+)
+@_single_threaded
+def check_recurrence(device: str = "cpu"):
+    """Random 1-D nn.Sequential chains (conv + average pooling), every output unit, autograd gradients."""
+    device = check_device(device)
+    t = Tally()
+    gen = generator(3101)
+    interior = 0
+    for _ in range(30):
+        seq, n = _random_chain(gen, nd=1, n_layers=randint(1, 4, gen))
+        r, j, start = receptive_field(seq)
+        model = seq.to(device)
+        n_out = model(torch.zeros(1, 1, n, dtype=DTYPE, device=device)).shape[-1]
+        for u in range(n_out):
+            supp = gradient_support(model, (1, 1, n), (u,))[:, 0]
+            lo, hi = start + u * j, start + u * j + r - 1
+            if supp.size == 0:  # the unit reads only padding
+                t.exact(hi < 0 or lo >= n or not _reads_input(seq, n, u), f"empty support u={u} field [{lo}, {hi}]")
+                continue
+            t.exact(supp.min() >= max(lo, 0) and supp.max() <= min(hi, n - 1), f"support outside field u={u} [{lo}, {hi}]")
+            if lo >= 0 and hi < n:
+                interior += 1
+                t.exact(supp.min() == lo and supp.max() == hi, f"span u={u}: [{supp.min()}, {supp.max()}] vs [{lo}, {hi}]")
+    t.note(f"{interior} output units whose field lies inside the input matched the predicted span exactly")
+    return t.verdict("random 1-D conv/pool chains, every output unit, autograd support vs predicted field", case_unit="units")
+
+
+@claim(
+    "rf.closed-form",
+    title="Closed forms of the receptive field",
+    chapter=3,
+    statement="Unrolling the recurrence gives jump = Π s_l, size = 1 + Σ_l (k_l - 1) d_l Π_{i<l} s_i and start = -Σ_l p_l Π_{i<l} s_i (Araujo et al.).",
+)
+@_single_threaded
+def check_closed_form(device: str = "cpu"):
+    """sympy: recurrence iterated on symbols = closed form, for 1–6 layers; numbers on random chains."""
+    check_device(device)
+    t = Tally()
+    for n_layers in range(1, 7):
+        rec, closed = receptive_field_recurrence_expr(n_layers), receptive_field_closed_form_expr(n_layers)
+        for name, a, b in zip(("size", "jump", "start"), rec, closed):
+            t.exact(sp.expand(a - b) == 0, f"{name}, {n_layers} layers: {a} vs {b}")
+    gen = generator(3202)
+    closed6 = [sp.lambdify(_flat_symbols(6), e, "math") for e in receptive_field_closed_form_expr(6)]
+    for _ in range(200):
+        layers = [(randint(1, 7, gen), randint(1, 3, gen), randint(0, 3, gen), randint(1, 4, gen)) for _ in range(6)]
+        n_real = randint(1, 6, gen)
+        padded = layers[:n_real] + [(1, 1, 0, 1)] * (6 - n_real)  # identity layers
+        flat = [v for layer in padded for v in layer]
+        t.exact(receptive_field(layers[:n_real]) == tuple(int(f(*flat)) for f in closed6), f"numeric {layers[:n_real]}")
+    return t.verdict("sympy: recurrence = closed form (1–6 layers) + 200 random chains", case_unit="comparisons")
+
+
+@claim(
+    "rf.autograd",
+    title="The receptive field, gridding included, is exactly what autograd sees",
+    chapter=3,
+    statement="For random 2-D nn.Sequential chains of convolutions (per-axis kernels, strides, padding, dilation) and average pooling, the input positions with non-zero gradient for an output unit are exactly the product of the per-axis supports predicted by the layer geometry.",
+)
+@_single_threaded
+def check_autograd(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(3303)
+    for _ in range(25):
+        seq, n = _random_chain(gen, nd=2, n_layers=randint(1, 4, gen))
+        model = seq.to(device)
+        out_shape = model(torch.zeros(1, 1, *n, dtype=DTYPE, device=device)).shape[2:]
+        for _ in range(3):
+            u = tuple(randint(0, out_shape[a] - 1, gen) for a in range(2))
+            supp = {tuple(row) for row in gradient_support(model, (1, 1, *n), u)}
+            rows = receptive_support(seq, n[0], u[0], axis=0)
+            cols = receptive_support(seq, n[1], u[1], axis=1)
+            predicted = {(int(a), int(b)) for a in rows for b in cols}
+            t.exact(supp == predicted, f"unit {u} of {n}: {len(supp)} measured vs {len(predicted)} predicted positions")
+    return t.verdict("random 2-D conv/pool chains: autograd support = predicted support (exact sets)", case_unit="units")
+
+
+@claim(
+    "rf.gridding",
+    title="Gridding of stacked dilated convolutions",
+    chapter=3,
+    statement="L stacked k-tap convolutions with the same dilation d > 1 read only every d-th position of their field (1 + L(k-1) of 1 + L(k-1)d per axis), whereas dilations 1, 2, 4, …, 2^(L-1) with k = 3 read every position of a field of 2^(L+1) - 1.",
+)
+@_single_threaded
+def check_gridding(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    for L, d, k in itertools.product(range(1, 5), range(2, 5), (2, 3)):
+        layers = [(k, 1, 0, d)] * L
+        r = receptive_field(layers)[0]
+        offsets = field_offsets(layers)
+        supp = gradient_support(chain_module(layers).to(device), (1, 1, r), (0,))[:, 0]
+        t.exact(np.array_equal(supp, offsets) and np.array_equal(offsets, d * np.arange(L * (k - 1) + 1)),
+                f"equal dilation L={L} d={d} k={k}: {len(supp)} read of {r}")
+    for L in range(1, 6):
+        layers = [(3, 1, 0, 2 ** l) for l in range(L)]
+        r = receptive_field(layers)[0]
+        supp = gradient_support(chain_module(layers).to(device), (1, 1, r), (0,))[:, 0]
+        t.exact(r == 2 ** (L + 1) - 1 and np.array_equal(supp, np.arange(r)) and np.array_equal(field_offsets(layers), supp),
+                f"doubling dilations L={L}: field {r}, {len(supp)} read")
+    return t.verdict("1-D autograd support vs field_offsets, equal and doubling dilations", case_unit="stacks")
+
+
+@claim(
+    "rf.vgg16",
+    title="Receptive fields of VGG-16, stage by stage",
+    chapter=3,
+    statement="VGG-16's receptive field grows to 196 pixels at conv5_3 and 212 at pool5, with jump 16 and 32; every stage's (size, jump, start) matches autograd through the 1-D chain.",
+)
+@_single_threaded
+def check_vgg16(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    named = vgg16_layers()
+    _check_named_chain(t, named, device)
+    rows = {r[0]: r for r in receptive_field_table([l for _, l in named], [n for n, _ in named])}
+    t.exact(rows["conv5_3"][1:3] == (196, 16) and rows["pool5"][1:3] == (212, 32), "VGG-16 headline values")
+    return t.verdict("every VGG-16 layer: recurrence vs 1-D autograd (size, jump, start)", case_unit="comparisons")
+
+
+@claim(
+    "rf.resnet50",
+    title="Receptive fields of ResNet-50, stage by stage",
+    chapter=3,
+    statement="ResNet-50's receptive field after each stage (conv1, max pool, conv2_x … conv5_x), for torchvision's v1.5 and the paper's v1 layout, matches autograd through a 1-D ResNet-50 with its shortcuts; the final size is 427 (v1.5) and 483 (v1).",
+)
+@_single_threaded
+def check_resnet50(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    for variant, final in (("v1.5", 427), ("v1", 483)):
+        named = resnet50_layers(variant)
+        _check_named_chain(t, named, device, every=3)
+        r, j, start = receptive_field([l for _, l in named])
+        net = resnet50_1d(variant).to(device)
+        n = 2 * r + 64
+        n_out = net(torch.zeros(1, 1, n, dtype=DTYPE, device=device)).shape[-1]
+        u = n_out // 2
+        supp = gradient_support(net, (1, 1, n), (u,))[:, 0]
+        t.exact((int(supp.max() - supp.min() + 1), int(supp.min()) - u * j) == (r, start) and r == final,
+                f"ResNet-50 {variant} with shortcuts: measured span {supp.min()}..{supp.max()} vs size {r}")
+    return t.verdict("ResNet-50 (v1.5, v1) layers vs 1-D autograd, with and without shortcuts", case_unit="comparisons")
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+_SKIP = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d,
+         nn.Dropout3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.GroupNorm)
+
+
+def _step(state, layer):
+    """One step of the recurrence (works on ints and on sympy symbols)."""
+    r, j, start = state
+    k, s, p, d = layer
+    return r + (k - 1) * d * j, j * s, start - p * j
+
+
+@functools.lru_cache(maxsize=None)
+def _symbolic_layers(n_layers: int) -> tuple[tuple[sp.Symbol, ...], ...]:
+    layers = []
+    for l in range(1, n_layers + 1):
+        k, s, d = sp.symbols(f"k{l} s{l} d{l}", integer=True, positive=True)
+        p = sp.Symbol(f"p{l}", integer=True, nonnegative=True)
+        layers.append((k, s, p, d))
+    return tuple(layers)
+
+
+def _flat_symbols(n_layers: int) -> list[sp.Symbol]:
+    return [v for layer in _symbolic_layers(n_layers) for v in layer]
+
+
+def _axis(value, axis: int) -> int:
+    if isinstance(value, int):
+        return value
+    value = tuple(value)
+    if not 0 <= axis < len(value):
+        raise ValueError(f"axis {axis} out of range for a {len(value)}-D layer")
+    return int(value[axis])
+
+
+def _checked(layer, where: str) -> Layer:
+    if not isinstance(layer, (tuple, list)) or len(layer) not in (3, 4):
+        raise ValueError(f"{where}: a layer must be (k, s, p) or (k, s, p, d), got {layer!r}")
+    k, s, p, d = (*layer, 1) if len(layer) == 3 else layer
+    for name, v, low in (("k", k, 1), ("s", s, 1), ("p", p, 0), ("d", d, 1)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{where}: {name} must be an int >= {low}, got {v!r}")
+    return int(k), int(s), int(p), int(d)
+
+
+def _normalise(model, axis: int) -> list[tuple[Layer, object]]:
+    """[(layer, size_fn)] where size_fn maps the layer's input length to its output length."""
+    if isinstance(model, nn.Module):
+        mods = [m for m in model.modules() if not isinstance(m, nn.Sequential)] if isinstance(model, nn.Sequential) else [model]
+        out = []
+        for m in mods:
+            if isinstance(m, _SKIP):
+                continue
+            if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                k, s, d = _axis(m.kernel_size, axis), _axis(m.stride, axis), _axis(m.dilation, axis)
+                if m.padding == "same":
+                    p = same_padding(k, s, d)[0]
+                    out.append(((k, s, p, d), lambda n: n))
+                    continue
+                p = 0 if m.padding == "valid" else _axis(m.padding, axis)
+                out.append(((k, s, p, d), functools.partial(_conv_size, k=k, s=s, p=p, d=d)))
+            elif isinstance(m, (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+                k = _axis(m.kernel_size, axis)
+                s = _axis(m.stride if m.stride is not None else m.kernel_size, axis)
+                p, d = _axis(m.padding, axis), _axis(getattr(m, "dilation", 1), axis)
+                out.append(((k, s, p, d), functools.partial(pool_output_size, kernel_size=k, stride=s, padding=p,
+                                                            dilation=d, ceil_mode=bool(m.ceil_mode))))
+            else:
+                raise ValueError(f"no receptive-field rule for module type {type(m).__name__}")
+        return out
+    if isinstance(model, (str, bytes)) or not isinstance(model, Sequence):
+        raise ValueError(f"layers must be an nn.Sequential or a sequence of (k, s, p, d) tuples, got {type(model).__name__}")
+    out = []
+    for i, layer in enumerate(model):
+        k, s, p, d = _checked(layer, f"layer {i}")
+        out.append(((k, s, p, d), functools.partial(_conv_size, k=k, s=s, p=p, d=d)))
+    return out
+
+
+def _conv_size(n: int, k: int, s: int, p: int, d: int) -> int:
+    return conv_output_size(n, k, s, p, d)
+
+
+def _ones_conv(k: int, s: int, p: int) -> nn.Conv1d:
+    c = nn.Conv1d(1, 1, k, stride=s, padding=p, bias=False).to(DTYPE)
+    with torch.no_grad():
+        c.weight.fill_(1.0)
+    return c
+
+
+def _random_chain(gen, nd: int, n_layers: int) -> tuple[nn.Sequential, tuple | int]:
+    """A random valid chain of positive convs and average pools, and an input size it accepts."""
+    while True:
+        layers, pools = [], []
+        for _ in range(n_layers):
+            if randint(0, 3, gen) == 0:
+                k = randint(2, 3, gen)
+                pools.append(True)
+                layers.append([(k, randint(1, 2, gen), randint(0, k // 2, gen), 1) for _ in range(nd)])
+            else:
+                pools.append(False)
+                layers.append([(randint(1, 4, gen), randint(1, 3, gen), randint(0, 2, gen), randint(1, 3, gen)) for _ in range(nd)])
+        n = tuple(randint(8, 24 if nd == 1 else 14, gen) for _ in range(nd))
+        mods = []
+        conv, avg = (nn.Conv1d, nn.Conv2d)[nd - 1], (nn.AvgPool1d, nn.AvgPool2d)[nd - 1]
+        for axes, is_pool in zip(layers, pools):
+            k, s, p, d = (tuple(a[i] for a in axes) for i in range(4))
+            if is_pool:
+                mods.append(avg(k, s, p, ceil_mode=bool(randint(0, 1, gen))))
+            else:
+                c = conv(1, 1, k, stride=s, padding=p, dilation=d, bias=False).to(DTYPE)
+                with torch.no_grad():
+                    c.weight.uniform_(0.5, 1.5, generator=gen)
+                mods.append(c)
+        seq = nn.Sequential(*mods)
+        try:
+            for a in range(nd):
+                size = n[a]
+                for _, size_fn in _normalise(seq, a):
+                    size = size_fn(size)
+        except ValueError:
+            continue
+        return seq, (n[0] if nd == 1 else n)
+
+
+def _reads_input(seq, n: int, u: int) -> bool:
+    return receptive_support(seq, n, u).size > 0
+
+
+def _check_named_chain(t: Tally, named, device: str, every: int = 1) -> None:
+    """After each (every-th) layer: (size, jump, start) by the recurrence vs 1-D autograd on an interior unit."""
+    layers = [l for _, l in named]
+    for i in range(every - 1, len(layers), every) if every > 1 else range(len(layers)):
+        prefix = layers[: i + 1] if every == 1 else layers[: i + 1]
+        r, j, start = receptive_field(prefix)
+        n = 2 * r + 4 * j + 16
+        model = chain_module(prefix).to(device)
+        n_out = model(torch.zeros(1, 1, n, dtype=DTYPE, device=device)).shape[-1]
+        u = n_out // 2
+        s0 = gradient_support(model, (1, 1, n), (u,))[:, 0]
+        s1 = gradient_support(model, (1, 1, n), (u + 1,))[:, 0]
+        measured = (int(s0.max() - s0.min() + 1), int(s1.min() - s0.min()), int(s0.min()) - u * int(s1.min() - s0.min()))
+        t.exact(measured == (r, j, start), f"{named[i][0]}: measured {measured}, predicted {(r, j, start)}")
