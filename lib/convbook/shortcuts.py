@@ -1,0 +1,537 @@
+"""Chapter 8: residual shortcuts across a change of dimensions.
+
+When a residual block changes the number of channels (``C_in -> C_out``) or the resolution
+(stride ``s``), the identity shortcut ``x`` no longer has the shape of the residual branch.
+The options (He et al. 2016, Sec. 3.3 and 4.1; He et al. 2019, ResNet-D):
+
+* ``'A'`` — identity on every ``s``-th sample, ``x[:, :, ::s, ::s]``, plus ``C_out - C_in``
+  channels of zeros; no parameters.
+* ``'B'`` — a 1×1 convolution with stride ``s`` (and BN) only where the dimensions change;
+  identity elsewhere.
+* ``'C'`` — a 1×1 projection (and BN) in every block, even where nothing changes.
+* ``'D'`` — ResNet-D: a ``s×s`` average pool with stride ``s`` (``ceil_mode``, padding not
+  counted), then a stride-1 1×1 convolution and BN; identity where nothing changes.
+* ``'max'`` — the nonlinear alternative: a ``(2s-1)×(2s-1)`` max pool with stride ``s`` and
+  padding ``s-1`` (3×3/2, pad 1 for ``s = 2``), then a 1×1 convolution and BN.
+
+All five produce ``(C_out, ⌈H/s⌉, ⌈W/s⌉)`` from ``(C_in, H, W)``. In eval mode BN is an
+affine map, so A–D are affine and their linear part has a rank; max pooling is not linear.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from fractions import Fraction
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .claims import Tally, claim
+from .numerics import DTYPE, check_device, generator, randint, randn
+from .shapes import conv_output_size
+
+__all__ = [
+    "KINDS",
+    "ZeroPadShortcut",
+    "shortcut",
+    "is_identity",
+    "gradient_mask",
+    "gradient_coverage",
+    "expected_coverage",
+    "linear_map_matrix",
+    "linear_map_rank",
+    "shortcut_rank",
+    "block_mean_projection",
+    "shortcut_cost",
+    "RESNET50_TRANSITIONS",
+    "resnet50_transition_costs",
+    "Bottleneck",
+    "bottleneck_block",
+    "bottleneck_shapes",
+    "plot_gradient_coverage",
+]
+
+KINDS = ("A", "B", "C", "D", "max")
+
+#: ResNet-50's first block of each stage: (stage, C_in, C_out, stride, input size H = W, width of the bottleneck).
+RESNET50_TRANSITIONS = (
+    ("conv2_x", 64, 256, 1, 56, 64),
+    ("conv3_x", 256, 512, 2, 56, 128),
+    ("conv4_x", 512, 1024, 2, 28, 256),
+    ("conv5_x", 1024, 2048, 2, 14, 512),
+)
+
+
+# --------------------------------------------------------------------------------------
+# Building the shortcuts
+# --------------------------------------------------------------------------------------
+
+
+class ZeroPadShortcut(nn.Module):
+    """Option A: ``y = [x[:, :, ::s, ::s]; 0]`` — subsample, then append ``C_out - C_in`` zero channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(y, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, stride={self.stride}"
+
+
+def shortcut(kind: str, in_channels: int, out_channels: int, stride: int = 1) -> nn.Module:
+    """The shortcut of option ``kind`` (``'A'``, ``'B'``, ``'C'``, ``'D'``, ``'max'``), float32.
+
+    Maps ``(C_in, H, W)`` to ``(C_out, ⌈H/s⌉, ⌈W/s⌉)``. Options A, B, D and max are the identity
+    (``nn.Identity``) when ``C_in == C_out`` and ``stride == 1``; C always projects. Option A
+    needs ``C_out >= C_in`` (it can only add zero channels).
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    for name, v in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    changes = in_channels != out_channels or stride != 1
+    if kind == "A" and out_channels < in_channels:
+        raise ValueError(f"option A pads with zero channels, so it needs out_channels >= in_channels; "
+                         f"got {in_channels} -> {out_channels}")
+    if kind != "C" and not changes:
+        return nn.Identity()
+    if kind == "A":
+        return ZeroPadShortcut(in_channels, out_channels, stride)
+    if kind in ("B", "C") or stride == 1:
+        return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                             nn.BatchNorm2d(out_channels))
+    if kind == "D":
+        pool = nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False)
+    else:
+        pool = nn.MaxPool2d(2 * stride - 1, stride, padding=stride - 1)
+    return nn.Sequential(pool, nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels))
+
+
+def is_identity(module: nn.Module) -> bool:
+    """True for ``nn.Identity`` (the shortcut of an unchanged block)."""
+    return isinstance(module, nn.Identity)
+
+
+def gradient_mask(module: nn.Module, input_shape: Sequence[int], seed: int = 0) -> torch.Tensor:
+    """Boolean mask of the input elements that receive a non-zero gradient.
+
+    Runs a float64 eval-mode copy of ``module`` (the input is not modified) on a random
+    input of ``input_shape`` ``(B, C, H, W)`` and back-propagates a random output cotangent
+    (random, so no cancellation hides a dependence); an input element is *covered* when its
+    gradient is non-zero.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 4 or any(not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"input_shape must be 4 positive ints (B, C, H, W), got {input_shape!r}")
+    net = copy.deepcopy(module).to(DTYPE).eval()
+    dev = _device_of(net)
+    gen = generator(seed)
+    x = randn(*shape, gen=gen, device=dev).requires_grad_(True)
+    y = net(x)
+    y.backward(randn(*y.shape, gen=gen, device=dev))
+    return (x.grad != 0).cpu()
+
+
+def gradient_coverage(module: nn.Module, input_shape: Sequence[int], seed: int = 0) -> Fraction:
+    """Fraction of input elements with a non-zero gradient (see :func:`gradient_mask`), exact."""
+    mask = gradient_mask(module, input_shape, seed)
+    return Fraction(int(mask.sum()), mask.numel())
+
+
+def expected_coverage(kind: str, stride: int, height: int, width: int, identity: bool = False) -> Fraction:
+    """Derived coverage of a linear shortcut: ``⌈H/s⌉⌈W/s⌉ / (HW)`` for A, B, C; 1 for D and the identity.
+
+    Strided sampling reads only positions ``(s·u, s·v)``; an ``s×s`` average pool with stride
+    ``s`` tiles the input, so every element is in exactly one window. Not defined for
+    ``'max'`` (the covered elements depend on the data).
+    """
+    if kind not in ("A", "B", "C", "D"):
+        raise ValueError(f"expected_coverage is derived for the linear kinds A, B, C, D, got {kind!r}")
+    if identity or kind == "D":
+        return Fraction(1)
+    return Fraction(math.ceil(height / stride) * math.ceil(width / stride), height * width)
+
+
+def linear_map_matrix(module: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:
+    """Matrix of the linear part of ``module`` (eval mode, float64) on one input of shape ``(C, H, W)``.
+
+    The Jacobian ``∂ vec(y) / ∂ vec(x)``; for an affine module (conv, pooling, eval-mode BN,
+    zero padding) it does not depend on the point and is the matrix of the map.
+    """
+    shape = tuple(input_shape)
+    if len(shape) != 3 or any(not isinstance(n, int) or n < 1 for n in shape):
+        raise ValueError(f"input_shape must be 3 positive ints (C, H, W), got {input_shape!r}")
+    net = copy.deepcopy(module).to(DTYPE).eval()
+    x = torch.zeros(1, *shape, dtype=DTYPE, device=_device_of(net))
+    with torch.no_grad():
+        n_out = net(x).numel()
+    jac = torch.autograd.functional.jacobian(lambda z: net(z), x)
+    return jac.reshape(n_out, x.numel())
+
+
+def linear_map_rank(module: nn.Module, input_shape: Sequence[int]) -> int:
+    """Rank of :func:`linear_map_matrix` (SVD, float64 — singular values here are O(1) or exactly 0)."""
+    return int(torch.linalg.matrix_rank(linear_map_matrix(module, input_shape)).item())
+
+
+def shortcut_rank(kind: str, in_channels: int, out_channels: int, stride: int, height: int, width: int) -> int:
+    """Derived rank of a shortcut's linear part, for generic weights.
+
+    With ``P = ⌈H/s⌉⌈W/s⌉`` output positions: identity ``C_in·H·W``; A ``C_in·P`` (each kept
+    sample copied once, zero channels add nothing); B, C, D ``min(C_in, C_out)·P`` — the map is
+    block-diagonal over positions (after subsampling or pooling, each of rank ``P`` per
+    channel), each block the ``C_out × C_in`` weight matrix of generic rank ``min``.
+    """
+    if kind not in ("A", "B", "C", "D"):
+        raise ValueError(f"shortcut_rank is defined for the linear kinds A, B, C, D, got {kind!r}")
+    p = math.ceil(height / stride) * math.ceil(width / stride)
+    if kind != "C" and in_channels == out_channels and stride == 1:
+        return in_channels * height * width
+    if kind == "A":
+        return in_channels * p
+    return min(in_channels, out_channels) * p
+
+
+def block_mean_projection(x: torch.Tensor, block: int = 2) -> torch.Tensor:
+    """What a ``block×block`` average pool keeps: each block replaced by its mean.
+
+    ``P x = upsample(avgpool(x))``; ``P`` is the orthogonal projection onto signals that are
+    constant on each block. Needs ``H`` and ``W`` divisible by ``block``.
+    """
+    h, w = x.shape[-2:]
+    if h % block or w % block:
+        raise ValueError(f"H and W must be divisible by block: got {h}x{w}, block={block}")
+    pooled = F.avg_pool2d(x, block)
+    return pooled.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
+
+
+def shortcut_cost(kind: str, in_channels: int, out_channels: int, stride: int, size: int | Sequence[int],
+                  everywhere: bool = False) -> dict:
+    """Parameters and operations of one shortcut, from the formulas.
+
+    With output positions ``P = ⌈H/s⌉⌈W/s⌉`` and ``k`` the pooling window:
+    ``params = C_in·C_out`` for a projection (1×1 conv, no bias), ``bn_params = 2·C_out``,
+    ``macs = C_in·C_out·P``, ``pool_reads = C_in·P·k²`` (window elements read by a pool,
+    padding included); all zero for the identity and for option A.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1 or stride < 1:
+        raise ValueError(f"size and stride must be >= 1, got size={size!r}, stride={stride}")
+    p = math.ceil(h / stride) * math.ceil(w / stride)
+    zero = {"params": 0, "bn_params": 0, "macs": 0, "pool_reads": 0}
+    changes = in_channels != out_channels or stride != 1
+    if kind == "A" or (kind != "C" and not changes):
+        return zero
+    cost = {"params": in_channels * out_channels, "bn_params": 2 * out_channels,
+            "macs": in_channels * out_channels * p, "pool_reads": 0}
+    if stride > 1 and kind in ("D", "max"):
+        k = stride if kind == "D" else 2 * stride - 1
+        cost["pool_reads"] = in_channels * p * k * k
+    return cost
+
+
+def resnet50_transition_costs(kind: str) -> list[dict]:
+    """:func:`shortcut_cost` of option ``kind`` at ResNet-50's four stage transitions."""
+    rows = []
+    for stage, c_in, c_out, s, n, _ in RESNET50_TRANSITIONS:
+        rows.append({"stage": stage, "in": c_in, "out": c_out, "stride": s, "size": n,
+                     **shortcut_cost(kind, c_in, c_out, s, n)})
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# The bottleneck block
+# --------------------------------------------------------------------------------------
+
+
+class Bottleneck(nn.Module):
+    """``relu(shortcut(x) + bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))))``; stride on the 3×3.
+
+    ``conv1``: 1×1 ``C_in → m``; ``conv2``: 3×3 ``m → m``, stride ``s``, padding 1;
+    ``conv3``: 1×1 ``m → C_out``. (Stride on the 3×3 as in ResNet-B/torchvision; the original
+    paper put it on the first 1×1, which gives the same shapes.)
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int, kind: str):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels)
+        self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid_channels)
+        self.conv3, self.bn3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        self.shortcut = shortcut(kind, in_channels, out_channels, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = F.relu(self.bn1(self.conv1(x)))
+        z = F.relu(self.bn2(self.conv2(z)))
+        return F.relu(self.shortcut(x) + self.bn3(self.conv3(z)))
+
+
+def bottleneck_block(in_channels: int = 256, mid_channels: int = 128, out_channels: int = 512,
+                     stride: int = 2, kind: str = "B") -> Bottleneck:
+    """A ResNet bottleneck block whose shortcut is option ``kind`` (default: conv3_x's first block)."""
+    for name, v in (("in_channels", in_channels), ("mid_channels", mid_channels),
+                    ("out_channels", out_channels), ("stride", stride)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return Bottleneck(in_channels, mid_channels, out_channels, stride, kind)
+
+
+def bottleneck_shapes(in_channels: int, mid_channels: int, out_channels: int, stride: int,
+                      size: int) -> dict[str, tuple[int, int, int]]:
+    """Derived ``(C, H, W)`` after each layer of :class:`Bottleneck` for an input ``(C_in, size, size)``.
+
+    1×1 convolutions keep the size; the 3×3/``s``, pad 1 gives ``⌊(n + 2 - 3)/s⌋ + 1``; the
+    shortcut must give the same.
+    """
+    n2 = conv_output_size(size, 3, stride, 1)
+    return {"conv1": (mid_channels, size, size), "conv2": (mid_channels, n2, n2),
+            "conv3": (out_channels, n2, n2), "shortcut": (out_channels, n2, n2), "out": (out_channels, n2, n2)}
+
+
+def plot_gradient_coverage(height: int = 8, width: int = 8, axes=None):
+    """Per-kind map of the input positions (one channel) that receive gradient, stride 2."""
+    import matplotlib.pyplot as plt
+
+    kinds = ("A", "B", "D", "max")
+    if axes is None:
+        _, axes = plt.subplots(1, len(kinds), figsize=(3 * len(kinds), 3.2))
+    for ax, kind in zip(axes, kinds):
+        torch.manual_seed(0)
+        mod = shortcut(kind, 2, 4, 2)
+        mask = gradient_mask(mod, (1, 2, height, width), seed=1)[0, 0]
+        ax.imshow(mask.numpy(), cmap="Greens", vmin=0, vmax=1)
+        cov = gradient_coverage(mod, (1, 2, height, width), seed=1)
+        ax.set_title(f"{kind}: coverage {cov}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return axes
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+@claim(
+    "shortcut.gradient-coverage",
+    title="Strided 1×1 shortcuts send gradient to a quarter of the input; average pooling to all of it",
+    chapter=8,
+    statement="With stride 2 on an even-sized input, options A, B and C give a non-zero gradient to exactly the 1/4 of the input elements at even (row, column), option D (2×2 average pool) to all of them, and a 3×3/2 max pool only to its window maxima — at most 1/4.",
+)
+def check_gradient_coverage(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(801)
+    for case in range(12):
+        c_in = randint(1, 4, gen)
+        c_out = c_in * randint(1, 2, gen)
+        h, w = 2 * randint(2, 5, gen), 2 * randint(2, 5, gen)
+        shape = (2, c_in, h, w)
+        for kind in KINDS:
+            torch.manual_seed(case)
+            mod = shortcut(kind, c_in, c_out, 2).to(device)
+            mask = gradient_mask(mod, shape, seed=case)
+            cov = Fraction(int(mask.sum()), mask.numel())
+            t.exact(cov == gradient_coverage(mod, shape, seed=case), "coverage = mask fraction")
+            if kind == "max":
+                # independent: the window maxima reported by PyTorch's own max pool
+                x = randn(*shape, gen=generator(case), device=device).to(DTYPE)
+                _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+                argmax = torch.zeros(shape[0], c_in, h * w, dtype=torch.bool)
+                argmax.scatter_(2, idx.flatten(2).cpu(), True)
+                t.exact(torch.equal(mask, argmax.reshape(shape)), f"max: mask = argmax positions {h}x{w}")
+                t.exact(cov <= Fraction(1, 4), f"max coverage {cov} <= 1/4")
+                continue
+            t.exact(cov == expected_coverage(kind, 2, h, w) == (1 if kind == "D" else Fraction(1, 4)),
+                    f"{kind}: coverage {cov} {h}x{w}")
+            if kind != "D":
+                even = torch.zeros(h, w, dtype=torch.bool)
+                even[::2, ::2] = True
+                t.exact(torch.equal(mask, even.expand(shape)), f"{kind}: covered = even positions")
+    return t.verdict("backward of random cotangents through each shortcut vs derived masks and max-pool indices",
+                     case_unit="comparisons")
+
+
+@claim(
+    "shortcut.rank",
+    title="Rank of each shortcut as a linear map",
+    chapter=8,
+    statement="In eval mode, with P = ⌈H/s⌉⌈W/s⌉ output positions, option A has rank C_in·P and options B, C and D rank min(C_in, C_out)·P for random weights: with s = 2 every option keeps at most a quarter of the input's dimensions, average pooling included.",
+)
+def check_rank(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(802)
+    for case in range(10):
+        c_in, c_out = randint(1, 4, gen), randint(1, 6, gen)
+        s = randint(1, 2, gen)
+        h, w = randint(2, 5, gen), randint(2, 5, gen)
+        for kind in ("A", "B", "C", "D"):
+            if kind == "A" and c_out < c_in:
+                continue
+            torch.manual_seed(100 + case)
+            mod = shortcut(kind, c_in, c_out, s).to(device)
+            _randomize_bn(mod, gen)
+            r = linear_map_rank(mod, (c_in, h, w))
+            t.exact(r == shortcut_rank(kind, c_in, c_out, s, h, w),
+                    f"{kind}: rank {r} vs {shortcut_rank(kind, c_in, c_out, s, h, w)} ({c_in}->{c_out}, s={s}, {h}x{w})")
+    return t.verdict("rank of the Jacobian (float64 SVD) vs derived rank, random sizes", case_unit="shortcuts")
+
+
+@claim(
+    "shortcut.avgpool-not-invertible",
+    title="Average pooling uses every input but keeps only the block means",
+    chapter=8,
+    statement="A 2×2/2 average pool on (C, H, W) with H, W even has rank C·H·W/4: it keeps exactly the C·H·W/4 block means (its matrix is 1/4 of the block-constant projection's), and discards the 3·C·H·W/4-dimensional within-block variation — inputs that differ by a within-block pattern with zero block sums give identical outputs.",
+)
+def check_avgpool_not_invertible(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(803)
+    for case in range(8):
+        c, h, w = randint(1, 3, gen), 2 * randint(1, 4, gen), 2 * randint(1, 4, gen)
+        pool = nn.AvgPool2d(2, 2).to(device)
+        m = linear_map_matrix(pool, (c, h, w))
+        t.exact(int(torch.linalg.matrix_rank(m)) == c * h * w // 4, f"rank {c}x{h}x{w}")
+        # P = 4 MᵀM is the orthogonal projection onto block-constant signals: P² = P = Pᵀ
+        proj = 4 * m.T @ m
+        t.exact(torch.equal(proj @ proj, proj) and torch.equal(proj, proj.T), "P is an orthogonal projection")
+        # integers keep the arithmetic exact: x and x + detail pattern pool to the same output
+        x = torch.randint(-8, 9, (1, c, h, w), generator=gen).to(DTYPE).to(device)
+        signs = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=DTYPE, device=device)  # one Haar detail
+        amp = torch.randint(-4, 5, (1, c, h // 2, w // 2), generator=gen).to(DTYPE).to(device)
+        detail = amp.repeat_interleave(2, -2).repeat_interleave(2, -1) * signs.repeat(h // 2, w // 2)
+        t.exact(bool((detail != 0).any()) or bool((amp == 0).all()), "non-trivial detail")
+        t.exact(torch.equal(pool(x), pool(x + detail)), "different inputs, same output")
+        kept = block_mean_projection(x)
+        t.exact(torch.equal(pool(kept), pool(x)) and torch.equal(pool(x - kept), torch.zeros_like(pool(x))),
+                "output determined by the block means alone")
+        t.exact(torch.equal(kept.flatten(), proj @ x.flatten()), "block_mean_projection = 4 MᵀM")
+        t.exact(gradient_coverage(pool, (1, c, h, w)) == 1, "every input used")
+    return t.verdict("Jacobian rank, exact projection identities and collisions on integer inputs",
+                     case_unit="comparisons")
+
+
+@claim(
+    "shortcut.cost-resnet50",
+    title="Parameters and multiply-adds of each shortcut at ResNet-50's stage transitions",
+    chapter=8,
+    statement="At ResNet-50's four stage transitions, options B, C and D cost C_in·C_out weights and C_in·C_out·P multiply-adds each (2,768,896 weights in all), option A nothing; option D adds only a 2×2 average pool.",
+)
+def check_cost_resnet50(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    totals = {}
+    for kind in KINDS:
+        rows = resnet50_transition_costs(kind)
+        for row, (_, c_in, c_out, s, n, _) in zip(rows, RESNET50_TRANSITIONS):
+            with torch.device("meta"):
+                mod = shortcut(kind, c_in, c_out, s)
+            counted = _count_ops(mod, (1, c_in, n, n))
+            t.exact(counted == {k: row[k] for k in counted}, f"{kind} {row['stage']}: {counted} vs {row}")
+        totals[kind] = sum(r["params"] for r in rows)
+    t.exact(totals["B"] == totals["C"] == totals["D"] == totals["max"] == 2_768_896 and totals["A"] == 0, f"{totals}")
+    return t.verdict("formulas vs weights and per-layer multiply-adds counted on the built modules (meta tensors)")
+
+
+@claim(
+    "shortcut.bottleneck-shapes",
+    title="The bottleneck block's shapes across a stage transition",
+    chapter=8,
+    statement="A bottleneck block from (256, 56, 56) with width 128 and stride 2 gives (128, 56, 56), (128, 28, 28), (512, 28, 28) after its three convolutions, and every shortcut option gives (512, 28, 28) to add to it; likewise at all four ResNet-50 transitions.",
+)
+def check_bottleneck_shapes(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    for _, c_in, c_out, s, n, mid in RESNET50_TRANSITIONS:
+        want = bottleneck_shapes(c_in, mid, c_out, s, n)
+        for kind in KINDS:
+            with torch.device("meta"):
+                block = bottleneck_block(c_in, mid, c_out, s, kind)
+                seen = _record_shapes(block, torch.empty(1, c_in, n, n))
+            t.exact(seen == want, f"{kind} from ({c_in},{n},{n}): {seen} vs {want}")
+    # one real float64 forward of the headline block on the device
+    gen = generator(805)
+    torch.manual_seed(805)
+    block = bottleneck_block(256, 128, 512, 2, "B").to(DTYPE).to(device).eval()
+    seen = _record_shapes(block, randn(1, 256, 56, 56, gen=gen, device=device))
+    t.exact(seen == bottleneck_shapes(256, 128, 512, 2, 56), "real forward (256,56,56)")
+    return t.verdict("forward-hook shapes of built blocks vs derived shapes", case_unit="blocks")
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    for p in itertools.chain(module.parameters(), module.buffers()):
+        return p.device
+    return torch.device("cpu")
+
+
+def _randomize_bn(module: nn.Module, gen: torch.Generator) -> None:
+    """Random eval-mode BN scale and statistics, so ranks are tested away from γ = 1, σ² = 1."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.weight.copy_(1 + 0.3 * torch.rand(n, generator=gen))
+                m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
+                m.running_mean.copy_(torch.randn(n, generator=gen))
+
+
+def _count_ops(module: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Weights, BN parameters, conv multiply-adds and pool reads, counted with forward hooks."""
+    counts = {"params": 0, "bn_params": 0, "macs": 0, "pool_reads": 0}
+    hooks = []
+
+    def on_conv(m, inp, out):
+        counts["macs"] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+
+    def on_pool(m, inp, out):
+        k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+        counts["pool_reads"] += out[0].numel() * k * k
+
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            counts["params"] += m.weight.numel()
+            hooks.append(m.register_forward_hook(on_conv))
+        elif isinstance(m, nn.BatchNorm2d):
+            counts["bn_params"] += m.weight.numel() + m.bias.numel()
+        elif isinstance(m, (nn.AvgPool2d, nn.MaxPool2d)):
+            hooks.append(m.register_forward_hook(on_pool))
+    with torch.no_grad():
+        module(torch.empty(*input_shape, device=_device_of(module) if _has_state(module) else "meta"))
+    for h in hooks:
+        h.remove()
+    return counts
+
+
+def _has_state(module: nn.Module) -> bool:
+    return any(True for _ in itertools.chain(module.parameters(), module.buffers()))
+
+
+def _record_shapes(block: Bottleneck, x: torch.Tensor) -> dict:
+    seen: dict[str, tuple[int, int, int]] = {}
+    hooks = [getattr(block, name).register_forward_hook(
+        lambda m, i, o, name=name: seen.__setitem__(name, tuple(o.shape[1:])))
+        for name in ("conv1", "conv2", "conv3", "shortcut")]
+    with torch.no_grad():
+        y = block(x)
+    for h in hooks:
+        h.remove()
+    seen["out"] = tuple(y.shape[1:])
+    return seen

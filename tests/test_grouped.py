@@ -1,0 +1,233 @@
+"""Chapter 7: grouped convolutions, ResNeXt forms, depthwise separable, channel shuffle (convbook.grouped)."""
+
+from __future__ import annotations
+
+import sympy as sp
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import grouped
+from convbook.grouped import (TABLE2, block_diagonal_mask, channel_shuffle, channel_unshuffle, convert_block,
+                              dense_to_grouped, depthwise_separable_ratio, group_connectivity, grouped_cost,
+                              grouped_cost_symbolic, grouped_to_dense, resnext_block, resnext_params,
+                              resnext_params_symbolic, table2_width)
+from tests.planting import Plant, planted_failure_test
+
+D = torch.float64
+
+
+def _rand(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=D)
+
+
+def _grouped_conv(c_in, c_out, k, g, seed=0, **kw):
+    conv = nn.Conv2d(c_in, c_out, k, groups=g, **kw).double()
+    with torch.no_grad():
+        conv.weight.copy_(_rand(*conv.weight.shape, seed=seed))
+    return conv
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+def test_block_diagonal_mask_small_case():
+    m = block_diagonal_mask(4, 6, 2)
+    assert m.shape == (4, 6)
+    assert m[:2, :3].all() and m[2:, 3:].all()
+    assert not m[:2, 3:].any() and not m[2:, :3].any()
+
+
+@given(g=st.integers(1, 4), a=st.integers(1, 3), b=st.integers(1, 3), k=st.integers(1, 3),
+       s=st.integers(1, 2), p=st.integers(0, 1), bias=st.booleans(), seed=st.integers(0, 1000))
+@settings(max_examples=30)
+def test_grouped_to_dense_property(g, a, b, k, s, p, bias, seed):
+    conv = _grouped_conv(g * a, g * b, k, g, seed, stride=s, padding=p, bias=bias)
+    x = _rand(2, g * a, 6, 5, seed=seed + 1)
+    dense = grouped_to_dense(conv)
+    with torch.no_grad():
+        assert torch.allclose(dense(x), conv(x), rtol=1e-12, atol=1e-12)
+        back = dense_to_grouped(dense, g)
+        assert torch.equal(back.weight, conv.weight)
+        if bias:
+            assert torch.equal(back.bias, conv.bias)
+    assert conv.groups == g  # input not mutated
+
+
+def test_grouped_cost_values_and_symbolic():
+    assert grouped_cost(8, 4, 3, 2, (5, 5)) == (4 * 4 * 9, 4 * 4 * 9 * 25)
+    assert grouped_cost(8, 4, (1, 3), 4, (2, 3)) == (4 * 2 * 3, 4 * 2 * 3 * 6)
+    sym = grouped_cost_symbolic()
+    g = sp.Symbol("g", positive=True)
+    assert sp.simplify(sym["ratio"] - 1 / g) == 0
+
+
+@pytest.mark.parametrize("src", ["a", "b", "c"])
+@pytest.mark.parametrize("dst", ["a", "b", "c"])
+def test_convert_block_every_pair_small(src, dst):
+    block = resnext_block(src, 6, 3, 2, 6).double()
+    grouped._randomize(block, torch.Generator().manual_seed(1))
+    block.eval()
+    x = _rand(2, 6, 5, 5)
+    other = convert_block(block, dst)
+    assert other is not block and other.form == dst and not other.training
+    with torch.no_grad():
+        assert torch.allclose(other(x), block(x), rtol=1e-12, atol=1e-12)
+
+
+def test_resnext_block_default_shapes_and_projection_shortcut():
+    c = resnext_block("c")
+    assert c.conv2.groups == 32 and c.conv1.out_channels == 128
+    assert isinstance(c.shortcut, nn.Identity)
+    b = resnext_block("b", 4, 2, 2, 8).double().eval()
+    assert isinstance(b.shortcut, nn.Sequential)
+    a = convert_block(b, "a")
+    x = _rand(1, 4, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), rtol=1e-12, atol=1e-12)
+        assert a(x).shape == (1, 8, 4, 4)
+
+
+def test_resnext_params_and_table2():
+    assert resnext_params(32, 4) == 70144
+    assert resnext_params(1, 64) == 69632
+    C, d, c, k = sp.symbols("C d c k", positive=True)
+    assert resnext_params_symbolic().subs({C: 2, d: 40, c: 256, k: 3}) == resnext_params(2, 40)
+    for card, width in TABLE2.items():
+        sol = table2_width(card)
+        assert sol["nearest"] == width
+        assert sol["floor"] <= sol["real"] <= sol["ceil"]
+
+
+def test_depthwise_separable_ratio_symbolic():
+    r = depthwise_separable_ratio()
+    c_out, k = sp.Symbol("C_out", positive=True), sp.Symbol("k", positive=True)
+    assert sp.simplify(r - (1 / c_out + 1 / k**2)) == 0
+    assert r.subs({c_out: 256, k: 3}) == sp.Rational(1, 256) + sp.Rational(1, 9)
+
+
+@given(g=st.integers(1, 6), n=st.integers(1, 6))
+def test_channel_shuffle_matches_torch_and_inverts(g, n):
+    x = _rand(2, g * n, 3, 3, seed=g * 7 + n)
+    y = channel_shuffle(x, g)
+    assert torch.equal(y, nn.ChannelShuffle(g)(x))
+    assert torch.equal(channel_unshuffle(y, g), x)
+    assert torch.equal(channel_shuffle(channel_unshuffle(x, g), g), x)
+
+
+def test_group_connectivity_examples():
+    assert torch.equal(group_connectivity(3, 2, False), torch.eye(3, dtype=torch.bool))
+    full = group_connectivity(3, 3, True)
+    assert full.all()
+    partial = group_connectivity(4, 2, True)
+    assert (partial.sum(dim=1) == 2).all()
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+def test_invalid_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="divisible by groups"):
+        block_diagonal_mask(4, 6, 4)
+    with pytest.raises(ValueError, match="groups must be a positive int"):
+        block_diagonal_mask(4, 4, 0)
+    with pytest.raises(ValueError, match="channel counts"):
+        grouped_cost(0, 4, 3, 1, (3, 3))
+    with pytest.raises(ValueError, match="divisible by groups"):
+        grouped_cost(6, 4, 3, 4, (3, 3))
+    with pytest.raises(ValueError, match=">= 1"):
+        grouped_cost(4, 4, 0, 1, (3, 3))
+    with pytest.raises(ValueError, match="nn.Conv2d"):
+        grouped_to_dense(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="nn.Conv2d"):
+        dense_to_grouped(nn.Linear(2, 2), 2)
+    with pytest.raises(ValueError, match="groups=1"):
+        dense_to_grouped(_grouped_conv(4, 4, 1, 2), 2)
+    with pytest.raises(ValueError, match="not block-diagonal"):
+        dense_to_grouped(_grouped_conv(4, 4, 1, 1), 2)
+    with pytest.raises(ValueError, match="form must be"):
+        resnext_block("d")
+    with pytest.raises(ValueError, match="cardinality must be a positive int"):
+        resnext_block("a", cardinality=0)
+    with pytest.raises(ValueError, match="form must be"):
+        convert_block(resnext_block("a", 4, 2, 1, 4), "z")
+    with pytest.raises(ValueError, match="ResNeXtBlock"):
+        convert_block(nn.Identity(), "a")
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        resnext_params(2, 0)
+    with pytest.raises(ValueError, match="cardinality must be a positive int"):
+        table2_width(0)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        channel_shuffle(_rand(1, 6, 2, 2), 4)
+    with pytest.raises(ValueError, match=r"\(B, C, ...\)"):
+        channel_shuffle(_rand(6), 2)
+    with pytest.raises(ValueError, match="divisible by groups"):
+        channel_unshuffle(_rand(1, 6, 2, 2), 4)
+    with pytest.raises(ValueError, match="per_group"):
+        group_connectivity(0, 2, True)
+
+
+# --- planted failures: each check must fail on a wrong formula -------------------------------
+
+_ORIG_TO_DENSE = grouped.grouped_to_dense
+_ORIG_SET_BN = grouped._set_bn
+_ORIG_CONN = grouped.group_connectivity
+
+
+def _to_dense_blocks_rolled(conv):
+    """Wrong: output group j wired to input group j+1."""
+    dense = _ORIG_TO_DENSE(conv)
+    n_in = conv.in_channels // conv.groups
+    with torch.no_grad():
+        dense.weight.copy_(torch.roll(dense.weight, n_in, dims=1))
+    return dense
+
+
+def _set_bn_without_statistics(bn, state, lo, hi):
+    """Wrong: copies γ and β but forgets the running statistics."""
+    bn.weight.copy_(state["weight"][lo:hi])
+    bn.bias.copy_(state["bias"][lo:hi])
+
+
+def _cost_not_divided(in_channels, out_channels, kernel_size, groups, out_size):
+    return _ORIG_COST(in_channels, out_channels, kernel_size, 1, out_size)
+
+
+_ORIG_COST = grouped.grouped_cost
+
+
+def _params_missing_square(cardinality, width, channels=256, kernel_size=3):
+    return cardinality * (channels * width + kernel_size**2 * width + width * channels)
+
+
+def _symbolic_missing_last_layer():
+    C, d, c, k = sp.symbols("C d c k", positive=True)
+    return sp.expand(C * (c * d + k**2 * d**2))
+
+
+def _shuffle_wrong_axis(x, groups):
+    """Wrong: reshapes as (n, g) instead of (g, n) — the inverse shuffle."""
+    c = x.shape[1]
+    return x.reshape(x.shape[0], c // groups, groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
+
+
+PLANTS = [
+    Plant("group.block-diagonal", "blocks wired to the next group", {"convbook.grouped:grouped_to_dense": _to_dense_blocks_rolled}),
+    Plant("group.cost-divided-by-g", "cost not divided by g", {"convbook.grouped:grouped_cost": _cost_not_divided}),
+    Plant("group.resnext-forms-linear", "grouped mask taken as dense",
+          {"convbook.grouped:block_diagonal_mask": lambda o, i, g: torch.ones(o, i, dtype=torch.bool)}),
+    Plant("group.resnext-forms-equal", "BN running statistics not copied", {"convbook.grouped:_set_bn": _set_bn_without_statistics}),
+    Plant("group.resnext-table2", "3x3 term not squared in d", {"convbook.grouped:resnext_params": _params_missing_square}),
+    Plant("group.resnext-table2", "last 1x1 left out of the count", {"convbook.grouped:resnext_params_symbolic": _symbolic_missing_last_layer}),
+    Plant("group.depthwise-separable-ratio", "pointwise cost forgotten",
+          {"convbook.grouped:depthwise_separable_ratio": lambda: 1 / sp.Symbol("k", positive=True) ** 2}),
+    Plant("group.channel-shuffle", "reshape on the wrong axis", {"convbook.grouped:channel_shuffle": _shuffle_wrong_axis}),
+    Plant("group.channel-shuffle", "shuffle believed to connect everything",
+          {"convbook.grouped:group_connectivity": lambda g, n, s: torch.ones(g, g, dtype=torch.bool) if s else _ORIG_CONN(g, n, s)}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)
