@@ -1,0 +1,859 @@
+"""Chapter 4: the cost of a convolution — parameters, multiply-accumulates, memory.
+
+Formulas (per input sample, spatial sizes per axis, ``g`` groups, ``k`` the kernel size
+on each axis, ``n_out`` the output size from :func:`convbook.shapes.conv_output_size`):
+
+* parameters of a convolution   ``Π k · (C_in / g) · C_out  (+ C_out with a bias)``
+* MACs of a convolution         ``Π n_out · Π k · (C_in / g) · C_out``
+  (every tap counted, including taps that fall on the zero padding: a dense kernel does
+  them, and this is the convention of ``torch.utils.flop_counter``)
+* MACs of a transposed conv.    ``Π n_in · Π k · (C_in / g) · C_out`` — each *input*
+  element is scattered through the whole kernel; counting at the output positions instead
+  over-counts by about ``Π s``
+* linear layer                  params ``C_in C_out + C_out``, MACs ``C_in C_out``
+* batch norm (inference)        params ``2C`` (γ, β; the running statistics are buffers),
+  one multiply-add per element once folded into a scale and a shift
+* pooling                       no MACs; ``Π k`` additions / comparisons per output element
+
+The bias addition is not counted as a MAC (``FlopCounterMode`` does not count it either).
+``FlopCounterMode`` reports FLOPs = 2 × MACs for convolutions and matrix products and
+nothing for batch norm, pooling or activations.
+
+:func:`profile` traces a model (statically for the book's models, with forward hooks on a
+meta-device copy otherwise) and applies these formulas layer by layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Sequence
+
+import sympy as sp
+import torch
+from torch import nn
+
+from . import models
+from .claims import Tally, claim
+from .numerics import generator, randint
+from .shapes import conv_output_size
+
+__all__ = [
+    "conv_params",
+    "conv_macs",
+    "conv_out_size",
+    "linear_params",
+    "linear_macs",
+    "bn_params",
+    "bn_ops",
+    "pool_ops",
+    "separable_ratio",
+    "LayerCost",
+    "Profile",
+    "profile",
+    "flop_counter_flops",
+    "stage_costs",
+    "bottleneck_stride_delta",
+    "third_party_counts",
+    "mobilenet_v1_shares",
+    "plot_stage_costs",
+    "plot_flops_vs_memory",
+    "RESNET_TABLE1_GMACS",
+    "TORCHVISION_GFLOPS",
+    "MOBILENET_V1_TABLE2",
+]
+
+#: He et al. 2016, Table 1, "FLOPs" row (×10⁹ multiply-adds), by depth.
+RESNET_TABLE1_GMACS = {18: 1.8, 34: 3.6, 50: 3.8, 101: 7.6, 152: 11.3}
+
+#: torchvision's model documentation, "GFLOPS" column (they are giga-MACs; see the chapter).
+TORCHVISION_GFLOPS = {
+    "resnet18": 1.81, "resnet34": 3.66, "resnet50": 4.09, "resnet101": 7.80, "resnet152": 11.51,
+    "resnext50_32x4d": 4.23, "wide_resnet50_2": 11.40, "mobilenet_v2": 0.30, "vgg16": 15.47,
+}
+
+#: Howard et al. 2017, Table 2: (share of mult-adds %, share of parameters %) per layer type.
+MOBILENET_V1_TABLE2 = {
+    "conv1x1": (94.86, 74.59),
+    "depthwise3x3": (3.06, 1.06),
+    "conv3x3": (1.19, 0.02),
+    "fc": (0.18, 24.33),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Per-layer formulas
+# --------------------------------------------------------------------------------------
+
+
+def conv_params(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], groups: int = 1,
+                bias: bool = True) -> int:
+    """Parameters of a (transposed) convolution: ``Π k · (C_in/g) · C_out + (C_out if bias)``.
+
+    ``kernel_size`` is an int (one spatial axis) or a tuple, one entry per spatial axis.
+    Rules: channels, kernel sizes, groups ≥ 1; ``g`` divides ``C_in`` and ``C_out``.
+    (A transposed convolution's weight is ``(C_in, C_out/g, *k)``: the same count.)
+    """
+    ks = _sizes("kernel_size", kernel_size)
+    _channels(in_channels, out_channels, groups)
+    return math.prod(ks) * (in_channels // groups) * out_channels + (out_channels if bias else 0)
+
+
+def conv_out_size(input_size: int | Sequence[int], kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                  padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, transposed: bool = False,
+                  output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
+    """Output spatial size, per axis. Direct: ``⌊(n + 2p − d(k−1) − 1)/s⌋ + 1``;
+    transposed: ``(n − 1)s − 2p + d(k−1) + output_padding + 1``."""
+    n, k, s, p, d, op = _broadcast(input_size, kernel_size, stride, padding, dilation, output_padding)
+    if not transposed:
+        return tuple(conv_output_size(n[i], k[i], s[i], p[i], d[i]) for i in range(len(n)))
+    out = tuple((n[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(len(n)))
+    if any(o < 1 for o in out):
+        raise ValueError(f"transposed convolution output must be >= 1 on every axis, got {out}")
+    return out
+
+
+def conv_macs(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], input_size: int | Sequence[int],
+              stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+              groups: int = 1, transposed: bool = False, output_padding: int | Sequence[int] = 0) -> int:
+    """Multiply-accumulates of one (transposed) convolution for ONE input sample.
+
+    Direct: ``Π n_out · Π k · (C_in/g) · C_out``. Depthwise is ``g = C_in = C_out``.
+    Transposed: ``Π n_in · Π k · (C_in/g) · C_out`` (each input element times each tap).
+    Taps on the padding are counted; the bias is not. Sizes are ints or per-axis tuples
+    (1-D/2-D/3-D: the length of a tuple argument sets the number of axes; all ints = 1 axis).
+    """
+    _channels(in_channels, out_channels, groups)
+    n, k, *_ = _broadcast(input_size, kernel_size, stride, padding, dilation, output_padding)
+    out = conv_out_size(input_size, kernel_size, stride, padding, dilation, transposed, output_padding)
+    positions = math.prod(n) if transposed else math.prod(out)
+    return positions * math.prod(k) * (in_channels // groups) * out_channels
+
+
+def linear_params(in_features: int, out_features: int, bias: bool = True) -> int:
+    """``C_in · C_out (+ C_out)``."""
+    _positive(in_features=in_features, out_features=out_features)
+    return in_features * out_features + (out_features if bias else 0)
+
+
+def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
+    """``rows · C_in · C_out`` (bias additions not counted)."""
+    _positive(in_features=in_features, out_features=out_features, rows=rows)
+    return rows * in_features * out_features
+
+
+def bn_params(channels: int, affine: bool = True) -> int:
+    """``2C`` learnable parameters (γ, β) — running mean and variance are buffers, not parameters."""
+    _positive(channels=channels)
+    return 2 * channels if affine else 0
+
+
+def bn_ops(channels: int, spatial_size: int | Sequence[int]) -> int:
+    """Inference batch norm: one multiply-add per element, ``C · Π n`` (scale and shift folded)."""
+    _positive(channels=channels)
+    return channels * math.prod(_sizes("spatial_size", spatial_size))
+
+
+def pool_ops(channels: int, kernel_size: int | Sequence[int], input_size: int | Sequence[int],
+             stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0) -> int:
+    """Pooling: ``C · Π n_out · Π k`` additions (average) or comparisons (max); no MACs.
+    ``stride`` defaults to the kernel size (PyTorch's default)."""
+    _positive(channels=channels)
+    stride = kernel_size if stride is None else stride
+    out = conv_out_size(input_size, kernel_size, stride, padding)
+    n, k, *_ = _broadcast(input_size, kernel_size, stride, padding, 1, 0)
+    return channels * math.prod(out) * math.prod(k)
+
+
+def separable_ratio(c_in: int, c_out: int, k: int) -> Fraction:
+    """Cost of a depthwise (k×k) + pointwise (1×1) pair over a standard k×k convolution,
+    same padding and stride: ``(k²C_in + C_in C_out) / (k² C_in C_out) = 1/C_out + 1/k²``."""
+    _positive(c_in=c_in, c_out=c_out, k=k)
+    return Fraction(1, c_out) + Fraction(1, k * k)
+
+
+# --------------------------------------------------------------------------------------
+# Whole models
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One row of a :class:`Profile`.
+
+    ``bytes_moved`` is the memory model: input, parameters and output each cross memory
+    once, ``bytes_per_element`` each (no cache reuse, no recomputation);
+    ``intensity = flops / bytes_moved`` with ``flops = 2·MACs`` for conv/linear,
+    ``ops`` for the others.
+    """
+
+    name: str
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    params: int
+    macs: int
+    ops: int
+    activations: int
+    bytes_moved: int
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.macs if self.macs else self.ops
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes_moved if self.bytes_moved else 0.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Per-layer costs and totals of a model for one input shape."""
+
+    rows: tuple[LayerCost, ...]
+    bytes_per_element: int
+
+    @property
+    def params(self) -> int:
+        return sum(r.params for r in self.rows)
+
+    @property
+    def macs(self) -> int:
+        """Conv + linear multiply-accumulates (what papers call FLOPs or mult-adds)."""
+        return sum(r.macs for r in self.rows)
+
+    @property
+    def flops(self) -> int:
+        """``2 · macs``: the convention of ``torch.utils.flop_counter.FlopCounterMode``."""
+        return 2 * self.macs
+
+    @property
+    def other_ops(self) -> int:
+        """Batch-norm multiply-adds and pooling adds/comparisons (uncounted by FlopCounterMode)."""
+        return sum(r.ops for r in self.rows)
+
+    @property
+    def activations(self) -> int:
+        return sum(r.activations for r in self.rows)
+
+    def by_kind(self) -> dict[str, tuple[int, int]]:
+        """``{kind: (params, macs)}``."""
+        out: dict[str, tuple[int, int]] = {}
+        for r in self.rows:
+            p, m = out.get(r.kind, (0, 0))
+            out[r.kind] = (p + r.params, m + r.macs)
+        return out
+
+    def table(self, max_rows: int | None = None) -> str:
+        """Fixed-width per-layer table (integers only) followed by the totals."""
+        head = f"{'layer':<24} {'kind':<10} {'output':<18} {'params':>12} {'MACs':>15} {'act. elems':>12} {'FLOP/B':>7}"
+        lines = [head, "-" * len(head)]
+        rows = self.rows if max_rows is None else self.rows[:max_rows]
+        for r in rows:
+            lines.append(f"{r.name[:24]:<24} {r.kind:<10} {'×'.join(map(str, r.output_shape)):<18} {r.params:>12,} "
+                         f"{r.macs:>15,} {r.activations:>12,} {r.intensity:>7.1f}")
+        if max_rows is not None and len(self.rows) > max_rows:
+            lines.append(f"... {len(self.rows) - max_rows} more layers")
+        lines.append(f"{'total':<24} {'':<10} {'':<18} {self.params:>12,} {self.macs:>15,} {self.activations:>12,}")
+        return "\n".join(lines)
+
+
+def profile(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), bytes_per_element: int = 4) -> Profile:
+    """Per-layer parameters, MACs, other ops, activations and bytes moved for ``model``.
+
+    Leaf layers are found by a shape trace: statically (pure arithmetic) for the models of
+    :mod:`convbook.models`, else by forward hooks on a meta-device copy. Costs then come
+    from the formulas of this module (``conv_macs``, ``conv_params``, …), applied to the
+    whole batch ``input_shape[0]``. Layers without a rule (activations, dropout) get zero
+    MACs and ops but their output still counts as activation memory.
+    """
+    if len(input_shape) < 2 or any(int(s) < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be (N, C, *spatial) with positive sizes, got {tuple(input_shape)}")
+    if bytes_per_element < 1:
+        raise ValueError(f"bytes_per_element must be >= 1, got {bytes_per_element}")
+    records = _trace(model, tuple(int(s) for s in input_shape))
+    return Profile(tuple(_cost(name, mod, i, o, bytes_per_element) for name, mod, i, o in records), bytes_per_element)
+
+
+def flop_counter_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> dict[str, int]:
+    """FLOPs by operator from ``torch.utils.flop_counter.FlopCounterMode``, run on a meta copy."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    m = model if models._on_meta(model) else models._meta_copy(model)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        m(torch.empty(*input_shape, device="meta"))
+    return {str(k).split(".")[-1]: int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+
+
+def stage_costs(prof: Profile) -> dict[str, tuple[int, int]]:
+    """``{stage: (params, macs)}`` grouping rows by the first component of the layer name
+    (``conv1``/``bn1`` → ``stem``, ``layer1`` … ``layer4``, ``fc``)."""
+    out: dict[str, tuple[int, int]] = {}
+    for r in prof.rows:
+        top = r.name.split(".")[0]
+        stage = "stem" if top in ("conv1", "bn1", "relu", "maxpool") else top
+        p, m = out.get(stage, (0, 0))
+        out[stage] = (p + r.params, m + r.macs)
+    return out
+
+
+def bottleneck_stride_delta(layers: Sequence[int] = (3, 4, 6, 3), image: int = 224) -> int:
+    """MACs that moving the stride from the first 1×1 to the 3×3 adds to a bottleneck ResNet.
+
+    In a stage with input channels ``C``, bottleneck width ``w`` and output size ``H``, the
+    first block's 1×1 runs at ``(2H)²`` instead of ``H²`` positions: ``+3H²·C·w``.
+    Stages 2–4 (``C = 256, 512, 1024``; ``w = 128, 256, 512``; ``H = image/8, /16, /32``).
+    ``layers`` only fixes which network is meant; the delta does not depend on depth.
+    """
+    if len(layers) != 4:
+        raise ValueError(f"layers must have 4 entries, got {list(layers)}")
+    if image % 32:
+        raise ValueError(f"image size must be a multiple of 32, got {image}")
+    return sum(3 * (image // (8 * 2**j)) ** 2 * (256 * 2**j) * (128 * 2**j) for j in range(3))
+
+
+def third_party_counts(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int | None]:
+    """What fvcore, ptflops (both backends), thop and torchinfo report for ``model``
+    (their "FLOPs"/"MACs" number as returned; ``None`` where the package is missing or fails).
+    Runs on real CPU tensors with their warnings and prints silenced."""
+    import contextlib
+    import io
+    import warnings
+
+    x = torch.zeros(*input_shape)
+    out: dict[str, int | None] = {}
+    sink = io.StringIO()
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        warnings.simplefilter("ignore")
+        for name, fn in (("fvcore", _fvcore), ("ptflops (pytorch)", lambda m, x: _ptflops(m, x, "pytorch")),
+                         ("ptflops (aten)", lambda m, x: _ptflops(m, x, "aten")), ("thop", _thop),
+                         ("torchinfo", _torchinfo)):
+            try:
+                out[name] = int(fn(model, x))
+            except Exception:  # noqa: BLE001 — a counter that crashes is reported as None
+                out[name] = None
+    return out
+
+
+def plot_stage_costs(prof: Profile, ax=None, title: str = "ResNet-50"):
+    """Bars of the share of MACs and of parameters in each stage."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    st = stage_costs(prof)
+    names = list(st)
+    p = np.array([st[n][0] for n in names], dtype=float)
+    m = np.array([st[n][1] for n in names], dtype=float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.5))
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, 100 * m / m.sum(), 0.4, label=f"MACs ({m.sum() / 1e9:.2f} G)")
+    ax.bar(x + 0.2, 100 * p / p.sum(), 0.4, label=f"parameters ({p.sum() / 1e6:.2f} M)")
+    ax.set_xticks(x, names)
+    ax.set_ylabel("share of total (%)")
+    ax.set_title(f"{title}: where the cost sits")
+    ax.legend()
+    return ax
+
+
+def plot_flops_vs_memory(prof: Profile, ax=None, title: str = "ResNet-50"):
+    """Scatter, one point per conv/linear layer: FLOPs against output activation bytes."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in prof.rows if r.macs]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.5, 4.5))
+    kinds = sorted({r.kind for r in rows})
+    for kind in kinds:
+        sel = [r for r in rows if r.kind == kind]
+        ax.scatter([r.activations * prof.bytes_per_element / 2**20 for r in sel], [r.flops / 1e6 for r in sel],
+                   s=18, label=kind)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("output activation (MiB, float32, batch 1)")
+    ax.set_ylabel("MFLOPs (2 × MACs)")
+    ax.set_title(f"{title}: compute vs activation memory per layer")
+    ax.legend()
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Claims
+# --------------------------------------------------------------------------------------
+
+
+@claim(
+    "cost.conv-params",
+    title="Parameters of a convolution",
+    chapter=4,
+    statement="A convolution with kernel k (per axis), C_in inputs, C_out outputs and g groups has Π k · C_in C_out / g weights, plus C_out with a bias; the same for its transpose.",
+)
+def check_conv_params(device: str = "cpu"):
+    """Random 1-D/2-D/3-D, grouped, depthwise, transposed layers built on the meta device."""
+    t = Tally()
+    gen = generator(401)
+    for case in range(150):
+        nd = 1 + case % 3
+        g = randint(1, 4, gen)
+        c_in, c_out = g * randint(1, 6, gen), g * randint(1, 6, gen)
+        if case % 10 == 0:  # depthwise
+            c_in = c_out = g = randint(1, 32, gen)
+        ks = tuple(randint(1, 5, gen) for _ in range(nd))
+        bias = bool(case % 2)
+        transposed = case % 5 == 1
+        cls = [nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d][nd - 1 + 3 * transposed]
+        layer = cls(c_in, c_out, ks, groups=g, bias=bias, device="meta")
+        t.exact(conv_params(c_in, c_out, ks, groups=g, bias=bias) == models.count_params(layer),
+                f"{cls.__name__} {c_in}->{c_out} k={ks} g={g} bias={bias}")
+    for case in range(20):
+        a, b, bias = randint(1, 300, gen), randint(1, 300, gen), bool(case % 2)
+        t.exact(linear_params(a, b, bias) == models.count_params(nn.Linear(a, b, bias=bias, device="meta")), "linear")
+        c = randint(1, 512, gen)
+        t.exact(bn_params(c) == models.count_params(nn.BatchNorm2d(c, device="meta")), "batch norm")
+    return t.verdict("exact, vs sum(p.numel()) of nn.Conv{1,2,3}d / ConvTranspose / Linear / BatchNorm2d", case_unit="layers")
+
+
+@claim(
+    "cost.conv-macs",
+    title="Multiply-accumulates of a convolution",
+    chapter=4,
+    statement="A convolution costs Π n_out · Π k · C_in C_out / g multiply-accumulates per sample (a transposed one Π n_in · Π k · C_in C_out / g); FlopCounterMode reports twice that.",
+)
+def check_conv_macs(device: str = "cpu"):
+    """Random layers on the meta device: conv_macs × batch × 2 vs FlopCounterMode's count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = Tally()
+    gen = generator(402)
+    for case in range(30):
+        nd = 1 + case % 3
+        transposed = case % 4 == 3
+        g = randint(1, 3, gen)
+        c_in, c_out = g * randint(1, 4, gen), g * randint(1, 4, gen)
+        if case % 6 == 0:
+            c_in = c_out = g = randint(1, 8, gen)
+        ks = tuple(randint(1, 4, gen) for _ in range(nd))
+        d = tuple(randint(1, 2, gen) for _ in range(nd))
+        s = tuple(randint(1, 3, gen) for _ in range(nd))
+        p = tuple(randint(0, 2, gen) for _ in range(nd))
+        n = tuple(randint(d[i] * (ks[i] - 1) + 1, 9, gen) for i in range(nd))
+        batch = randint(1, 3, gen)
+        if transposed:
+            p = tuple(min(p[i], d[i] * (ks[i] - 1)) for i in range(nd))  # keep the output non-empty
+            cls = [nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d][nd - 1]
+        else:
+            cls = [nn.Conv1d, nn.Conv2d, nn.Conv3d][nd - 1]
+        layer = cls(c_in, c_out, ks, stride=s, padding=p, dilation=d, groups=g, device="meta")
+        with FlopCounterMode(display=False) as counter:
+            layer(torch.empty(batch, c_in, *n, device="meta"))
+        ours = batch * conv_macs(c_in, c_out, ks, n, s, p, d, g, transposed=transposed)
+        t.exact(2 * ours == counter.get_total_flops(), f"{cls.__name__} {c_in}->{c_out} k={ks} s={s} p={p} d={d} g={g} n={n}")
+    for case in range(4):
+        a, b, rows = randint(1, 64, gen), randint(1, 64, gen), randint(1, 5, gen)
+        with FlopCounterMode(display=False) as counter:
+            nn.Linear(a, b, device="meta")(torch.empty(rows, a, device="meta"))
+        t.exact(2 * linear_macs(a, b, rows) == counter.get_total_flops(), "linear")
+    return t.verdict("exact, 2 × formula vs torch.utils.flop_counter.FlopCounterMode (meta tensors)", case_unit="layers")
+
+
+@claim(
+    "cost.depthwise-ratio",
+    title="Depthwise separable vs standard convolution",
+    chapter=4,
+    statement="A k×k depthwise convolution followed by a 1×1 pointwise one costs 1/C_out + 1/k² of a standard k×k convolution with the same input, output and stride.",
+)
+def check_depthwise_ratio(device: str = "cpu"):
+    """sympy from the per-layer cost definitions, then exact Fractions of FlopCounterMode counts."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    t = Tally()
+    k, m, c_in, c_out = sp.symbols("k M C_in C_out", positive=True)
+    standard = m**2 * k**2 * c_in * c_out / 1           # g = 1
+    depthwise = m**2 * k**2 * c_in * c_in / c_in        # g = C_in, C_out = C_in
+    pointwise = m**2 * 1 * c_in * c_out / 1
+    t.exact(sp.simplify((depthwise + pointwise) / standard - (1 / c_out + 1 / k**2)) == 0, "sympy ratio")
+    gen = generator(403)
+    for _ in range(12):
+        ci, co, kk = randint(1, 24, gen), randint(1, 24, gen), randint(1, 5, gen)
+        s, n = randint(1, 2, gen), randint(kk, 12, gen)
+        pad = (kk - 1) // 2
+        counts = []
+        for layers in ([nn.Conv2d(ci, co, kk, s, pad, bias=False, device="meta")],
+                       [nn.Conv2d(ci, ci, kk, s, pad, groups=ci, bias=False, device="meta"),
+                        nn.Conv2d(ci, co, 1, bias=False, device="meta")]):
+            with FlopCounterMode(display=False) as counter:
+                nn.Sequential(*layers)(torch.empty(1, ci, n, n, device="meta"))
+            counts.append(counter.get_total_flops())
+        t.exact(Fraction(counts[1], counts[0]) == separable_ratio(ci, co, kk), f"C_in={ci} C_out={co} k={kk}")
+    return t.verdict("sympy from the per-layer costs + exact ratio of FlopCounterMode counts", case_unit="cases")
+
+
+@claim(
+    "cost.profile-totals",
+    title="A per-layer profile adds up to FlopCounterMode and sum(p.numel())",
+    chapter=4,
+    statement="Summing the per-layer formulas over ResNet-50 and MobileNet v2 gives exactly FlopCounterMode's FLOPs / 2 and the models' parameter counts.",
+)
+def check_profile_totals(device: str = "cpu"):
+    t = Tally()
+    for name in ("resnet50", "mobilenet_v2", "vgg16"):
+        m = models.build(name)
+        prof = profile(m, (1, 3, 224, 224))
+        t.exact(prof.flops == sum(flop_counter_flops(m).values()), f"{name} FLOPs")
+        t.exact(prof.params == models.count_params(m), f"{name} params")
+    return t.verdict("exact, profile() totals vs FlopCounterMode and sum(p.numel())", case_unit="checks")
+
+
+@claim(
+    "cost.torchvision-params",
+    title="The book's models have torchvision's parameter counts",
+    chapter=4,
+    statement="ResNet-18/34/50/101/152, ResNeXt-50 32×4d, Wide-ResNet-50-2, MobileNet v2 and VGG-16 in convbook.models have exactly torchvision's published parameter counts (MobileNet v1: 4,231,976).",
+)
+def check_torchvision_params(device: str = "cpu"):
+    t = Tally()
+    for name, published in models.TORCHVISION_PARAMS.items():
+        m = models.build(name)
+        t.exact(models.count_params(m) == published, f"{name} sum(p.numel())")
+        t.exact(profile(m).params == published, f"{name} formula")
+    return t.verdict("exact, sum(p.numel()) and the formulas vs the published counts", case_unit="checks")
+
+
+@claim(
+    "cost.torchvision-gflops",
+    title="torchvision's 'GFLOPS' are giga multiply-accumulates",
+    chapter=4,
+    statement="torchvision's published GFLOPS for every model of convbook.models equal the exact conv + linear MAC count at 224×224, in units of 10⁹, rounded to two decimals — half of FlopCounterMode's FLOPs.",
+)
+def check_torchvision_gflops(device: str = "cpu"):
+    t = Tally()
+    for name, published in TORCHVISION_GFLOPS.items():
+        macs = profile(models.build(name)).macs
+        t.exact(round(macs / 1e9, 2) == published, f"{name}: {macs:,} MACs vs {published}")
+        t.exact(round(2 * macs / 1e9, 2) != published, f"{name}: 2×MACs would also match")
+    return t.verdict("exact MAC count rounded to 0.01 G vs the published table", case_unit="checks")
+
+
+@claim(
+    "cost.resnet-table1",
+    title="ResNet Table 1 FLOPs, reproduced",
+    chapter=4,
+    statement="He et al.'s Table 1 FLOPs (1.8, 3.6, 3.8, 7.6, 11.3 ×10⁹) are the mult-adds of the paper's networks (stride on the 1×1; ResNet-34 with parameter-free shortcuts) to 0.1 G; all round to nearest except ResNet-50's exact 3.86 G, printed truncated as 3.8.",
+)
+def check_resnet_table1(device: str = "cpu"):
+    t = Tally()
+    for depth, printed in RESNET_TABLE1_GMACS.items():
+        kw = {} if depth < 50 else {"stride_on": "1x1"}
+        prof = profile(models.build(f"resnet{depth}", **kw))
+        macs = prof.macs
+        if depth == 34:  # option A shortcuts: no projection convolutions
+            macs -= sum(r.macs for r in prof.rows if ".downsample." in r.name)
+        g = macs / 1e9
+        if depth == 50:
+            t.exact(round(g, 1) == 3.9 and math.floor(g * 10) / 10 == printed, f"resnet50: {macs:,}")
+        else:
+            t.exact(round(g, 1) == printed, f"resnet{depth}: {macs:,} vs {printed}")
+        t.exact(abs(g - printed) < 0.1, f"resnet{depth} within 0.1 G")
+    return t.verdict("exact mult-add counts of the paper's architectures vs the printed table", case_unit="checks")
+
+
+@claim(
+    "cost.resnet50-stride-placement",
+    title="Where the stride sits moves ResNet-50 from 3.86 to 4.09 GMACs",
+    chapter=4,
+    statement="Putting a bottleneck's stride on the 3×3 instead of the first 1×1 (torchvision's ResNet v1.5) adds Σ 3H²·C·w = 231,211,008 MACs to ResNet-50 at 224×224 and changes no parameter.",
+)
+def check_resnet50_stride_placement(device: str = "cpu"):
+    t = Tally()
+    for depth, layers in ((50, (3, 4, 6, 3)), (101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))):
+        paper = profile(models.build(f"resnet{depth}", stride_on="1x1"))
+        tv = profile(models.build(f"resnet{depth}", stride_on="3x3"))
+        t.exact(tv.macs - paper.macs == bottleneck_stride_delta(layers), f"resnet{depth} delta")
+        t.exact(tv.params == paper.params, f"resnet{depth} params unchanged")
+    t.exact(bottleneck_stride_delta() == 231_211_008, "delta value")
+    return t.verdict("exact, traced counts of both placements vs the closed-form delta", case_unit="checks")
+
+
+@claim(
+    "cost.resnext-table1",
+    title="ResNeXt Table 1: ResNet-50 vs ResNeXt-50 32×4d",
+    chapter=4,
+    statement="ResNet-50 has 25.56 M parameters and 4.09 G mult-adds, ResNeXt-50 (32×4d) 25.03 M and 4.23 G; Xie et al. print 25.5 M / 4.1 G and 25.0 M / 4.2 G — the 25.5 is truncated, rounding gives 25.6.",
+)
+def check_resnext_table1(device: str = "cpu"):
+    t = Tally()
+    r = profile(models.build("resnet50"))
+    x = profile(models.build("resnext50_32x4d"))
+    t.exact(round(r.macs / 1e9, 1) == 4.1 and round(x.macs / 1e9, 1) == 4.2, "FLOPs 4.1 / 4.2")
+    t.exact(round(x.params / 1e6, 1) == 25.0, "ResNeXt params 25.0 M")
+    t.exact(round(r.params / 1e6, 1) == 25.6 and math.floor(r.params / 1e5) / 10 == 25.5, "ResNet-50 params: 25.5 is truncated")
+    t.exact(x.macs > r.macs and x.params < r.params, "ResNeXt: fewer params, more MACs")
+    return t.verdict("exact counts vs the printed table", case_unit="checks")
+
+
+@claim(
+    "cost.mobilenet-v1",
+    title="MobileNet v1: 569 M mult-adds, 4.2 M parameters",
+    chapter=4,
+    statement="MobileNet v1 (1.0, 224) has 568,740,352 mult-adds (569 M) and 4,231,976 parameters with BN and the FC bias; its 4,209,088 weights (no BN, no bias) are the paper's 4.2 M.",
+)
+def check_mobilenet_v1(device: str = "cpu"):
+    t = Tally()
+    m = models.build("mobilenet_v1")
+    prof = profile(m)
+    t.exact(prof.macs == 568_740_352 and round(prof.macs / 1e6) == 569, f"MACs {prof.macs:,}")
+    t.exact(2 * prof.macs == sum(flop_counter_flops(m).values()), "vs FlopCounterMode")
+    weights = sum(r.params for r in prof.rows if r.kind == "conv") + sum(r.macs for r in prof.rows if r.kind == "linear")
+    t.exact(prof.params == 4_231_976, f"params {prof.params:,}")
+    t.exact(weights == 4_209_088 and round(weights / 1e5) / 10 == 4.2, f"weights {weights:,}")
+    return t.verdict("exact, formulas vs FlopCounterMode and the paper's rounded figures", case_unit="checks")
+
+
+@claim(
+    "cost.mobilenet-v1-table2",
+    title="MobileNet v1 Table 2: where the cost sits",
+    chapter=4,
+    statement="Howard et al.'s Table 2 shares of weights (1×1 74.59%, depthwise 1.06%, first conv 0.02%, FC 24.33%; no BN, no bias) and of mult-adds (94.86%, 3.06%, FC 0.18%) are exact to 0.01%, but the first convolution's mult-adds are 1.91%, not the printed 1.19%.",
+)
+def check_mobilenet_v1_table2(device: str = "cpu"):
+    t = Tally()
+    shares = mobilenet_v1_shares()
+    for kind, (macs_pct, params_pct) in MOBILENET_V1_TABLE2.items():
+        m, p = shares[kind]
+        t.exact(round(p, 2) == params_pct, f"{kind} weights {p:.3f}% vs {params_pct}")
+        if kind == "conv3x3":  # the printed 1.19 has its digits swapped: the exact share is 1.91
+            t.exact(round(m, 2) == 1.91 and macs_pct == 1.19, f"{kind} mult-adds {m:.3f}% (printed {macs_pct})")
+        else:
+            t.exact(round(m, 2) == macs_pct, f"{kind} mult-adds {m:.3f}% vs {macs_pct}")
+    printed_sum = round(sum(v[0] for v in MOBILENET_V1_TABLE2.values()), 2)
+    t.exact(printed_sum == 99.29 and round(sum(v[0] for v in shares.values()), 2) == 100.0, "printed column sums to 99.29%")
+    return t.verdict("exact shares from the formulas vs the printed table (0.01%)", case_unit="entries")
+
+
+def mobilenet_v1_shares() -> dict[str, tuple[float, float]]:
+    """MobileNet v1 (1.0, 224): ``{layer type: (% of mult-adds, % of weights)}`` — weights
+    exclude BN parameters and biases, the convention of Howard et al.'s Table 2."""
+    model = models.build("mobilenet_v1")
+    modules = dict(model.named_modules())
+    acc: dict[str, list[int]] = {}
+    for r in profile(model).rows:
+        mod = modules[r.name]
+        if r.kind not in ("conv", "linear"):
+            continue
+        if r.kind == "linear":
+            kind = "fc"
+        elif mod.groups > 1:
+            kind = "depthwise3x3"
+        elif mod.kernel_size == (1, 1):
+            kind = "conv1x1"
+        else:
+            kind = "conv3x3"
+        a = acc.setdefault(kind, [0, 0])
+        a[0] += r.macs
+        a[1] += (conv_params(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), mod.groups, bias=False)
+                 if kind != "fc" else linear_params(mod.in_features, mod.out_features, bias=False))
+    tm, tp = sum(a[0] for a in acc.values()), sum(a[1] for a in acc.values())
+    return {k: (100 * a[0] / tm, 100 * a[1] / tp) for k, a in acc.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------
+
+
+def _positive(**values) -> None:
+    for name, v in values.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+
+
+def _sizes(name: str, value) -> tuple[int, ...]:
+    vals = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in vals):
+        raise ValueError(f"{name} must be an int >= 1 or a non-empty tuple of them, got {value!r}")
+    return vals
+
+
+def _channels(c_in: int, c_out: int, groups: int) -> None:
+    _positive(in_channels=c_in, out_channels=c_out, groups=groups)
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"groups must divide in_channels and out_channels, got C_in={c_in}, C_out={c_out}, groups={groups}")
+
+
+def _broadcast(*args) -> list[tuple[int, ...]]:
+    """input_size, kernel_size, stride, padding, dilation, output_padding → tuples of one length."""
+    names = ("input_size", "kernel_size", "stride", "padding", "dilation", "output_padding")
+    nd = max((len(a) for a in args if not isinstance(a, int)), default=1)
+    out = []
+    for name, a in zip(names, args):
+        tup = (a,) * nd if isinstance(a, int) and not isinstance(a, bool) else tuple(a)
+        if len(tup) != nd or not all(isinstance(v, int) and not isinstance(v, bool) for v in tup):
+            raise ValueError(f"{name} must be an int or a tuple of {nd} ints (one per spatial axis), got {a!r}")
+        low = 0 if name in ("padding", "output_padding") else 1
+        if any(v < low for v in tup):
+            raise ValueError(f"{name} must be >= {low} on every axis, got {a!r}")
+        out.append(tup)
+    return out
+
+
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
+_ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+_ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.Dropout, nn.Identity)
+
+
+def _cost(name: str, mod: nn.Module, i: tuple[int, ...], o: tuple[int, ...], bpe: int) -> LayerCost:
+    n = i[0]
+    macs = ops = params = 0
+    if isinstance(mod, _CONV + _CONVT):
+        transposed = isinstance(mod, _CONVT)
+        kind = "convT" if transposed else "conv"
+        params = conv_params(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), mod.groups, mod.bias is not None)
+        macs = n * conv_macs(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), tuple(i[2:]), tuple(mod.stride),
+                             tuple(mod.padding), tuple(mod.dilation), mod.groups, transposed,
+                             tuple(mod.output_padding) if transposed else 0)
+    elif isinstance(mod, nn.Linear):
+        kind = "linear"
+        params = linear_params(mod.in_features, mod.out_features, mod.bias is not None)
+        macs = linear_macs(mod.in_features, mod.out_features, math.prod(i[:-1]))
+    elif isinstance(mod, _BN):
+        kind = "bn"
+        params = bn_params(mod.num_features, mod.affine)
+        ops = n * bn_ops(i[1], tuple(i[2:]) or 1)
+    elif isinstance(mod, _POOL):
+        kind = "pool"
+        nd = len(i) - 2
+        ops = n * pool_ops(i[1], _tup(mod.kernel_size, nd), tuple(i[2:]), _tup(mod.stride, nd), _tup(mod.padding, nd))
+    elif isinstance(mod, _ADAPTIVE):
+        kind = "pool"
+        ops = math.prod(i)  # every input element is added once (bins tile the input exactly here)
+    else:
+        kind = "other"
+        params = sum(p.numel() for p in mod.parameters())
+    # element-wise layers (ReLU, dropout) work in place on their input: no new activation
+    act = 0 if isinstance(mod, _ELEMENTWISE) else math.prod(o)
+    moved = bpe * (math.prod(i) + params + act)
+    return LayerCost(name, kind, i, o, params, macs, ops, act, moved)
+
+
+def _tup(v, nd: int) -> tuple[int, ...]:
+    return (v,) * nd if isinstance(v, int) else tuple(v)
+
+
+def _trace(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, nn.Module, tuple, tuple]]:
+    """(name, module, input shape, output shape) of every leaf module, statically if possible."""
+    names = {m: n for n, m in model.named_modules()}
+    out: list = []
+    try:
+        _static(model, shape, names, out)
+        return out
+    except _NotStatic:
+        return _hook_trace(model, shape)
+
+
+class _NotStatic(Exception):
+    pass
+
+
+def _static(mod: nn.Module, s: tuple, names: dict, out: list) -> tuple:
+    """Shape propagation by arithmetic alone (no tensors): returns the output shape."""
+    if isinstance(mod, nn.Sequential):
+        for child in mod:
+            s = _static(child, s, names, out)
+        return s
+    if isinstance(mod, models.ResNet):
+        for child in (mod.conv1, mod.bn1, mod.relu, mod.maxpool, mod.layer1, mod.layer2, mod.layer3, mod.layer4, mod.avgpool):
+            s = _static(child, s, names, out)
+        return _static(mod.fc, (s[0], math.prod(s[1:])), names, out)
+    if isinstance(mod, (models.BasicBlock, models.Bottleneck)):
+        if mod.downsample is not None:  # forward() computes the shortcut first
+            _static(mod.downsample, s, names, out)
+        convs = [(mod.conv1, mod.bn1), (mod.conv2, mod.bn2)] + ([(mod.conv3, mod.bn3)] if isinstance(mod, models.Bottleneck) else [])
+        for conv, bn in convs:
+            s = _static(bn, _static(conv, s, names, out), names, out)
+        return s
+    if isinstance(mod, (models.MobileNetV1, models.MobileNetV2, models.VGG)):
+        s = _static(mod.avgpool, _static(mod.features, s, names, out), names, out)
+        head = mod.fc if isinstance(mod, models.MobileNetV1) else mod.classifier
+        return _static(head, (s[0], math.prod(s[1:])), names, out)
+    if isinstance(mod, models.InvertedResidual):
+        return _static(mod.conv, s, names, out)
+    if list(mod.children()):
+        raise _NotStatic(type(mod).__name__)
+    o = _leaf_shape(mod, s)
+    out.append((names.get(mod, type(mod).__name__), mod, s, o))
+    return o
+
+
+def _leaf_shape(mod: nn.Module, s: tuple) -> tuple:
+    if isinstance(mod, _CONV + _CONVT):
+        sp_out = conv_out_size(tuple(s[2:]), tuple(mod.kernel_size), tuple(mod.stride), tuple(mod.padding), tuple(mod.dilation),
+                               isinstance(mod, _CONVT), tuple(mod.output_padding) if isinstance(mod, _CONVT) else 0)
+        return (s[0], mod.out_channels, *sp_out)
+    if isinstance(mod, nn.Linear):
+        return (*s[:-1], mod.out_features)
+    if isinstance(mod, _POOL):
+        nd = len(s) - 2
+        if getattr(mod, "ceil_mode", False) or (hasattr(mod, "dilation") and mod.dilation != 1):
+            raise _NotStatic("pool options")
+        sp_out = conv_out_size(tuple(s[2:]), _tup(mod.kernel_size, nd), _tup(mod.stride, nd), _tup(mod.padding, nd))
+        return (s[0], s[1], *sp_out)
+    if isinstance(mod, _ADAPTIVE):
+        nd = len(s) - 2
+        return (s[0], s[1], *_tup(mod.output_size, nd))
+    if isinstance(mod, _BN + _ELEMENTWISE):
+        return s
+    raise _NotStatic(type(mod).__name__)
+
+
+def _hook_trace(model: nn.Module, shape: tuple) -> list:
+    traced = model if models._on_meta(model) else models._meta_copy(model)
+    names = {m: n for n, m in traced.named_modules()}
+    out: list = []
+
+    def hook(mod, inputs, output):
+        out.append((names[mod], mod, tuple(inputs[0].shape), tuple(output.shape)))
+
+    handles = [m.register_forward_hook(hook) for m in traced.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            traced(torch.empty(*shape, device="meta"))
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def _fvcore(model, x):
+    from fvcore.nn import FlopCountAnalysis
+
+    f = FlopCountAnalysis(model, x)
+    f.unsupported_ops_warnings(False)
+    f.uncalled_modules_warnings(False)
+    return f.total()
+
+
+def _ptflops(model, x, backend):
+    from ptflops import get_model_complexity_info
+
+    macs, _ = get_model_complexity_info(model, tuple(x.shape[1:]), as_strings=False, print_per_layer_stat=False,
+                                        backend=backend)
+    return macs
+
+
+def _thop(model, x):
+    import copy
+
+    import thop
+
+    macs, _ = thop.profile(copy.deepcopy(model), (x,), verbose=False)
+    return macs
+
+
+def _torchinfo(model, x):
+    import torchinfo
+
+    return torchinfo.summary(model, input_size=tuple(x.shape), verbose=0).total_mult_adds
