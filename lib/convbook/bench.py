@@ -78,6 +78,8 @@ __all__ = [
     "results_by_device",
     "format_provenance",
     "format_cases",
+    "relative_rows",
+    "format_relative",
     "add_cli",
 ]
 
@@ -86,6 +88,7 @@ SCHEMA_ID = "convbook.bench/1"
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "data" / "bench"
 SIZES = ("small", "full")
 METHODS = ("timer", "adaptive", "events", "do_bench")
+MIN_SAMPLES, MAX_ROUNDS = 10, 5
 
 
 # --------------------------------------------------------------------------------------
@@ -252,13 +255,19 @@ def time_callable(fn: Callable[[], Any], *, device: str = "cpu", method: str | N
         import torch.utils.benchmark as tb
 
         timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-        if method == "timer":
-            m = timer.blocked_autorange(min_run_time=min_run_time)
-        else:
-            m = timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=10 * min_run_time)
-        record["number_per_run"] = int(m.number_per_run)
+        samples, numbers = [], []
+        for _ in range(MAX_ROUNDS):  # repeat the autorange until there are MIN_SAMPLES blocks
+            if method == "timer":
+                m = timer.blocked_autorange(min_run_time=min_run_time)
+            else:
+                m = timer.adaptive_autorange(threshold=0.1, min_run_time=min_run_time, max_run_time=10 * min_run_time)
+            samples += [float(t) for t in m.times]
+            numbers.append(int(m.number_per_run))
+            if len(samples) >= MIN_SAMPLES:
+                break
+        record["number_per_run"] = numbers
         record["timer"] = "torch.utils.benchmark.Timer." + ("blocked_autorange" if method == "timer" else "adaptive_autorange")
-        return [float(t) for t in m.times], record
+        return samples, record
     if method == "do_bench":
         if not cuda:
             raise Skip("triton.testing.do_bench times CUDA kernels; this run is on a CPU")
@@ -585,6 +594,64 @@ def format_cases(data: dict) -> str:
     return "\n".join(out + skipped)
 
 
+#: Per suite, the parameters that vary *within* a comparison (cases equal in every other
+#: parameter are compared with the first of them).
+VARYING = {
+    "resnet50-layers": None,
+    "algorithms": ("algorithm",),
+    "grouped-constant-macs": ("cardinality", "width"),
+    "depthwise": ("form",),
+    "resnext-forms": ("form",),
+    "bn-fold": ("folded",),
+    "channels-last": ("memory_format",),
+    "precision": (),
+    "whole-network": ("batch", "input"),
+}
+
+
+def relative_rows(data: dict) -> list[dict]:
+    """Each case's median time and FLOPs relative to the first case of its comparison group.
+
+    Groups are cases equal in every parameter except the suite's :data:`VARYING` ones; for
+    the whole-network suite times are per image (median / batch). Skipped cases keep their
+    reason. Returns ``[{"group", "case", "status", "ms", "rel_time", "rel_flops", "reason"}]``.
+    """
+    drop = VARYING.get(data["suite"])
+    if drop is None:
+        raise ValueError(f"suite {data['suite']!r} has no comparison groups; known: "
+                         f"{', '.join(k for k, v in VARYING.items() if v is not None)}")
+    per_image = data["suite"] == "whole-network"
+    rows, base = [], {}
+    for c in data["cases"]:
+        key = json.dumps({k: v for k, v in sorted(c["params"].items()) if k not in drop}, sort_keys=True)
+        row = {"group": key, "case": c["name"], "status": c["status"], "ms": None, "rel_time": None, "rel_flops": None,
+               "reason": c["reason"]}
+        if c["status"] == "ok":
+            t = c["median_s"] / (c["params"].get("batch", 1) if per_image else 1)
+            f = c["flops"] / (c["params"].get("batch", 1) if per_image else 1)
+            base.setdefault(key, (t, f))
+            row.update(ms=t * 1e3, rel_time=t / base[key][0], rel_flops=f / base[key][1])
+        rows.append(row)
+    return rows
+
+
+def format_relative(data: dict) -> str:
+    """:func:`relative_rows` as a fixed-width table (``×`` the group's first case)."""
+    rows = relative_rows(data)
+    unit = "ms/image" if data["suite"] == "whole-network" else "median ms"
+    head = ("case", unit, "time ×", "FLOPs ×")
+    table = [head]
+    notes = []
+    for r in rows:
+        if r["status"] == "ok":
+            table.append((r["case"], f"{r['ms']:.3f}", f"{r['rel_time']:.2f}", f"{r['rel_flops']:.2f}"))
+        else:
+            notes.append(f"  skipped {r['case']}: {r['reason']}")
+    widths = [max(len(t[i]) for t in table) for i in range(4)]
+    lines = ["  ".join([t[0].ljust(widths[0])] + [t[i].rjust(widths[i]) for i in range(1, 4)]) for t in table]
+    return "\n".join(lines + notes)
+
+
 # --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
@@ -602,6 +669,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=3, help="untimed calls before timing (default 3)")
     p.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed calls per case (default 0.2)")
     p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on", help="torch.backends.cudnn.benchmark (recorded)")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads for a CPU run (recorded; default: torch's choice)")
     p.add_argument("--list", action="store_true", help="list the suites and their cases, then exit")
     p.set_defaults(func=_cmd_bench)
 
@@ -616,6 +684,10 @@ def _cmd_bench(args) -> int:
     if not args.suite:
         raise ValueError(f"--suite is required; known suites: {', '.join(SUITES)}")
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     command = "python -m convbook bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
     data = run_suite(args.suite, args.device, args.size, progress=_progress_bar(sys.stderr), command=command,
                      method=args.method, warmup=args.warmup, min_run_time=args.min_run_time)
@@ -735,21 +807,19 @@ def _module_case(name, make: Callable[[], nn.Module], x_shape, requires=(), para
     return Case(name, build, {"input": list(x_shape), **(params or {})}, requires=tuple(requires))
 
 
-def _resnet50_shapes(scale_channels: int, resolution: int) -> list[dict]:
-    """Distinct conv shapes of ResNet-50 (torchvision v1.5: stride on the 3×3), channels divided by ``scale_channels``."""
+def _resnet50_shapes() -> list[dict]:
+    """Distinct conv shapes of ResNet-50 at 224×224 (torchvision v1.5: the stride-2 on the 3×3)."""
     shapes, seen = [], set()
 
     def add(label, c_in, c_out, k, hw, stride):
         key = (c_in, c_out, k, hw, stride)
         if key not in seen:
             seen.add(key)
-            shapes.append({"label": label, "c_in": c_in // scale_channels if c_in > 3 else c_in,
-                           "c_out": c_out // scale_channels, "k": k, "hw": hw, "stride": stride,
+            shapes.append({"label": label, "c_in": c_in, "c_out": c_out, "k": k, "hw": hw, "stride": stride,
                            "full": f"{k}x{k}/{stride} {c_in}->{c_out} @{hw}"})
 
-    r = resolution
-    add("conv1", 3, 64, 7, r, 2)
-    hw, c_in = r // 4, 64
+    add("conv1", 3, 64, 7, 224, 2)
+    hw, c_in = 56, 64
     for stage, (mid, blocks) in enumerate(zip((64, 128, 256, 512), (3, 4, 6, 3)), start=2):
         out = 4 * mid
         for b in range(blocks):
@@ -765,9 +835,16 @@ def _resnet50_shapes(scale_channels: int, resolution: int) -> list[dict]:
 
 
 def _suite_resnet50_layers(size):
-    scale, res, batch = (4, 112, 1) if size == "small" else (1, 224, 32)
-    return [_conv_case(f"{s['label']} {s['full']}", s["c_in"], s["c_out"], s["k"], s["hw"], s["stride"], batch=batch,
-                       params_extra={"resnet50_layer": s["full"]}) for s in _resnet50_shapes(scale, res)]
+    """Full: the 23 distinct shapes at batch 32. Small: channels / 4 (the 3 RGB channels kept), sides / 2, batch 1."""
+    cases = []
+    for s in _resnet50_shapes():
+        if size == "small":
+            c_in, c_out, hw, batch = (s["c_in"] if s["c_in"] == 3 else s["c_in"] // 4), s["c_out"] // 4, (s["hw"] + 1) // 2, 1
+        else:
+            c_in, c_out, hw, batch = s["c_in"], s["c_out"], s["hw"], 32
+        cases.append(_conv_case(f"{s['label']} {s['full']}", c_in, c_out, s["k"], hw, s["stride"], batch=batch,
+                                params_extra={"resnet50_layer": s["full"]}))
+    return cases
 
 
 def _suite_algorithms(size):

@@ -32,6 +32,7 @@ from .claims import Tally, claim
 __all__ = [
     "Machine",
     "CPU_ASSUMED",
+    "cpu_machine",
     "GPU_DATASHEETS",
     "intensity",
     "attainable",
@@ -40,6 +41,8 @@ __all__ = [
     "fraction_of_roofline",
     "prediction_error",
     "bound_kind",
+    "roofline_rows",
+    "format_roofline_rows",
     "plot_roofline",
 ]
 
@@ -67,15 +70,25 @@ class Machine:
         _positive("bandwidth", self.bandwidth)
 
 
-#: The CPU this book is built on, as *assumptions* (not measurements): 2 cores × 2.6 GHz ×
-#: 32 FP32 FLOP/cycle (two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP) and 20 GB/s of DRAM
-#: bandwidth for a 2-vCPU share of a server socket.
-CPU_ASSUMED = Machine(
-    name="2-core x86 CPU (assumed)",
-    peak_flops=2 * 2.6e9 * 32,
-    bandwidth=20e9,
-    source="assumption: 2 cores × 2.6 GHz × 32 FP32 FLOP/cycle; 20 GB/s DRAM bandwidth",
-)
+def cpu_machine(cores: int = 1, ghz: float = 2.6, flops_per_cycle: int = 32, bandwidth: float = 20e9) -> Machine:
+    """A CPU roofline from *stated assumptions*: ``P = cores · GHz · FLOP/cycle``, ``B`` given.
+
+    Defaults describe the book's build machine as assumed, not measured: 2.6 GHz, 32 FP32
+    FLOP per cycle and core (two 256-bit FMA pipes: 2 × 8 lanes × 2 FLOP) and 20 GB/s of
+    DRAM bandwidth for a small share of a server socket.
+    """
+    if not isinstance(cores, int) or cores < 1:
+        raise ValueError(f"cores must be an int >= 1, got {cores!r}")
+    return Machine(
+        name=f"{cores}-core x86 CPU (assumed)",
+        peak_flops=cores * ghz * 1e9 * flops_per_cycle,
+        bandwidth=bandwidth,
+        source=f"assumption: {cores} core(s) × {ghz} GHz × {flops_per_cycle} FP32 FLOP/cycle; {bandwidth / 1e9:g} GB/s DRAM bandwidth",
+    )
+
+
+#: One core of the build machine, as assumed by :func:`cpu_machine`.
+CPU_ASSUMED = cpu_machine(1)
 
 #: Nominal peaks from NVIDIA's datasheets (SXM parts, dense, no sparsity); nominal figures
 #: are upper bounds that measured kernels rarely reach, which is what the roofline is for.
@@ -137,8 +150,43 @@ def bound_kind(flops, nbytes, peak, bandwidth) -> str:
     return "memory" if intensity(flops, nbytes) < ridge_point(peak, bandwidth) else "compute"
 
 
+def roofline_rows(cases, machine: Machine, overhead: float = 0.0) -> list[dict]:
+    """Place measured cases (bench result records with status ``'ok'``) on ``machine``'s roofline.
+
+    Per case: intensity ``F/Q``, bound kind, achieved and attainable FLOP/s, fraction of the
+    roofline, predicted and measured time and the relative prediction error.
+    """
+    rows = []
+    for c in cases:
+        if c.get("status") != "ok":
+            continue
+        f, q, t = c["flops"], c["bytes"], c["median_s"]
+        rows.append({
+            "case": c["name"],
+            "intensity": intensity(f, q),
+            "bound": bound_kind(f, q, machine.peak_flops, machine.bandwidth),
+            "achieved": f / t,
+            "attainable": attainable(intensity(f, q), machine.peak_flops, machine.bandwidth),
+            "fraction": fraction_of_roofline(f, q, t, machine.peak_flops, machine.bandwidth),
+            "predicted_s": predict_time(f, q, machine.peak_flops, machine.bandwidth, overhead),
+            "measured_s": t,
+            "error": prediction_error(f, q, t, machine.peak_flops, machine.bandwidth, overhead),
+        })
+    return rows
+
+
+def format_roofline_rows(rows) -> str:
+    """A fixed-width table of :func:`roofline_rows`."""
+    head = ("case", "FLOP/B", "bound", "GFLOP/s", "roof GFLOP/s", "fraction", "pred ms", "meas ms", "error")
+    table = [head] + [(r["case"], f"{r['intensity']:.1f}", r["bound"], f"{r['achieved'] / 1e9:.2f}",
+                       f"{r['attainable'] / 1e9:.1f}", f"{r['fraction']:.3f}", f"{r['predicted_s'] * 1e3:.4f}",
+                       f"{r['measured_s'] * 1e3:.3f}", f"{r['error']:+.0%}") for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    return "\n".join("  ".join([t[0].ljust(widths[0])] + [t[i].rjust(widths[i]) for i in range(1, len(t))]) for t in table)
+
+
 def plot_roofline(machine: Machine, points=(), ax=None, title: str | None = None):
-    """Draw ``min(P, I·B)`` on log-log axes and the measured ``(intensity, FLOP/s, label)`` points."""
+    """Draw ``min(P, I·B)`` on log-log axes and the measured ``(intensity, FLOP/s, label)`` points (one marker per label)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -152,8 +200,11 @@ def plot_roofline(machine: Machine, points=(), ax=None, title: str | None = None
     ax.axvline(ridge, color="0.6", ls=":", lw=1)
     ax.text(ridge, machine.peak_flops * 1.15, f"ridge {ridge:.1f} FLOP/B", ha="center", fontsize=8)
     markers = itertools.cycle("os^vDP*X<>")
-    for x, y, label in points:
-        ax.loglog([x], [y], next(markers), ls="none", label=label)
+    groups: dict = {}
+    for x, y, label in points:  # one marker and legend entry per label
+        groups.setdefault(label, []).append((x, y))
+    for label, xy in groups.items():
+        ax.loglog([p[0] for p in xy], [p[1] for p in xy], next(markers), ls="none", label=label, alpha=0.8)
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("FLOP/s")
     ax.set_title(title or machine.name)

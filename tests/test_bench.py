@@ -1,0 +1,304 @@
+"""Chapter 12: the benchmark harness (convbook.bench) — statistics, counts, files, schema, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import bench
+from convbook.__main__ import main
+from convbook.bench import (Case, Prepared, conv_counts, load_result, load_results, median_iqr, module_counts, run_case,
+                            run_suite, suite, time_callable, validate_result, write_result)
+from tests.planting import Plant, planted_failure_test
+
+FAST = {"min_run_time": 0.005, "warmup": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_result():
+    """A real run of a tiny suite (two quick CPU cases and one skipped)."""
+    return run_suite("depthwise", "cpu", "small", **FAST)
+
+
+# --- statistics --------------------------------------------------------------------------------
+
+
+def test_median_iqr_small_cases_by_hand():
+    assert median_iqr([3.0]) == (3.0, 0.0)
+    assert median_iqr([1.0, 2.0]) == (1.5, 0.5)  # q1 = 1.25, q3 = 1.75
+    assert median_iqr([4.0, 1.0, 3.0, 2.0, 5.0]) == (3.0, 2.0)
+
+
+@given(st.lists(st.floats(1e-6, 10.0, allow_nan=False), min_size=1, max_size=60))
+def test_median_iqr_matches_numpy_percentile(xs):
+    med, iqr = median_iqr(xs)
+    q1, q2, q3 = np.percentile(xs, [25, 50, 75])
+    assert med == pytest.approx(q2, rel=1e-12, abs=0)
+    assert iqr == pytest.approx(q3 - q1, rel=1e-9, abs=1e-15)
+
+
+def test_median_iqr_invalid():
+    with pytest.raises(ValueError, match="at least one sample"):
+        median_iqr([])
+    with pytest.raises(ValueError, match="finite"):
+        median_iqr([1.0, float("nan")])
+
+
+# --- counts ------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25)
+@given(c=st.integers(1, 4), g=st.sampled_from([1, 2]), k=st.integers(1, 3), s=st.integers(1, 2), p=st.integers(0, 1),
+       hw=st.integers(3, 9), b=st.integers(1, 3))
+def test_conv_counts_against_flop_counter(c, g, k, s, p, hw, b):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x, w = torch.empty(b, 2 * c, hw, hw, device="meta"), torch.empty(2 * g, 2 * c // g, k, k, device="meta")
+    counter = FlopCounterMode(display=False)
+    with counter:
+        y = torch.nn.functional.conv2d(x, w, stride=s, padding=p, groups=g)
+    flops, nbytes = conv_counts(x.shape, w.shape, s, p, 1, g, itemsize=4)
+    assert flops == counter.get_total_flops()
+    assert nbytes == 4 * (x.numel() + w.numel() + y.numel())
+
+
+def test_module_counts_sums_layers_and_linear():
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 16, 10))
+    flops, nbytes = module_counts(model, (2, 3, 4, 4))
+    assert flops == 2 * (2 * 8 * 16 * 3 * 9) + 2 * 2 * 128 * 10
+    conv_b = 4 * (2 * 3 * 16 + 8 * 27 + 2 * 8 * 16)
+    bn_b = 4 * (2 * 128 + 16 + 2 * 128)  # 16 = weight and bias (buffers are not counted)
+    relu_b = 4 * (2 * 256)
+    flat_b = 4 * (2 * 256)
+    lin_b = 4 * (2 * 128 + 1290 + 20)
+    assert nbytes == conv_b + bn_b + relu_b + flat_b + lin_b
+    assert next(model.parameters()).device.type == "cpu"  # the model itself is untouched
+
+
+def test_conv_counts_invalid():
+    with pytest.raises(ValueError, match="groups must divide"):
+        conv_counts((1, 4, 8, 8), (6, 2, 3, 3), groups=3)
+    with pytest.raises(ValueError, match="empty convolution output"):
+        conv_counts((1, 1, 2, 2), (1, 1, 5, 5))
+
+
+# --- suites and timing -----------------------------------------------------------------------------
+
+
+def test_every_issue_suite_exists_at_both_sizes():
+    expected = {"resnet50-layers", "algorithms", "grouped-constant-macs", "depthwise", "resnext-forms", "bn-fold",
+                "channels-last", "precision", "whole-network"}
+    assert expected <= set(bench.suite_names())
+    for name in expected:
+        for size in ("small", "full"):
+            cases = suite(name, size)
+            assert cases and len({c.name for c in cases}) == len(cases)
+    with pytest.raises(ValueError, match="unknown suite"):
+        suite("nope")
+    with pytest.raises(ValueError, match="size must be"):
+        suite("depthwise", "huge")
+
+
+def test_resnet50_has_23_distinct_conv_shapes_and_grouped_block_macs_are_near_constant():
+    shapes = {c.params["resnet50_layer"] for c in suite("resnet50-layers", "full")}
+    assert len(shapes) == 23 and "7x7/2 3->64 @224" in shapes
+    flops = [c.build("meta").flops for c in suite("grouped-constant-macs", "full")]
+    assert max(flops) / min(flops) < 1.1  # ResNeXt Table 2 keeps the block's complexity about constant
+
+
+def test_precision_suite_states_tf32_explicitly():
+    cases = suite("precision")
+    assert [c.settings.get("tf32") for c in cases] == [False, True, False]
+    rec = run_case(cases[1], "cpu", **FAST)
+    assert rec["status"] == "skipped" and "TF32" in rec["reason"]
+
+
+def test_missing_implementation_is_skipped_with_reason():
+    case = Case("needs nothing that exists", lambda d: None, requires=("convbook.no_such_module:fn",))
+    rec = run_case(case, "cpu")
+    assert rec["status"] == "skipped" and "convbook.no_such_module is not available" in rec["reason"]
+    case = Case("attr missing", lambda d: None, requires=("convbook.bench:no_such_fn",))
+    assert "has no no_such_fn" in run_case(case, "cpu")["reason"]
+
+    def unsupported(device):
+        raise NotImplementedError("dilation")
+
+    assert "not supported" in run_case(Case("ni", unsupported), "cpu")["reason"]
+
+
+def test_time_callable_methods_on_cpu():
+    calls = []
+    samples, rec = time_callable(lambda: calls.append(1), method="events", warmup=2, min_run_time=0.001)
+    assert len(samples) >= 10 and all(s > 0 for s in samples) and rec["timer"] == "time.perf_counter"
+    assert len(calls) >= 2 + 1 + len(samples)  # warm-up, probe, timed
+    samples, rec = time_callable(lambda: None, method="timer", min_run_time=0.005)
+    assert samples and rec["timer"].endswith("blocked_autorange")
+    samples, rec = time_callable(lambda: None, method="adaptive", min_run_time=0.005)
+    assert samples and rec["timer"].endswith("adaptive_autorange")
+    with pytest.raises(bench.Skip, match="CPU"):
+        time_callable(lambda: None, method="do_bench")
+    with pytest.raises(ValueError, match="method must be"):
+        time_callable(lambda: None, method="stopwatch")
+    with pytest.raises(ValueError, match="warmup"):
+        time_callable(lambda: None, warmup=-1)
+
+
+def test_run_suite_rejects_bad_device():
+    with pytest.raises(ValueError, match="device must be"):
+        run_suite("depthwise", "tpu")
+
+
+def test_tiny_suite_end_to_end(tiny_result, tmp_path):
+    data = validate_result(tiny_result)
+    assert data["device"]["kind"] == "cpu" and data["settings"]["num_threads"] >= 1
+    ok = [c for c in data["cases"] if c["status"] == "ok"]
+    assert len(ok) == 3
+    dense, dw = ok[0], ok[1]
+    assert dense["flops"] == 2 * 64 * 64 * 9 * 14 * 14 and dw["flops"] == 2 * 64 * 9 * 14 * 14
+    path = write_result(data, tmp_path)
+    assert path.parent == tmp_path and path.name.startswith("cpu-") and path.name.endswith("-depthwise-small.json")
+    loaded = load_result(path)
+    assert loaded == json.loads(json.dumps(data))
+    assert [p for p, _ in load_results(tmp_path)] == [path]
+    text = bench.format_cases(loaded) + bench.format_provenance(loaded, path)
+    assert "dense 3x3" in text and "torch" in text
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+
+def test_no_overwrite_unless_forced(tiny_result, tmp_path):
+    path = write_result(tiny_result, tmp_path)
+    before = path.read_bytes()
+    other = json.loads(json.dumps(tiny_result))
+    other["command"] = "a different run"
+    with pytest.raises(ValueError, match=f"{path.name} already exists"):
+        write_result(other, tmp_path)
+    assert path.read_bytes() == before
+    write_result(other, tmp_path, force=True)
+    assert load_result(path)["command"] == "a different run"
+    assert sorted(os.listdir(tmp_path)) == [path.name]  # no temporary file left behind
+
+
+def test_write_is_atomic_when_serialisation_fails(tiny_result, tmp_path, monkeypatch):
+    path = write_result(tiny_result, tmp_path)
+    before = path.read_bytes()
+
+    def exploding_dump(*args, **kwargs):
+        args[1].write('{"schema": "convbook.bench/1", "cases": [')  # half a file, then a crash
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(bench.json, "dump", exploding_dump)
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_result(tiny_result, tmp_path, force=True)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def test_bad_files_raise_value_error_naming_the_file(tiny_result, tmp_path):
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not valid JSON"):
+        load_result(broken)
+    with pytest.raises(ValueError, match="missing.json: cannot read"):
+        load_result(tmp_path / "missing.json")
+    for what, variant in bench._broken_variants(tiny_result):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(variant))
+        with pytest.raises(ValueError, match="bad.json"):
+            load_result(bad)
+    with pytest.raises(ValueError, match="bad.json"):
+        load_results(tmp_path)
+
+
+def test_invalid_result_refused_before_writing(tiny_result, tmp_path):
+    bad = json.loads(json.dumps(tiny_result))
+    del bad["device"]
+    with pytest.raises(ValueError, match="device"):
+        write_result(bad, tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_recorded_files_validate():
+    results = load_results()
+    assert results, "no recorded result under notebooks/data/bench"
+    assert any(d["device"]["kind"] == "cpu" for _, d in results)
+
+
+# --- CLI -----------------------------------------------------------------------------------------------
+
+
+def test_cli_bench_writes_and_refuses_to_overwrite(tmp_path, capsys):
+    args = ["bench", "--device", "cpu", "--suite", "precision", "--out", str(tmp_path), "--min-run-time", "0.005", "--warmup", "1"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "wrote" in out and "TF32" in out and "[" in err  # progress bar on stderr
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1 and load_result(files[0])["suite"] == "precision"
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--force"]) == 0
+
+
+def test_cli_bench_list_and_errors(capsys):
+    assert main(["bench", "--list"]) == 0
+    assert "grouped-constant-macs" in capsys.readouterr().out
+    assert main(["bench"]) == 2
+    assert main(["bench", "--suite", "depthwise", "--device", "tpu"]) == 2
+    assert "device must be" in capsys.readouterr().err
+
+
+# --- planted failures ---------------------------------------------------------------------------------------
+
+_ORIG_MEDIAN_IQR = bench.median_iqr
+_ORIG_CONV_COUNTS = bench.conv_counts
+_ORIG_VALIDATE = bench.validate_result
+
+
+def _iqr_nearest_rank(samples):
+    xs = sorted(samples)
+    n = len(xs)
+    return _ORIG_MEDIAN_IQR(samples)[0], xs[(3 * n) // 4] - xs[n // 4]  # nearest rank instead of interpolation
+
+
+def _median_lower(samples):
+    xs = sorted(samples)
+    return xs[(len(xs) - 1) // 2], _ORIG_MEDIAN_IQR(samples)[1]  # lower median for even n
+
+
+def _conv_counts_ignoring_groups(x_shape, w_shape, stride=1, padding=0, dilation=1, groups=1, itemsize=4, bias=False):
+    return _ORIG_CONV_COUNTS(x_shape, (w_shape[0], x_shape[1]) + tuple(w_shape[2:]), stride, padding, dilation, 1, itemsize, bias)
+
+
+def _conv_counts_macs_not_flops(*args, **kwargs):
+    f, q = _ORIG_CONV_COUNTS(*args, **kwargs)
+    return f // 2, q
+
+
+def _validate_schema_only(data, source="<result>"):
+    import jsonschema
+
+    try:
+        jsonschema.validate(data, bench.RESULT_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        raise ValueError(f"{source}: {exc.message}") from None
+    return data  # forgets to check the medians against the samples
+
+
+PLANTS = [
+    Plant("bench.median-iqr", "nearest-rank quartiles", {"convbook.bench:median_iqr": _iqr_nearest_rank}),
+    Plant("bench.median-iqr", "lower median", {"convbook.bench:median_iqr": _median_lower}),
+    Plant("bench.flop-count", "groups ignored", {"convbook.bench:conv_counts": _conv_counts_ignoring_groups}),
+    Plant("bench.flop-count", "MACs reported as FLOPs", {"convbook.bench:conv_counts": _conv_counts_macs_not_flops}),
+    Plant("bench.schema", "validator accepts everything", {"convbook.bench:validate_result": lambda data, source="": data}),
+    Plant("bench.schema", "medians not checked against samples", {"convbook.bench:validate_result": _validate_schema_only}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)

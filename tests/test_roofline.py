@@ -1,0 +1,91 @@
+"""Chapter 12: the roofline model and the cost-model time (convbook.roofline)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convbook import roofline
+from convbook.roofline import (CPU_ASSUMED, GPU_DATASHEETS, Machine, attainable, bound_kind, fraction_of_roofline,
+                               intensity, predict_time, prediction_error, ridge_point)
+from tests.planting import Plant, planted_failure_test
+
+pos = st.fractions(min_value=Fraction(1, 1000), max_value=1000)
+
+
+def test_worked_example():
+    # 2 GFLOP moving 1 GB on a 100 GFLOP/s, 10 GB/s machine: I = 2 < ridge 10, memory bound, 0.1 s
+    f, q, p, b = 2e9, 1e9, 100e9, 10e9
+    assert intensity(f, q) == 2.0 and ridge_point(p, b) == 10.0
+    assert attainable(2.0, p, b) == 20e9 and bound_kind(f, q, p, b) == "memory"
+    assert predict_time(f, q, p, b) == pytest.approx(0.1)
+    assert fraction_of_roofline(f, q, 0.4, p, b) == pytest.approx(0.25)
+    assert prediction_error(f, q, 0.4, p, b) == pytest.approx(-0.75)
+    assert predict_time(f, q, p, b, overhead=1e-5) == pytest.approx(0.10001)
+    assert bound_kind(1e12, 1e9, p, b) == "compute"
+
+
+@given(f=pos, q=pos, p=pos, b=pos)
+def test_time_and_rate_are_the_same_bound(f, q, p, b):
+    t = predict_time(f, q, p, b)
+    assert t == f / attainable(f / q, p, b) == max(f / p, q / b)
+    assert attainable(f / q, p, b) <= p and attainable(f / q, p, b) <= (f / q) * b
+    measured = 2 * t
+    assert fraction_of_roofline(f, q, measured, p, b) == Fraction(1, 2)
+    assert prediction_error(f, q, measured, p, b) == Fraction(-1, 2)
+
+
+def test_machines_are_positive_and_labelled():
+    assert CPU_ASSUMED.source.startswith("assumption")
+    assert ridge_point(CPU_ASSUMED.peak_flops, CPU_ASSUMED.bandwidth) == pytest.approx(4.16)
+    assert roofline.cpu_machine(2).peak_flops == 2 * CPU_ASSUMED.peak_flops
+    with pytest.raises(ValueError, match="cores must be"):
+        roofline.cpu_machine(0)
+    for m in GPU_DATASHEETS.values():
+        assert m.peak_flops > 1e13 and m.bandwidth > 1e12 and "datasheet" in m.source
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError, match="peak must be > 0"):
+        attainable(1.0, 0, 1.0)
+    with pytest.raises(ValueError, match="bandwidth must be > 0"):
+        ridge_point(1.0, -2.0)
+    with pytest.raises(ValueError, match="intensity must be a positive number"):
+        attainable("high", 1.0, 1.0)
+    with pytest.raises(ValueError, match="bytes must be > 0"):
+        intensity(1.0, 0)
+    with pytest.raises(ValueError, match="overhead must be >= 0"):
+        predict_time(1, 1, 1, 1, overhead=-1)
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        fraction_of_roofline(1, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="seconds must be > 0"):
+        prediction_error(1, 1, 0, 1, 1)
+    with pytest.raises(ValueError, match="peak_flops must be > 0"):
+        Machine("m", 0, 1, "s")
+
+
+def test_plot_roofline_draws_roof_and_points():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ax = roofline.plot_roofline(CPU_ASSUMED, [(2.0, 1e9, "a"), (50.0, 3e10, "b")])
+    assert len(ax.lines) == 4  # roof, ridge line, two points
+    plt.close("all")
+
+
+PLANTS = [
+    Plant("bench.roofline-bound", "max instead of min", {"convbook.roofline:attainable": lambda i, p, b: max(p, i * b)}),
+    Plant("bench.roofline-bound", "ridge point inverted", {"convbook.roofline:ridge_point": lambda p, b: b / p}),
+    Plant("bench.roofline-time", "sum instead of max",
+          {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: f / p + q / b + overhead}),
+    Plant("bench.roofline-time", "error relative to the prediction",
+          {"convbook.roofline:prediction_error": lambda f, q, s, p, b, overhead=0:
+           (predict_time(f, q, p, b, overhead) - s) / predict_time(f, q, p, b, overhead)}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)
