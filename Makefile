@@ -55,7 +55,7 @@ chromium: ## install Debian's chromium for the browser check, where it is missin
 
 pdf: $(STAMP) ## the whole book as one PDF via LaTeX, where a TeX installation is present (see README)
 	@if ! command -v xelatex >/dev/null || ! command -v latexmk >/dev/null; then \
-	  echo "make pdf: needs xelatex and latexmk (Debian: texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk, about 1 GB)."; \
+	  echo "make pdf: needs xelatex and latexmk (Debian: apt-get install --no-install-recommends texlive-xetex texlive-latex-extra texlive-fonts-recommended latexmk fonts-freefont-otf; about 80 MB to download, 360 MB installed)."; \
 	  echo "They are not installed here and not installed by make: the HTML book (make book) is the book's published form."; \
 	  echo "Without TeX, open the HTML book and use the download button's 'print to PDF' on a page."; \
 	  exit 1; fi
