@@ -1,0 +1,174 @@
+"""Chapter 11: direct, im2col and FFT convolutions (convbook.impl)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import impl
+from convbook.impl import (circular_alias_free, circular_conv1d, conv2d_direct, conv2d_fft, conv2d_im2col,
+                           direct_mults, fft_crossover_kernel, fft_mults, im2col, im2col_blowup)
+from tests.planting import Plant, planted_failure_test
+
+D = torch.float64
+ALGORITHMS = [conv2d_direct, conv2d_im2col, conv2d_fft]
+
+
+def _rand(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=D)
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+@settings(max_examples=40)
+@given(g=st.integers(1, 2), ci=st.integers(1, 2), co=st.integers(1, 2), h=st.integers(3, 8), w=st.integers(3, 8),
+       kh=st.integers(1, 3), kw=st.integers(1, 3), s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2),
+       bias=st.booleans(), seed=st.integers(0, 10_000))
+def test_algorithms_match_torch(g, ci, co, h, w, kh, kw, s, p, d, bias, seed):
+    if d * (kh - 1) + 1 > h + 2 * p or d * (kw - 1) + 1 > w + 2 * p:
+        return
+    x, weight = _rand(2, g * ci, h, w, seed=seed), _rand(g * co, ci, kh, kw, seed=seed + 1)
+    b = _rand(g * co, seed=seed + 2) if bias else None
+    ref = F.conv2d(x, weight, b, stride=s, padding=p, dilation=d, groups=g)
+    for fn in ALGORITHMS:
+        out = fn(x, weight, b, stride=s, padding=p, dilation=d, groups=g)
+        assert out.shape == ref.shape
+        assert torch.allclose(out, ref, rtol=1e-10, atol=1e-10), fn.__name__
+
+
+def test_im2col_layout_and_shape():
+    x = torch.arange(1.0, 17.0, dtype=D).reshape(1, 1, 4, 4)
+    cols = im2col(x, 3)
+    assert cols.shape == (1, 9, 4)  # (C k², H_out W_out)
+    assert cols[0, :, 0].tolist() == [1, 2, 3, 5, 6, 7, 9, 10, 11]  # first receptive field, row-major
+    assert torch.equal(cols, F.unfold(x, 3))
+
+
+def test_blowup_factor_examples():
+    assert im2col_blowup((56, 56), (3, 3), 1, 1) == 9
+    assert im2col_blowup((224, 224), (7, 7), 2, 3) == Fraction(49, 4)
+    assert im2col_blowup((5, 5), (3, 3)) == Fraction(9 * 9, 25)  # valid conv: 3×3 outputs
+
+
+def test_circular_conv_and_alias_mask():
+    x, w = _rand(6), _rand(3, seed=1)
+    lin = np.convolve(x.numpy(), w.numpy())
+    assert np.allclose(circular_conv1d(x, w, 8).numpy(), lin, atol=1e-12)  # L = N + K - 1
+    c6 = circular_conv1d(x, w, 6).numpy()
+    mask = circular_alias_free(6, 3, 6)
+    assert mask.tolist() == [False, False, True, True, True, True]  # valid part K-1..N-1 survives
+    assert np.allclose(c6[mask], lin[:6][mask], atol=1e-12)
+    assert not np.allclose(c6[0], lin[0])
+
+
+def test_cost_model_numbers():
+    assert direct_mults(56, 3, 64, 64) == 64 * 64 * 56 * 56 * 9
+    assert fft_mults(7, 2, 1, 1, power_of_two=True) == 2 * 4 * 64 * 3 + 4 * 64
+    assert fft_crossover_kernel(56, 1, 1) == 9
+    assert fft_crossover_kernel(3, 1, 1) is None
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", ALGORITHMS)
+def test_invalid_inputs(fn):
+    x, w = _rand(1, 4, 6, 6), _rand(2, 2, 3, 3)
+    with pytest.raises(ValueError, match="4-D tensor"):
+        fn(x[0], w)
+    with pytest.raises(ValueError, match="weight must be a 4-D"):
+        fn(x, w[0])
+    with pytest.raises(ValueError, match="share dtype"):
+        fn(x.float(), w)
+    with pytest.raises(ValueError, match="groups must be an int"):
+        fn(x, w, groups=0)
+    with pytest.raises(ValueError, match="groups must divide"):
+        fn(x, _rand(3, 2, 3, 3), groups=2)
+    with pytest.raises(ValueError, match="input channels per group"):
+        fn(x, w, groups=1)
+    with pytest.raises(ValueError, match="bias must have shape"):
+        fn(x, w, _rand(3), groups=2)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        fn(x, w, stride=0, groups=2)
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        fn(x, w, padding=-1, groups=2)
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        fn(x, w, dilation=0, groups=2)
+    with pytest.raises(ValueError, match="dilated kernel larger"):
+        fn(x, w, dilation=4, groups=2)
+    with pytest.raises(NotImplementedError, match="string padding"):
+        fn(x, w, padding="same", groups=2)
+
+
+def test_invalid_helpers():
+    with pytest.raises(ValueError, match="4-D tensor"):
+        im2col(_rand(4, 4), 3)
+    with pytest.raises(ValueError, match="kernel_size must be >= 1"):
+        im2col(_rand(1, 1, 4, 4), 0)
+    with pytest.raises(ValueError, match="must be 1-D"):
+        circular_conv1d(_rand(2, 2), _rand(2), 4)
+    with pytest.raises(ValueError, match="length must be >="):
+        circular_conv1d(_rand(5), _rand(2), 4)
+    with pytest.raises(ValueError, match="L >= max"):
+        circular_alias_free(5, 2, 3)
+
+
+# --- planted failures -----------------------------------------------------------------------
+
+
+_DIRECT, _IM2COL, _FFT = impl.conv2d_direct, impl.conv2d_im2col, impl.conv2d_fft
+
+
+def _direct_without_bias(x, weight, bias=None, **kw):
+    return _DIRECT(x, weight, None, **kw)
+
+
+def _im2col_kernel_transposed(x, weight, bias=None, **kw):
+    return _IM2COL(x, weight.transpose(2, 3).contiguous() if weight.shape[2] == weight.shape[3] else weight, bias, **kw)
+
+
+def _fft_without_flip(x, weight, bias=None, **kw):
+    """The classic slip: forgetting that the layer is a cross-correlation."""
+    return _FFT(x, torch.flip(weight, dims=(-2, -1)), bias, **kw)
+
+
+def _unfold_off_by_one(x, kernel_size, stride=1, padding=0, dilation=1):
+    cols = F.unfold(x, kernel_size, dilation=dilation, padding=padding, stride=stride)
+    return torch.roll(cols, 1, dims=-1)
+
+
+def _alias_mask_too_optimistic(n, k, length):
+    return np.ones(length, dtype=bool)  # "circular = linear" without the padding
+
+
+_ORIG_FFT_MULTS = impl.fft_mults
+
+
+def _bisection_lower_half(n, c_in, c_out, k_max=None, power_of_two=False):
+    k_max = n if k_max is None else k_max
+    wins = [k for k in range(1, k_max + 1, 2) if _ORIG_FFT_MULTS(n, k, c_in, c_out, power_of_two) < direct_mults(n, k, c_in, c_out)]
+    return wins[0] - 2 if wins and wins[0] > 1 else (wins[0] if wins else None)
+
+
+PLANTS = [
+    Plant("impl.direct", "bias dropped", {"convbook.impl:conv2d_direct": _direct_without_bias}),
+    Plant("impl.im2col", "kernel rows and columns swapped", {"convbook.impl:conv2d_im2col": _im2col_kernel_transposed}),
+    Plant("impl.im2col", "columns shifted by one position", {"convbook.impl:im2col": _unfold_off_by_one}),
+    Plant("impl.im2col-blowup", "stride forgotten in the factor",
+          {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1: Fraction(k[0] * k[1])}),
+    Plant("impl.fft", "kernel not flipped", {"convbook.impl:conv2d_fft": _fft_without_flip}),
+    Plant("impl.fft-padding", "alias-free everywhere", {"convbook.impl:circular_alias_free": _alias_mask_too_optimistic}),
+    Plant("impl.fft-crossover", "threshold one odd size too small", {"convbook.impl:fft_crossover_kernel": _bisection_lower_half}),
+    Plant("impl.fft-crossover", "direct count misses k² (counts k)",
+          {"convbook.impl:direct_mults": lambda n, k, c_in, c_out: c_in * c_out * n * n * k}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)

@@ -1,0 +1,128 @@
+"""Chapter 11: Winograd minimal filtering by Toom–Cook (convbook.winograd)."""
+
+from __future__ import annotations
+
+import pytest
+import sympy as sp
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import winograd
+from convbook.winograd import (conv2d_winograd, default_points, direct_correlation_1d, winograd_1d, winograd_2d,
+                               winograd_matrices, winograd_mults)
+from tests.planting import Plant, planted_failure_test
+
+D = torch.float64
+
+
+def _rand(*shape, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=D)
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+def test_f23_matrices_are_lavin_grays_up_to_the_sign_of_the_infinity_row():
+    at, g, bt = winograd_matrices(2, 3)
+    assert g == sp.Matrix([[1, 0, 0], [sp.Rational(1, 2)] * 3, [sp.Rational(1, 2), -sp.Rational(1, 2), sp.Rational(1, 2)], [0, 0, 1]])
+    assert bt[:3, :] == sp.Matrix([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0]])
+    assert bt[3, :] == -sp.Matrix([[0, 1, 0, -1]])  # Lavin & Gray: [0, 1, 0, -1] with A's last column negated
+    assert at == sp.Matrix([[1, 1, 1, 0], [0, 1, -1, 1]])
+
+
+def test_default_points_and_custom_points():
+    assert default_points(7) == [0, 1, -1, 2, -2, sp.Rational(1, 2), -sp.Rational(1, 2)]
+    d, g = sp.symbols("d0:4"), sp.symbols("g0:3")
+    ours = winograd_1d(d, g, 2, points=[0, 2, -3])  # any distinct points work
+    assert all(sp.expand(a - b) == 0 for a, b in zip(ours, direct_correlation_1d(d, g, 2)))
+
+
+def test_mult_counts():
+    assert winograd_mults(2, 3) == (16, 36)
+    assert winograd_mults(4, 3) == (36, 144)
+    assert winograd_mults(2, 3, dims=1) == (4, 6)
+
+
+@settings(max_examples=40)
+@given(g=st.integers(1, 2), ci=st.integers(1, 3), co=st.integers(1, 3), h=st.integers(3, 11), w=st.integers(3, 11),
+       kh=st.integers(1, 4), kw=st.integers(1, 4), p=st.integers(0, 2), m=st.sampled_from([1, 2, 3, 4]),
+       bias=st.booleans(), seed=st.integers(0, 10_000))
+def test_conv2d_winograd_matches_torch(g, ci, co, h, w, kh, kw, p, m, bias, seed):
+    if kh > h + 2 * p or kw > w + 2 * p:
+        return
+    x, weight = _rand(2, g * ci, h, w, seed=seed), _rand(g * co, ci, kh, kw, seed=seed + 1)
+    b = _rand(g * co, seed=seed + 2) if bias else None
+    ref = F.conv2d(x, weight, b, padding=p, groups=g)
+    assert torch.allclose(conv2d_winograd(x, weight, b, padding=p, groups=g, m=m), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_winograd_2d_numeric_tile():
+    d = sp.Matrix(4, 4, lambda i, k: i * 4 + k)
+    g = sp.Matrix(3, 3, lambda i, k: (i + 1) * (k - 1))
+    assert winograd_2d(d, g, 2) == sp.Matrix(2, 2, lambda i, k: sum(g[a, b] * d[i + a, k + b] for a in range(3) for b in range(3)))
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+def test_invalid_inputs():
+    with pytest.raises(ValueError, match="m >= 1 and r >= 1"):
+        winograd_matrices(0, 3)
+    with pytest.raises(ValueError, match="distinct finite points"):
+        winograd_matrices(2, 3, points=[0, 1])
+    with pytest.raises(ValueError, match="distinct finite points"):
+        winograd_matrices(2, 3, points=[0, 1, 1])
+    with pytest.raises(ValueError, match="count must be >= 0"):
+        default_points(-1)
+    with pytest.raises(ValueError, match="input tile of m"):
+        winograd_1d([1, 2, 3], [1, 2, 3], 2)
+    with pytest.raises(ValueError, match="square"):
+        winograd_2d(sp.zeros(4, 4), sp.zeros(3, 2), 2)
+    x, w = _rand(1, 2, 6, 6), _rand(2, 2, 3, 3)
+    with pytest.raises(NotImplementedError, match="stride"):
+        conv2d_winograd(x, w, stride=2)
+    with pytest.raises(NotImplementedError, match="dilation"):
+        conv2d_winograd(x, w, dilation=2)
+    with pytest.raises(ValueError, match="tile size m"):
+        conv2d_winograd(x, w, m=0)
+    with pytest.raises(ValueError, match="input channels per group"):
+        conv2d_winograd(x, _rand(2, 1, 3, 3))
+
+
+# --- planted failures -----------------------------------------------------------------------
+
+
+_ORIG_1D, _ORIG_2D, _ORIG_CONV, _ORIG_ERR = (winograd.winograd_1d, winograd.winograd_2d, winograd.conv2d_winograd,
+                                             winograd.float32_error_by_tile)
+
+
+def _interpolation_not_transposed(m, r, points=None):
+    """Using V⁻¹ instead of V⁻ᵀ for Bᵀ (forgetting the transposition principle)."""
+    at, g, bt = winograd._matrices_cached.__wrapped__(m, r, None)
+    return at, g, bt.T
+
+
+def _conv_drops_last_channel(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, m=2):
+    w = weight.clone()
+    w[:, -1] = 0  # the channel sum stops one short
+    return _ORIG_CONV(x, w, bias, stride, padding, dilation, groups, m=m)
+
+
+def _mults_typo(m, r, dims=2):
+    return (m + r) ** dims, (m * r) ** dims
+
+
+PLANTS = [
+    Plant("impl.winograd-f23-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
+    Plant("impl.winograd-f43-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
+    Plant("impl.winograd-2d", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
+    Plant("impl.winograd-2d", "channel sum one short", {"convbook.winograd:conv2d_winograd": _conv_drops_last_channel}),
+    Plant("impl.winograd-mults", "α = m + r", {"convbook.winograd:winograd_mults": _mults_typo}),
+    Plant("impl.winograd-float32", "errors reported in the wrong order",
+          {"convbook.winograd:float32_error_by_tile": lambda ms=(2, 4, 6), **kw: dict(zip(ms, reversed(list(_ORIG_ERR(ms, **kw).values()))))}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)
