@@ -1,0 +1,232 @@
+"""Chapter 4: the cost of a convolution (convbook.cost)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from convbook import cost, models
+from convbook.cost import (bn_ops, bn_params, bottleneck_stride_delta, conv_macs, conv_out_size, conv_params,
+                           linear_macs, linear_params, pool_ops, profile, separable_ratio)
+from tests.planting import Plant, planted_failure_test
+
+
+def _flops(layer: nn.Module, shape) -> int:
+    with FlopCounterMode(display=False) as counter:
+        layer(torch.empty(*shape, device="meta"))
+    return counter.get_total_flops()
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+def test_worked_examples():
+    # ResNet-50 stem: 7x7, 3 -> 64, stride 2, padding 3 on 224x224: 112^2 * 49 * 3 * 64
+    assert conv_macs(3, 64, (7, 7), (224, 224), 2, 3) == 112 * 112 * 49 * 3 * 64 == 118_013_952
+    assert conv_params(3, 64, (7, 7), bias=False) == 9408
+    # depthwise 3x3 on 32 channels at 112x112
+    assert conv_macs(32, 32, (3, 3), (112, 112), 1, 1, groups=32) == 112 * 112 * 9 * 32
+    # a transposed conv counts input positions: 8x8 input, 16 -> 32, k=4
+    assert conv_macs(16, 32, (4, 4), (8, 8), 2, 1, transposed=True) == 64 * 16 * 16 * 32
+    assert conv_out_size((8, 8), (4, 4), 2, 1, transposed=True) == (16, 16)
+    assert conv_out_size(7, 3, 2, 1, transposed=True, output_padding=1) == (14,)
+    assert linear_params(2048, 1000) == 2_049_000 and linear_macs(2048, 1000, 3) == 3 * 2_048_000
+    assert bn_params(64) == 128 and bn_params(64, affine=False) == 0 and bn_ops(64, (56, 56)) == 64 * 56 * 56
+    assert pool_ops(64, 3, (112, 112), 2, 1) == 64 * 56 * 56 * 9
+    assert pool_ops(4, 2, 8) == 4 * 4 * 2  # stride defaults to the kernel
+    assert separable_ratio(32, 64, 3) == Fraction(1, 64) + Fraction(1, 9)
+    assert bottleneck_stride_delta() == 3 * (28**2 * 256 * 128 + 14**2 * 512 * 256 + 7**2 * 1024 * 512)
+
+
+@settings(max_examples=40, deadline=None)
+@given(nd=st.integers(1, 3), g=st.integers(1, 3), ci=st.integers(1, 3), co=st.integers(1, 3), k=st.integers(1, 3),
+       s=st.integers(1, 3), p=st.integers(0, 2), d=st.integers(1, 2), n=st.integers(5, 9), batch=st.integers(1, 2),
+       bias=st.booleans(), transposed=st.booleans())
+def test_conv_formulas_match_torch(nd, g, ci, co, k, s, p, d, n, batch, bias, transposed):
+    c_in, c_out = g * ci, g * co
+    cls = ([nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d] if transposed else [nn.Conv1d, nn.Conv2d, nn.Conv3d])[nd - 1]
+    if transposed:
+        p = min(p, d * (k - 1))
+    layer = cls(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=g, bias=bias, device="meta")
+    assert conv_params(c_in, c_out, (k,) * nd, g, bias) == models.count_params(layer)
+    shape = (batch, c_in) + (n,) * nd
+    with torch.no_grad():
+        out = layer(torch.empty(*shape, device="meta"))
+    assert tuple(out.shape[2:]) == conv_out_size((n,) * nd, k, s, p, d, transposed)
+    assert 2 * batch * conv_macs(c_in, c_out, (k,) * nd, (n,) * nd, s, p, d, g, transposed) == _flops(layer, shape)
+
+
+@settings(max_examples=20, deadline=None)
+@given(c=st.integers(1, 16), k=st.integers(1, 4), m=st.integers(4, 12), s=st.integers(1, 2))
+def test_depthwise_separable_ratio_matches_counter(c, k, m, s):
+    pad = (k - 1) // 2
+    std = _flops(nn.Conv2d(c, 2 * c, k, s, pad, device="meta"), (1, c, m, m))
+    sep = _flops(nn.Sequential(nn.Conv2d(c, c, k, s, pad, groups=c, device="meta"), nn.Conv2d(c, 2 * c, 1, device="meta")),
+                 (1, c, m, m))
+    assert Fraction(sep, std) == separable_ratio(c, 2 * c, k)
+
+
+def test_pool_ops_by_enumeration():
+    # count the window elements that max_pool visits, output by output
+    n, k, s, p = 9, 3, 2, 1
+    out = conv_out_size(n, k, s, p)[0]
+    visited = sum(1 for _ in range(out) for _ in range(k))
+    assert pool_ops(1, k, n, s, p) == visited == out * k
+
+
+def test_profile_static_trace_equals_hook_trace():
+    for name, kw in (("resnet18", {}), ("resnet50", {"stride_on": "1x1"}), ("mobilenet_v1", {}),
+                     ("mobilenet_v2", {}), ("vgg16", {})):
+        m = models.build(name, **kw)
+        static = [r for r in cost._trace(m, (2, 3, 64, 64)) if not isinstance(r[1], cost._ELEMENTWISE)]
+        hooked = [r for r in cost._hook_trace(m, (2, 3, 64, 64)) if not isinstance(r[1], cost._ELEMENTWISE)]
+        assert [(n, i, o) for n, _, i, o in static] == [(n, i, o) for n, _, i, o in hooked], name
+
+
+def test_profile_generic_model_uses_hooks_and_matches_counter():
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1)
+            self.head = nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(self.b(self.a(x)).mean((2, 3)))
+
+    m = Tiny()
+    prof = profile(m, (2, 3, 16, 16))
+    assert prof.params == sum(p.numel() for p in m.parameters())
+    assert prof.flops == sum(cost.flop_counter_flops(m, (2, 3, 16, 16)).values())
+    assert [r.kind for r in prof.rows] == ["conv", "convT", "linear"]
+    assert "total" in prof.table() and "more layers" in prof.table(max_rows=1)
+    assert all(p.device.type == "cpu" for p in m.parameters())  # input model untouched
+
+
+def test_profile_rows_and_helpers():
+    prof = profile(models.build("resnet50"))
+    assert prof.rows[0].name == "conv1" and prof.rows[0].output_shape == (1, 64, 112, 112)
+    assert prof.rows[0].bytes_moved == 4 * (3 * 224 * 224 + 9408 + 64 * 112 * 112)
+    assert prof.rows[0].intensity == pytest.approx(2 * prof.rows[0].macs / prof.rows[0].bytes_moved)
+    st_ = cost.stage_costs(prof)
+    assert list(st_) == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    assert sum(p for p, _ in st_.values()) == prof.params and sum(m for _, m in st_.values()) == prof.macs
+    assert prof.other_ops > 0 and prof.activations > 0
+    assert prof.by_kind()["fc" if False else "linear"] == (2_049_000, 2_048_000)
+
+
+def test_third_party_counters_on_a_transposed_convolution():
+    layer = nn.ConvTranspose2d(16, 32, 4, stride=2, padding=1, bias=False)
+    exact = conv_macs(16, 32, 4, (8, 8), 2, 1, transposed=True)
+    counts = cost.third_party_counts(layer, (1, 16, 8, 8))
+    assert counts["fvcore"] == exact and counts["ptflops (pytorch)"] == exact
+    assert counts["thop"] == 4 * exact and counts["torchinfo"] == 4 * exact  # output positions: × s²
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+def test_invalid_inputs_raise_clear_errors():
+    with pytest.raises(ValueError, match="groups must divide"):
+        conv_params(6, 4, 3, groups=4)
+    with pytest.raises(ValueError, match="in_channels must be an int >= 1"):
+        conv_params(0, 4, 3)
+    with pytest.raises(ValueError, match="kernel_size must be an int >= 1"):
+        conv_params(3, 4, (3, 0))
+    with pytest.raises(ValueError, match="tuple of 3 ints"):
+        conv_macs(3, 4, (3, 3), (8, 8, 8))
+    with pytest.raises(ValueError, match="padding must be >= 0"):
+        conv_macs(3, 4, 3, 8, padding=-1)
+    with pytest.raises(ValueError, match="stride must be >= 1"):
+        conv_macs(3, 4, 3, 8, stride=0)
+    with pytest.raises(ValueError, match="dilated kernel larger"):
+        conv_macs(3, 4, 5, 3)
+    with pytest.raises(ValueError, match="transposed convolution output must be >= 1"):
+        conv_out_size(1, 1, 1, 2, transposed=True)
+    with pytest.raises(ValueError, match="out_features"):
+        linear_params(3, 0)
+    with pytest.raises(ValueError, match="rows"):
+        linear_macs(3, 4, 0)
+    with pytest.raises(ValueError, match="channels"):
+        bn_params(0)
+    with pytest.raises(ValueError, match="spatial_size"):
+        bn_ops(4, ())
+    with pytest.raises(ValueError, match="channels"):
+        pool_ops(0, 2, 8)
+    with pytest.raises(ValueError, match="k must be"):
+        separable_ratio(3, 4, 0)
+    with pytest.raises(ValueError, match="input_shape"):
+        profile(models.build("resnet18"), (3,))
+    with pytest.raises(ValueError, match="bytes_per_element"):
+        profile(models.build("resnet18"), (1, 3, 32, 32), bytes_per_element=0)
+    with pytest.raises(ValueError, match="4 entries"):
+        bottleneck_stride_delta((3, 4, 6))
+    with pytest.raises(ValueError, match="multiple of 32"):
+        bottleneck_stride_delta(image=100)
+
+
+# --- planted failures -----------------------------------------------------------------------
+
+
+def _params_without_groups(in_channels, out_channels, kernel_size, groups=1, bias=True):
+    ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
+    return math.prod(ks) * in_channels * out_channels + (out_channels if bias else 0)
+
+
+_true_conv_macs = cost.conv_macs
+
+
+def _macs_transposed_at_outputs(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False,
+                                output_padding=0):
+    macs = _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding)
+    if not transposed:
+        return macs
+    out = cost.conv_out_size(n, k, stride, padding, dilation, True, output_padding)
+    nin = (n,) * len(out) if isinstance(n, int) else tuple(n)
+    return macs * math.prod(out) // math.prod(nin)
+
+
+def _macs_with_bias(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
+    out = cost.conv_out_size(n, k, stride, padding, dilation, transposed, output_padding)
+    return _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding) + c_out * math.prod(out)
+
+
+def _macs_ignoring_stride(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
+    return _true_conv_macs(c_in, c_out, k, n, 1, padding, dilation, groups, transposed, output_padding)
+
+
+def _macs_ignoring_groups(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
+    return groups * _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding)
+
+
+def _delta_four_times(layers=(3, 4, 6, 3), image=224):
+    return sum(4 * (image // (8 * 2**j)) ** 2 * (256 * 2**j) * (128 * 2**j) for j in range(3))
+
+
+_true_linear_params = cost.linear_params
+
+PLANTS = [
+    Plant("cost.conv-params", "groups ignored", {"convbook.cost:conv_params": _params_without_groups}),
+    Plant("cost.conv-macs", "transposed counted at output positions", {"convbook.cost:conv_macs": _macs_transposed_at_outputs}),
+    Plant("cost.depthwise-ratio", "1/k instead of 1/k^2",
+          {"convbook.cost:separable_ratio": lambda c_in, c_out, k: Fraction(1, c_out) + Fraction(1, k)}),
+    Plant("cost.profile-totals", "bias additions counted as MACs", {"convbook.cost:conv_macs": _macs_with_bias}),
+    Plant("cost.torchvision-params", "running statistics counted as parameters",
+          {"convbook.cost:bn_params": lambda channels, affine=True: 4 * channels}),
+    Plant("cost.torchvision-gflops", "stride ignored", {"convbook.cost:conv_macs": _macs_ignoring_stride}),
+    Plant("cost.resnet-table1", "stride ignored", {"convbook.cost:conv_macs": _macs_ignoring_stride}),
+    Plant("cost.resnet50-stride-placement", "4H^2 instead of 3H^2", {"convbook.cost:bottleneck_stride_delta": _delta_four_times}),
+    Plant("cost.resnext-table1", "groups ignored in MACs", {"convbook.cost:conv_macs": _macs_ignoring_groups}),
+    Plant("cost.mobilenet-v1", "groups ignored in MACs", {"convbook.cost:conv_macs": _macs_ignoring_groups}),
+    Plant("cost.mobilenet-v1-table2", "FC bias counted as a weight",
+          {"convbook.cost:linear_params": lambda a, b, bias=True: _true_linear_params(a, b, True)}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)
