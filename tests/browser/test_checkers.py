@@ -164,3 +164,31 @@ def test_browser_reports_planted_defects(tmp_path):
     assert "console error: boom" in text
     assert "request to another host blocked: https://cdn.example.org/x.js" in text
     assert "broken link /index.html#no-such-anchor" in text
+
+
+# --------------------------------------------------------------------------- the configuration
+
+
+def test_config_loads_every_extension_and_no_thebe():
+    """_config.yml replaces jupyter-book's extension list (to drop sphinx_thebe, whose duplicated
+    `const THEBE_JS_URL` throws in the browser); an extension named only in extra_extensions would be lost."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    loaded = cfg["sphinx"]["config"]["extensions"]
+    assert "sphinx_thebe" not in loaded
+    missing = [e for e in cfg["sphinx"].get("extra_extensions", []) if e not in loaded]
+    assert not missing, f"add {missing} to sphinx.config.extensions in _config.yml"
+    assert cfg["sphinx"].get("recursive_update") is True  # html_theme_options merges with the theme options
+
+
+def test_citation_cff_matches_the_package_version():
+    import tomllib
+
+    import yaml
+
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"]
+    assert cff["cff-version"] == "1.2.0" and cff["title"] == "Convolutions, Verified"
+    assert str(cff["version"]) == version == str(cff["preferred-citation"]["edition"])
+    assert f"v{version}" in (ROOT / "book" / "how-to-cite.md").read_text(encoding="utf-8")
