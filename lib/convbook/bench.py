@@ -509,6 +509,9 @@ def write_result(data: dict, directory: str | os.PathLike = DEFAULT_DIR, *, forc
     if target.exists() and not force:
         raise ValueError(f"{target} already exists: refusing to overwrite a recorded result (pass force=True / --force)")
     fd, tmp = tempfile.mkstemp(prefix="." + target.name + ".", suffix=".tmp", dir=directory)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a result file is as readable as any other
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1, ensure_ascii=False)
