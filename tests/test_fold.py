@@ -1,0 +1,329 @@
+"""Chapter 6: folding batch norm (convbook.fold)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import fold
+from convbook.fold import (BiasMapConv, bn_conv_bias_map, bn_conv_exact, bn_scale_shift, bn_traffic_saved,
+                           border_band_mask, border_band_width, count_batchnorms, fold_bn_conv,
+                           fold_bn_conv_with_border, fold_conv_bn, fold_model, fold_params,
+                           output_channel_of_weight, torch_fusion_table)
+from tests.planting import Plant, planted_failure_test
+
+D = torch.float64
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _bn(c, dim=2, seed=0, **kw):
+    bn = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}[dim](c, **kw).double()
+    if bn.track_running_stats:
+        fold._randomise_bn(bn, _gen(seed))
+    return bn.eval()
+
+
+def _rand_layer(layer, seed=1):
+    layer = layer.double()
+    fold._randomise(layer, _gen(seed))
+    return layer
+
+
+def _x(*shape, seed=2):
+    return torch.randn(*shape, generator=_gen(seed), dtype=D)
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+def test_bn_scale_shift_matches_bn():
+    bn = _bn(5)
+    s, t = bn_scale_shift(bn)
+    x = _x(3, 5, 4, 4)
+    assert torch.allclose(bn(x), x * s.reshape(1, -1, 1, 1) + t.reshape(1, -1, 1, 1), rtol=0, atol=1e-12)
+    bn2 = nn.BatchNorm2d(3, affine=False).double().eval()
+    s2, t2 = bn_scale_shift(bn2)
+    assert torch.allclose(s2, torch.full((3,), 1 / np.sqrt(1 + 1e-5), dtype=D))
+    assert torch.equal(t2, torch.zeros(3, dtype=D))
+
+
+def test_output_channel_of_weight_transpose_groups():
+    # ConvTranspose(4 -> 6, groups=2): weight (4, 3, k); input 0,1 feed outputs 0..2, inputs 2,3 feed 3..5
+    chan = output_channel_of_weight("transpose", (4, 3), groups=2)
+    assert chan.tolist() == [[0, 1, 2], [0, 1, 2], [3, 4, 5], [3, 4, 5]]
+    assert output_channel_of_weight("conv", (2, 3)).tolist() == [[0, 0, 0], [1, 1, 1]]
+
+
+def test_fold_conv_bn_does_not_mutate_inputs():
+    conv, bn = _rand_layer(nn.Conv2d(3, 4, 3, bias=False)), _bn(4)
+    w = conv.weight.clone()
+    rm = bn.running_mean.clone()
+    fused = fold_conv_bn(conv, bn)
+    assert conv.bias is None and torch.equal(conv.weight, w) and torch.equal(bn.running_mean, rm)
+    assert fused is not conv and fused.bias is not None
+
+
+@given(nd=st.sampled_from([1, 2, 3]), g=st.integers(1, 3), ci=st.integers(1, 3), co=st.integers(1, 3),
+       k=st.integers(1, 3), s=st.integers(1, 2), p=st.integers(0, 2), d=st.integers(1, 2), bias=st.booleans(),
+       mode=st.sampled_from(["zeros", "reflect", "replicate", "circular"]), seed=st.integers(0, 1000))
+@settings(max_examples=40)
+def test_fold_conv_bn_property(nd, g, ci, co, k, s, p, d, bias, mode, seed):
+    conv_t = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[nd]
+    conv = _rand_layer(conv_t(g * ci, g * co, k, s, p, d, g, bias, mode), seed)
+    bn = _bn(g * co, nd, seed + 1)
+    x = _x(2, g * ci, *([5] * nd), seed=seed + 2)
+    with torch.no_grad():
+        assert torch.allclose(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
+
+
+@given(g=st.integers(1, 3), ci=st.integers(1, 3), co=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 3),
+       bias=st.booleans(), seed=st.integers(0, 1000))
+@settings(max_examples=30)
+def test_fold_transpose_property(g, ci, co, k, s, bias, seed):
+    conv = _rand_layer(nn.ConvTranspose2d(g * ci, g * co, k, stride=s, groups=g, bias=bias), seed)
+    bn = _bn(g * co, 2, seed + 1)
+    x = _x(2, g * ci, 4, 3, seed=seed + 2)
+    with torch.no_grad():
+        assert torch.allclose(fold_conv_bn(conv, bn)(x), bn(conv(x)), rtol=1e-12, atol=1e-12)
+
+
+@given(g=st.integers(1, 3), ci=st.integers(1, 3), co=st.integers(1, 3), k=st.integers(1, 3), s=st.integers(1, 2),
+       d=st.integers(1, 2), mode=st.sampled_from(["reflect", "replicate", "circular"]), seed=st.integers(0, 1000))
+@settings(max_examples=30)
+def test_fold_bn_conv_property(g, ci, co, k, s, d, mode, seed):
+    conv = _rand_layer(nn.Conv2d(g * ci, g * co, k, s, 1, d, g, padding_mode=mode), seed)
+    bn = _bn(g * ci, 2, seed + 1)
+    x = _x(2, g * ci, 6, 5, seed=seed + 2)
+    with torch.no_grad():
+        assert torch.allclose(fold_bn_conv(bn, conv)(x), conv(bn(x)), rtol=1e-12, atol=1e-12)
+
+
+@given(n=st.integers(1, 12), k=st.integers(1, 4), s=st.integers(1, 3), p=st.integers(0, 3), d=st.integers(1, 3))
+def test_border_band_width_by_enumeration(n, k, s, p, d):
+    if d * (k - 1) + 1 > n + 2 * p:
+        with pytest.raises(ValueError, match="empty output"):
+            border_band_width(n, k, s, p, d)
+        return
+    n_out = (n + 2 * p - d * (k - 1) - 1) // s + 1
+    reads_pad = [any(not 0 <= s * u - p + d * a < n for a in range(k)) for u in range(n_out)]
+    lead, trail = border_band_width(n, k, s, p, d)
+    predicted = [u < lead or u >= n_out - trail for u in range(n_out)]
+    assert predicted == reads_pad
+    assert border_band_mask((n,), (k,), (s,), (p,), (d,)).tolist() == reads_pad
+
+
+def test_bias_map_is_exact_and_constant_inside():
+    bn, conv = _bn(3), _rand_layer(nn.Conv2d(3, 2, 3, padding=1))
+    x = _x(2, 3, 7, 6)
+    exact = fold_bn_conv_with_border(bn, conv, (7, 6))
+    with torch.no_grad():
+        assert torch.allclose(exact(x), conv(bn(x)), rtol=0, atol=1e-12)
+    bmap = bn_conv_bias_map(bn, conv, (7, 6))
+    inside = torch.as_tensor(~border_band_mask((7, 6), (3, 3), (1, 1), (1, 1), (1, 1)))
+    const = fold_bn_conv(bn, conv, exact=False).bias
+    assert torch.allclose(bmap[:, inside], const[:, None].expand(-1, int(inside.sum())), atol=1e-12)
+    assert bn_conv_exact(nn.Conv2d(3, 2, 3, padding=1, padding_mode="reflect"))
+    assert bn_conv_exact(nn.Conv2d(3, 2, 3, padding="valid"))
+    assert not bn_conv_exact(nn.Conv2d(3, 2, 3, padding="same"))
+    assert bn_conv_exact(nn.Linear(3, 2))
+
+
+def test_fold_model_sequential_and_untouched():
+    model = nn.Sequential(_rand_layer(nn.Conv2d(3, 4, 3, padding=1)), _bn(4), nn.ReLU(),
+                          _rand_layer(nn.Conv2d(4, 2, 1)), _bn(2, seed=5)).eval()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_model(model)
+    assert count_batchnorms(folded) == 0 and count_batchnorms(model) == 2
+    x = _x(2, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_fold_model_linear_needs_example_input():
+    model = nn.Sequential(_rand_layer(nn.Linear(5, 4)), _bn(4, dim=1)).eval()
+    x = _x(3, 5)
+    assert count_batchnorms(fold_model(model)) == 1
+    folded = fold_model(model, example_input=x)
+    assert count_batchnorms(folded) == 0
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_fold_model_shared_conv_is_not_folded():
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = _rand_layer(nn.Conv2d(3, 3, 1)), _bn(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + self.conv(x)
+
+    model = Shared().eval()
+    folded = fold_model(model)
+    assert count_batchnorms(folded) == 1
+    x = _x(1, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), model(x), rtol=1e-12, atol=1e-12)
+
+
+def test_traffic_formula_values():
+    # B=1, C=64, 56x56, float32, conv without bias: (2*64*56*56 + 4*64 - 64) * 4 bytes
+    assert bn_traffic_saved((1, 64, 56, 56), 4) == (2 * 64 * 56 * 56 + 3 * 64) * 4
+    assert bn_traffic_saved((2, 3, 5), 2, conv_has_bias=True) == (2 * 30 + 12) * 2
+
+
+def test_torch_fusion_table_rows():
+    rows = torch_fusion_table()
+    assert [r["torch_ok"] for r in rows if not r["gap"]] == [True, True]
+    assert not any(r["torch_ok"] for r in rows if r["gap"])
+    assert max(r["convbook_error"] for r in rows) < 1e-12
+
+
+def test_float32_errors_are_rounding():
+    errs = fold.float32_fold_errors(n_layers=5)
+    assert errs["folded"].max() < 1e-5 and errs["unfolded"].max() < 1e-5
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+def test_invalid_inputs_raise_clear_errors():
+    conv = nn.Conv2d(3, 4, 3).double()
+    with pytest.raises(ValueError, match="expected a BatchNorm"):
+        bn_scale_shift(nn.ReLU())
+    with pytest.raises(ValueError, match="track_running_stats=False"):
+        bn_scale_shift(_bn(4, track_running_stats=False))
+    with pytest.raises(ValueError, match="training mode"):
+        fold_conv_bn(conv, _bn(4).train())
+    with pytest.raises(ValueError, match="kind must be"):
+        output_channel_of_weight("dense", (2, 2))
+    with pytest.raises(ValueError, match="groups must divide"):
+        output_channel_of_weight("transpose", (3, 2), groups=2)
+    with pytest.raises(ValueError, match="channel mismatch"):
+        fold_conv_bn(conv, _bn(5))
+    with pytest.raises(ValueError, match="dimension mismatch"):
+        fold_conv_bn(conv, _bn(4, dim=1))
+    with pytest.raises(ValueError, match="handles Conv1d/2d/3d"):
+        fold_conv_bn(nn.ReLU(), _bn(4))
+    with pytest.raises(ValueError, match="transposed"):
+        fold_bn_conv(_bn(3), nn.ConvTranspose2d(3, 4, 3).double())
+    with pytest.raises(ValueError, match="channel mismatch"):
+        fold_bn_conv(_bn(4), conv)
+    with pytest.raises(ValueError, match="not exact"):
+        fold_bn_conv(_bn(3), nn.Conv2d(3, 4, 3, padding=1).double())
+    with pytest.raises(ValueError, match="needs a Conv1d/2d/3d"):
+        bn_conv_bias_map(_bn(3, dim=1), nn.Linear(3, 2).double(), (5,))
+    with pytest.raises(ValueError, match="input_size must have 2"):
+        bn_conv_bias_map(_bn(3), conv, (5,))
+    with pytest.raises(ValueError, match="channel mismatch"):
+        bn_conv_bias_map(_bn(4), conv, (5, 5))
+    with pytest.raises(ValueError, match="same length"):
+        border_band_mask((5, 5), (3,), (1,), (1,), (1,))
+    with pytest.raises(ValueError, match="empty output"):
+        border_band_mask((2,), (5,), (1,), (0,), (1,))
+    with pytest.raises(ValueError, match="built for outputs"):
+        BiasMapConv(conv, torch.zeros(4, 3, 3, dtype=D))(_x(1, 3, 6, 6))
+    with pytest.raises(ValueError, match="eval mode"):
+        fold_model(nn.Sequential(conv, _bn(4)).train())
+    with pytest.raises(ValueError, match="track_running_stats"):
+        fold_model(nn.Sequential(conv, _bn(4, track_running_stats=False)).eval())
+    with pytest.raises(ValueError, match="not directly after"):
+        fold_model(nn.Sequential(conv, nn.ReLU(), _bn(4), nn.Conv2d(4, 2, 3, padding=1).double()).eval(),
+                   strict=True)
+    with pytest.raises(ValueError, match="activation_shape"):
+        bn_traffic_saved((4,))
+
+    class Untraceable(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+
+    with pytest.raises(ValueError, match="fx-traceable"):
+        fold_model(Untraceable().eval())
+
+
+# --- planted failures: each check must fail on a wrong formula -------------------------------
+
+
+def _fold_params_no_eps(weight, bias, mean, var, eps, gamma, beta, sqrt=torch.sqrt):
+    scale = gamma / sqrt(var)
+    return weight * scale, (bias - mean) * scale + beta
+
+
+def _fold_params_no_mean(weight, bias, mean, var, eps, gamma, beta, sqrt=torch.sqrt):
+    scale = gamma / sqrt(var + eps)
+    return weight * scale, bias * scale + beta
+
+
+def _fold_params_no_sqrt(weight, bias, mean, var, eps, gamma, beta, sqrt=torch.sqrt):
+    scale = gamma / (var + eps)
+    return weight * scale, (bias - mean) * scale + beta
+
+
+def _fold_params_no_beta(weight, bias, mean, var, eps, gamma, beta, sqrt=torch.sqrt):
+    scale = gamma / sqrt(var + eps)
+    return weight * scale, (bias - mean) * scale
+
+
+_ORIG_CHAN = fold.output_channel_of_weight
+_ORIG_WIDTH = fold.border_band_width
+_ORIG_TRAFFIC = fold.bn_traffic_saved
+
+
+def _chan_axis1_ignoring_groups(kind, shape, groups=1):
+    """torch's belief: the output channel of a transposed weight is simply axis 1."""
+    if kind == "transpose":
+        return np.repeat(np.arange(int(shape[1]))[None, :], int(shape[0]), axis=0)
+    return _ORIG_CHAN(kind, shape, groups)
+
+
+def _input_chan_ignoring_groups(kind, shape, groups):
+    c_out, per_group_in = int(shape[0]), int(shape[1])
+    return np.repeat(np.arange(per_group_in)[None, :], c_out, axis=0)
+
+
+def _band_width_floor(size, kernel_size, stride=1, padding=0, dilation=1):
+    lead, trail = _ORIG_WIDTH(size, kernel_size, stride, padding, dilation)
+    return padding // stride, trail
+
+
+def _fold_bn_conv_forgets_bn(bn, conv, *, exact=True):
+    import copy
+
+    return copy.deepcopy(conv)
+
+
+def _traffic_read_only(activation_shape, bytes_per_element=4, conv_has_bias=False):
+    return _ORIG_TRAFFIC(activation_shape, bytes_per_element, conv_has_bias) - int(np.prod(activation_shape)) * bytes_per_element
+
+
+PLANTS = [
+    Plant("bn.fold-symbolic", "ε left out", {"convbook.fold:fold_params": _fold_params_no_eps}),
+    Plant("bn.fold-conv", "μ left out of the bias", {"convbook.fold:fold_params": _fold_params_no_mean}),
+    Plant("bn.fold-transpose", "scale on axis 1 ignoring groups",
+          {"convbook.fold:output_channel_of_weight": _chan_axis1_ignoring_groups}),
+    Plant("bn.fold-linear", "variance instead of standard deviation", {"convbook.fold:fold_params": _fold_params_no_sqrt}),
+    Plant("bn.fold-bn-conv-exact", "input channel ignores groups",
+          {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}),
+    Plant("bn.fold-bn-conv-border", "band width ⌊p/s⌋ instead of ⌈p/s⌉",
+          {"convbook.fold:border_band_width": _band_width_floor}),
+    Plant("bn.fold-bn-conv-border", "band predicted empty",
+          {"convbook.fold:border_band_mask": lambda size, k, s, p, d: np.zeros(
+              [(n + 2 * pj - dj * (kj - 1) - 1) // sj + 1 for n, kj, sj, pj, dj in zip(size, k, s, p, d)], dtype=bool)}),
+    Plant("bn.fuse-eval-agreement", "β left out", {"convbook.fold:fold_params": _fold_params_no_beta}),
+    Plant("bn.fuse-eval-gaps", "BN→conv returns the conv unchanged", {"convbook.fold:fold_bn_conv": _fold_bn_conv_forgets_bn}),
+    Plant("bn.fold-model", "BN→conv folded through zero padding", {"convbook.fold:bn_conv_exact": lambda conv: True}),
+    Plant("bn.refuse-bad-input", "no BN checks", {"convbook.fold:_check_bn": lambda bn: None}),
+    Plant("bn.traffic-saved", "only the write counted", {"convbook.fold:bn_traffic_saved": _traffic_read_only}),
+    Plant("bn.fold-model-resnet50", "β left out", {"convbook.fold:fold_params": _fold_params_no_beta}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)

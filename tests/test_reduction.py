@@ -1,0 +1,201 @@
+"""Chapter 5: 1×1 convolutions for feature reduction (convbook.reduction)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from convbook import reduction
+from convbook.reduction import (break_even_rank, cascade, collapse_linear_stack, conv1x1_einsum, conv1x1_linear,
+                                conv1x1_matrix, eckart_young_error, random_cascade_params, svd_error_curve,
+                                svd_factorise, svd_macs, truncated_weight)
+from tests.planting import Plant, planted_failure_test
+
+D = torch.float64
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=D)
+
+
+# --- valid inputs ---------------------------------------------------------------------------
+
+
+@given(nd=st.sampled_from([1, 2, 3]), g=st.integers(1, 3), ci=st.integers(1, 4), co=st.integers(1, 4),
+       s=st.integers(1, 3), n=st.integers(1, 6), bias=st.booleans(), seed=st.integers(0, 1000))
+@settings(max_examples=40)
+def test_conv1x1_is_einsum_and_linear(nd, g, ci, co, s, n, bias, seed):
+    w = _rand(g * co, ci, *([1] * nd), seed=seed)
+    b = _rand(g * co, seed=seed + 1) if bias else None
+    x = _rand(2, g * ci, *([n] * nd), seed=seed + 2)
+    ref = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[nd](x, w, b, stride=s, groups=g)
+    m = conv1x1_matrix(w, g)
+    assert torch.allclose(conv1x1_einsum(x, m, b, stride=s), ref, rtol=1e-12, atol=1e-12)
+    if s == 1:
+        assert torch.allclose(conv1x1_linear(x, m, b), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1x1_matrix_is_block_diagonal():
+    w = torch.arange(1.0, 5.0).reshape(4, 1, 1, 1)
+    assert conv1x1_matrix(w, groups=2).tolist() == [[1, 0], [2, 0], [0, 3], [0, 4]]
+
+
+def test_cascade_orderings_have_the_layers_in_order():
+    p = random_cascade_params([4, 2, 2], torch.Generator().manual_seed(0))
+    kinds = [type(m).__name__ for m in cascade(p, p, "conv-bn-relu")]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU"] * 2
+    kinds = [type(m).__name__ for m in cascade(p[1:], p[:-1], "bn-relu-conv")]
+    assert kinds == ["BatchNorm2d", "ReLU", "Conv2d"]
+    assert [type(m).__name__ for m in cascade(p, [], "conv")] == ["Conv2d", "Conv2d"]
+
+
+def test_collapse_linear_stack_two_layers():
+    w1, b1, w2, b2 = _rand(3, 4), _rand(3, seed=1), _rand(2, 3, seed=2), _rand(2, seed=3)
+    w, b = collapse_linear_stack([w1, w2], [b1, b2])
+    x = _rand(4, seed=4)
+    assert torch.allclose(w @ x + b, w2 @ (w1 @ x + b1) + b2, atol=1e-12)
+
+
+@given(ci=st.integers(1, 12), co=st.integers(1, 12), data=st.data(), bias=st.booleans(), seed=st.integers(0, 1000))
+@settings(max_examples=30)
+def test_svd_factorise_property(ci, co, data, bias, seed):
+    r = data.draw(st.integers(1, min(ci, co)))
+    conv = nn.Conv2d(ci, co, 1, bias=bias).double()
+    with torch.no_grad():
+        conv.weight.copy_(_rand(co, ci, 1, 1, seed=seed))
+    pair = svd_factorise(conv, r)
+    w_r = truncated_weight(conv.weight.detach().reshape(co, ci), r)
+    x = _rand(1, ci, 3, 3, seed=seed + 1)
+    with torch.no_grad():
+        assert torch.allclose(pair(x), F.conv2d(x, w_r.reshape(co, ci, 1, 1), conv.bias), rtol=1e-12, atol=1e-12)
+    assert [m.weight.shape[:2] for m in pair] == [(r, ci), (co, r)]
+    if r == min(ci, co):  # full rank: exact
+        with torch.no_grad():
+            assert torch.allclose(pair(x), conv(x), rtol=1e-10, atol=1e-10)
+
+
+def test_macs_and_break_even():
+    assert svd_macs(256, 64, None, 56 * 56) == 256 * 64 * 56 * 56
+    assert svd_macs(256, 64, 16, 1) == 16 * 320
+    assert break_even_rank(256, 64) == 51  # 256*64/320 = 51.2
+    assert break_even_rank(4, 4) == 1  # 16/8 = 2: rank 2 ties, so 1
+    assert break_even_rank(1, 5) == 0
+
+
+def test_eckart_young_error_values():
+    s = torch.tensor([3.0, 2.0, 1.0], dtype=D)
+    assert eckart_young_error(s, 1) == (2.0, pytest.approx(np.sqrt(5.0)))
+    assert eckart_young_error(s, 3) == (0.0, 0.0)
+
+
+def test_svd_error_curve_below_bound():
+    c = svd_error_curve(c_in=16, c_out=12, pixels=32)
+    assert len(c["ranks"]) == 12
+    assert np.all(c["measured"] <= c["bound"] + 1e-12)
+    assert c["macs"][-1] == pytest.approx(12 * 28 / (16 * 12))
+
+
+# --- invalid inputs -------------------------------------------------------------------------
+
+
+def test_invalid_inputs_raise_clear_errors():
+    x = _rand(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="weight must be"):
+        conv1x1_einsum(x, _rand(2, 3, 3, 3))
+    with pytest.raises(ValueError, match="x must be"):
+        conv1x1_einsum(x, _rand(2, 4))
+    with pytest.raises(ValueError, match="weight must be"):
+        conv1x1_matrix(_rand(2, 3, 3, 3))
+    with pytest.raises(ValueError, match="groups must divide"):
+        conv1x1_matrix(_rand(3, 1, 1, 1), groups=2)
+    with pytest.raises(ValueError, match="widths must list"):
+        random_cascade_params([4], torch.Generator())
+    p = random_cascade_params([4, 2], torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="ordering must be"):
+        cascade(p, p, "relu-conv-bn")
+    with pytest.raises(ValueError, match="one BN per conv"):
+        cascade(p, [], "conv-bn-relu")
+    with pytest.raises(ValueError, match="BN has 2 channels"):
+        cascade(p, p, "bn-relu-conv")
+    with pytest.raises(ValueError, match="as many biases"):
+        collapse_linear_stack([_rand(2, 2)], [])
+    with pytest.raises(ValueError, match="do not chain"):
+        collapse_linear_stack([_rand(3, 2), _rand(2, 4)], [_rand(3), _rand(2)])
+    with pytest.raises(ValueError, match="rank must be"):
+        truncated_weight(_rand(3, 4), 4)
+    with pytest.raises(ValueError, match="matrix"):
+        truncated_weight(_rand(3, 4, 1), 1)
+    with pytest.raises(ValueError, match="1x1 Conv2d"):
+        svd_factorise(nn.Conv2d(3, 3, 3), 1)
+    with pytest.raises(ValueError, match="padding 0"):
+        svd_factorise(nn.Conv2d(3, 3, 1, padding=1), 1)
+    with pytest.raises(ValueError, match="c_in must be"):
+        svd_macs(0, 3, None)
+    with pytest.raises(ValueError, match="rank must be"):
+        svd_macs(3, 3, 4)
+    with pytest.raises(ValueError, match="rank must be"):
+        eckart_young_error(torch.ones(3), -1)
+
+
+# --- planted failures: each check must fail on a wrong formula -------------------------------
+
+
+def _matrix_ignoring_groups(weight, groups=1):
+    c_out, per_in = weight.shape[:2]
+    return weight.reshape(c_out, per_in).repeat(1, groups)
+
+
+_ORIG_CASCADE = reduction.cascade
+_ORIG_MACS = reduction.svd_macs
+_ORIG_EY = reduction.eckart_young_error
+
+
+def _cascade_relu_before_bn(conv_params, bn_params, ordering):
+    seq = _ORIG_CASCADE(conv_params, bn_params, ordering)
+    if ordering != "bn-relu-conv":
+        return seq
+    layers = list(seq)
+    for k in range(0, len(layers), 3):
+        layers[k], layers[k + 1] = layers[k + 1], layers[k]
+    return nn.Sequential(*layers).eval()
+
+
+def _collapse_drops_early_biases(weights, biases):
+    w_tot = weights[0]
+    for w in weights[1:]:
+        w_tot = w @ w_tot
+    return w_tot, biases[-1]
+
+
+def _factorise_sigma_twice(conv, rank):
+    pair = _ORIG_FACTORISE(conv, rank)
+    w = conv.weight.detach().reshape(conv.out_channels, conv.in_channels)
+    s = torch.linalg.svdvals(w)[:rank]
+    with torch.no_grad():
+        pair[1].weight.mul_(s.reshape(1, rank, 1, 1))
+    return pair
+
+
+_ORIG_FACTORISE = reduction.svd_factorise
+
+
+PLANTS = [
+    Plant("reduce.conv1x1-linear", "groups ignored (dense tiling)", {"convbook.reduction:conv1x1_matrix": _matrix_ignoring_groups}),
+    Plant("reduce.orderings-cascade", "ReLU before BN in the pre-activation block",
+          {"convbook.reduction:cascade": _cascade_relu_before_bn}),
+    Plant("reduce.conv-stack-collapses", "earlier biases dropped",
+          {"convbook.reduction:collapse_linear_stack": _collapse_drops_early_biases}),
+    Plant("reduce.svd-factorisation", "Σ applied in both layers", {"convbook.reduction:svd_factorise": _factorise_sigma_twice}),
+    Plant("reduce.svd-factorisation", "MACs counted as r·(C_in+C_out+1)",
+          {"convbook.reduction:svd_macs": lambda c_in, c_out, rank, pixels=1: (
+              _ORIG_MACS(c_in, c_out, rank, pixels) + (rank or 0) * pixels)}),
+    Plant("reduce.eckart-young", "σ_r instead of σ_{r+1}",
+          {"convbook.reduction:eckart_young_error": lambda s, rank: _ORIG_EY(s, rank - 1)}),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)
