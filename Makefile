@@ -47,7 +47,7 @@ test-notebooks: $(STAMP) ## re-run every notebook and compare its stored outputs
 	$(PY) -m pytest $(NBVAL) -n $(JOBS) --dist loadscope -q -p no:randomly $(NOTEBOOKS)
 
 test-browser: $(STAMP) chromium ## the built book (_build/html) as a reader sees it: internal links, then every page in headless Chromium
-	$(PY) tools/linkcheck.py $(HTML) --claim-sources notebooks/src
+	$(PY) tools/linkcheck.py $(HTML) --claim-sources notebooks/src --repo-root .
 	$(PY) tools/browser_check.py $(HTML) --screenshots $(dir $(HTML))screenshots
 
 chromium: ## install Debian's chromium for the browser check, where it is missing

@@ -1,7 +1,7 @@
 """Check every internal link of a built HTML book, offline.
 
     python tools/linkcheck.py _build/html            # exit 1 and list the broken ones
-    python tools/linkcheck.py _build/html --claim-sources notebooks/src
+    python tools/linkcheck.py _build/html --claim-sources notebooks/src --repo-root .
 
 For every ``.html`` file under the directory, every ``href``/``src`` (and ``srcset``,
 ``<object data>``) that points to a local file is resolved against the page and must
@@ -13,6 +13,10 @@ With ``--claim-sources DIR``, also checks that every claim block (``{prf:...}`` 
 ``:label:``) in the chapter sources ``DIR/NN-name.md`` has its label as an element id in the
 built ``notebooks/NN-name.html``: the anchor of a claim *is* its id, so links to claims
 survive rebuilds and renumbering.
+
+With ``--repo-root DIR``, links into the book's own repository (``repository.url`` in
+``DIR/_config.yml``: the "edit this page", source and Colab buttons, ``…/edit/BRANCH/PATH``,
+``…/blob/BRANCH/PATH``, and Colab's ``…/github/OWNER/REPO/blob/BRANCH/PATH``) must name a file that exists in the checkout — still without network.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["BrokenLink", "check_site", "check_claim_anchors", "claim_labels", "page_ids", "main"]
+__all__ = ["BrokenLink", "check_site", "check_claim_anchors", "check_repository_links", "claim_labels", "page_ids", "main"]
 
 # Pages that are copies of upstream assets rather than the book's own pages.
 SKIP_DIRS = ("_static", "_sources")
@@ -165,10 +169,38 @@ def check_claim_anchors(html_root: Path | str, sources: Path | str) -> tuple[int
     return checked, broken
 
 
+def check_repository_links(html_root: Path | str, repo_root: Path | str) -> tuple[int, list[BrokenLink]]:
+    """Every link of the built book into its own repository names a file of this checkout."""
+    import yaml
+
+    html_root, repo_root = Path(html_root).resolve(), Path(repo_root).resolve()
+    repo = yaml.safe_load((repo_root / "_config.yml").read_text(encoding="utf-8")).get("repository", {})
+    url, branch = repo.get("url", "").rstrip("/"), repo.get("branch", "main")
+    if not url:
+        return 0, []
+    host, path = urlsplit(url).netloc, urlsplit(url).path
+    # github.com/OWNER/REPO/edit/BRANCH/PATH, and Colab's colab.research.google.com/github/OWNER/REPO/blob/BRANCH/PATH
+    prefix = re.compile(rf"(?:^{re.escape(host)}|/github){re.escape(path)}/(?:edit|blob|tree|raw)/{re.escape(branch)}/(.+)$")
+    broken: list[BrokenLink] = []
+    checked = 0
+    for page in _html_files(html_root):
+        for raw in _parse(page).links:
+            parts = urlsplit(raw.strip())
+            m = prefix.search(parts.netloc + parts.path) if parts.netloc else None
+            if not m:
+                continue
+            checked += 1
+            if not (repo_root / unquote(m.group(1))).exists():
+                rel = page.relative_to(html_root).as_posix()
+                broken.append(BrokenLink(rel, raw, f"{m.group(1)} is not a file of the repository"))
+    return checked, broken
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("html_dir", nargs="?", default="_build/html")
     ap.add_argument("--claim-sources", default=None, help="chapter sources (notebooks/src) whose claim anchors to check")
+    ap.add_argument("--repo-root", default=None, help="checkout whose files the repository links must name")
     args = ap.parse_args(argv)
     try:
         checked, broken = check_site(args.html_dir)
@@ -181,6 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         n, more = check_claim_anchors(args.html_dir, args.claim_sources)
         broken += more
         anchors = f", {n} claim anchors"
+    if args.repo_root:
+        n, more = check_repository_links(args.html_dir, args.repo_root)
+        broken += more
+        anchors += f", {n} repository links"
     for b in broken:
         print(f"BROKEN {b}")
     status = "ok" if not broken else f"{len(broken)} broken"

@@ -192,3 +192,19 @@ def test_citation_cff_matches_the_package_version():
     assert cff["cff-version"] == "1.2.0" and cff["title"] == "Convolutions, Verified"
     assert str(cff["version"]) == version == str(cff["preferred-citation"]["edition"])
     assert f"v{version}" in (ROOT / "book" / "how-to-cite.md").read_text(encoding="utf-8")
+
+
+def test_repository_links_must_name_files_of_the_checkout(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "notebooks" / "src").mkdir(parents=True)
+    (repo / "notebooks" / "src" / "01-one.md").write_text("# One\n", encoding="utf-8")
+    (repo / "_config.yml").write_text("repository:\n  url: https://github.com/o/r\n  branch: main\n", encoding="utf-8")
+    url = "https://github.com/o/r"
+    root = _site(tmp_path, {"index.html": _page(
+        f'<a href="{url}/edit/main/notebooks/src/01-one.md">edit</a>'
+        f'<a href="{url}/edit/main/notebooks/src/02-two.md">edit</a>'
+        f'<a href="https://colab.research.google.com/github/o/r/blob/main/notebooks/01-one.ipynb">colab</a>'
+        f'<a href="{url}">repo</a><a href="https://github.com/other/r/edit/main/x.md">other</a>')})
+    checked, broken = linkcheck.check_repository_links(root, repo)
+    assert checked == 3
+    assert sorted(b.target.rsplit("/", 1)[1] for b in broken) == ["01-one.ipynb", "02-two.md"]
