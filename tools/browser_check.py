@@ -15,8 +15,8 @@ request to another host is blocked and reported), and for every page
   page exists and, for ``#fragment`` links, holds an element with that id.
 
 It also runs a search (``search.html?q=convolution``) and expects results, and saves
-screenshots of the first chapter (its top, and its first displayed equation) for a human
-to look at. Exit status 1 when anything failed; the problems are listed one per line.
+screenshots of the first chapter (its top, and its first claim block) for a human to look
+at. Exit status 1 when anything failed; the problems are listed one per line.
 """
 
 from __future__ import annotations
@@ -85,6 +85,16 @@ async () => {
     .concat(Array.from(document.querySelectorAll('a[name]'), e => e.getAttribute('name')));
   out.links = Array.from(document.querySelectorAll('a[href]'), a => a.href);
   return out;
+}
+"""
+
+_SCROLL_TO_CLAIM_JS = r"""
+() => {
+  const el = document.querySelector('div.proof') || document.querySelector('mjx-container[display="true"]');
+  if (!el) return false;
+  const header = document.querySelector('header');
+  window.scrollTo(0, el.getBoundingClientRect().top + window.scrollY - (header ? header.offsetHeight : 0) - 16);
+  return true;
 }
 """
 
@@ -240,11 +250,9 @@ def check_book(
                     top = out / "01-convolution.png"
                     page.screenshot(path=str(top))
                     report.screenshots.append(top)
-                    display = page.locator('mjx-container[display="true"]')
-                    if display.count():
-                        display.first.scroll_into_view_if_needed()
-                        page.evaluate("window.scrollBy(0, -200)")
-                        eq = out / "01-convolution-math.png"
+                    # The first claim block, scrolled to the top: its statement and the mathematics around it.
+                    if page.evaluate(_SCROLL_TO_CLAIM_JS):
+                        eq = out / "01-convolution-claim.png"
                         page.screenshot(path=str(eq))
                         report.screenshots.append(eq)
 
