@@ -58,6 +58,8 @@ __all__ = [
     "fold_model",
     "count_batchnorms",
     "bn_traffic_saved",
+    "model_traffic_saved",
+    "fold_timing_case",
     "derive_conv_bn_fold",
     "derive_bn_conv_fold",
     "torch_fusion_table",
@@ -382,6 +384,51 @@ def bn_traffic_saved(activation_shape: Sequence[int], bytes_per_element: int = 4
         raise ValueError(f"activation_shape must be (B, C, *spatial) of positive ints, got {activation_shape!r}")
     numel, c = math.prod(shape), shape[1]
     return (2 * numel + 4 * c - (0 if conv_has_bias else c)) * bytes_per_element
+
+
+def model_traffic_saved(model: nn.Module, input_shape: Sequence[int], bytes_per_element: int = 4) -> dict:
+    """Memory traffic saved by folding every Conv→BN pair of ``model`` for one input shape.
+
+    Traces the model on the meta device (nothing is allocated or computed), reads the shape
+    of each BN's output from ``torch.fx`` shape propagation and sums :func:`bn_traffic_saved`.
+    Returns ``{"pairs": n, "bytes": total, "activation_bytes": Σ BN output sizes in bytes}``.
+    """
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    meta = copy.deepcopy(model).to("meta").eval()
+    gm = torch.fx.symbolic_trace(meta)
+    ShapeProp(gm).propagate(torch.empty(*input_shape, device="meta"))
+    mods = dict(gm.named_modules())
+    pairs, total, act = 0, 0, 0
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(mods[node.target], _BatchNorm):
+            prev = node.args[0]
+            layer = mods.get(prev.target) if isinstance(prev, torch.fx.Node) and prev.op == "call_module" else None
+            if isinstance(layer, CONV_TYPES + CONVT_TYPES):
+                shape = node.meta["tensor_meta"].shape
+                pairs += 1
+                total += bn_traffic_saved(shape, bytes_per_element, layer.bias is not None)
+                act += shape.numel() * bytes_per_element
+    return {"pairs": pairs, "bytes": total, "activation_bytes": act}
+
+
+def fold_timing_case(device: str = "cpu", dtype: torch.dtype = torch.float32) -> dict:
+    """A representative case for the GPU timing chapter: ResNet-50's stage-1 3×3 conv + BN.
+
+    ``Conv2d(64, 64, 3, padding=1, bias=False)`` → ``BatchNorm2d(64)`` on a ``32×64×56×56``
+    input. Returns ``{"unfused": nn.Sequential(conv, bn), "fused": folded conv, "input": x,
+    "bytes_saved": bn_traffic_saved(...)}``; time the two modules on the same input.
+    """
+    gen = generator(612)
+    conv = nn.Conv2d(64, 64, 3, padding=1, bias=False)
+    bn = nn.BatchNorm2d(64)
+    _randomise(conv, gen)
+    _randomise_bn(bn, gen)
+    unfused = nn.Sequential(conv, bn).to(device, dtype).eval()
+    x = randn(32, 64, 56, 56, gen=gen, device=device, dtype=dtype)
+    elt = torch.empty(0, dtype=dtype).element_size()
+    return {"unfused": unfused, "fused": fold_conv_bn(unfused[0], unfused[1]), "input": x,
+            "bytes_saved": bn_traffic_saved((32, 64, 56, 56), elt, conv_has_bias=False)}
 
 
 def derive_conv_bn_fold(n_taps: int = 3) -> dict:
