@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import datetime as _dt
+import functools
 import importlib
 import json
 import math
@@ -442,7 +443,7 @@ RESULT_SCHEMA: dict = {
                     "dtype": {"type": ["string", "null"]},
                     "flops": {"type": ["integer", "null"], "minimum": 1},
                     "bytes": {"type": ["integer", "null"], "minimum": 1},
-                    "samples_s": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}},
+                    "samples_s": {"type": "array"},  # every sample a finite number > 0: checked in Python (fast)
                     "median_s": _NULLNUM,
                     "iqr_s": _NULLNUM,
                     "tflops": _NULLNUM,
@@ -463,17 +464,21 @@ RESULT_SCHEMA: dict = {
 def validate_result(data: Any, source: str = "<result>") -> dict:
     """Check ``data`` against :data:`RESULT_SCHEMA` and its arithmetic; ``ValueError`` naming ``source`` if not.
 
-    Beyond the schema: every ``'ok'`` case's median and IQR must be those of its samples
+    Beyond the schema: every sample is a finite number of seconds > 0; every ``'ok'`` case's median and IQR must be those of its samples
     (:func:`median_iqr`, relative 1e-9) and its rates ``F / median``, ``Q / median``.
     """
     import jsonschema
 
-    try:
-        jsonschema.validate(data, RESULT_SCHEMA, cls=jsonschema.Draft202012Validator)
-    except jsonschema.ValidationError as exc:
+    exc = jsonschema.exceptions.best_match(_validator().iter_errors(data))
+    if exc is not None:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
-        raise ValueError(f"{source}: not a valid bench result file: at {where}: {exc.message}") from None
+        raise ValueError(f"{source}: not a valid bench result file: at {where}: {exc.message}")
     for i, case in enumerate(data["cases"]):
+        bad = [v for v in case["samples_s"] if isinstance(v, bool) or not isinstance(v, (int, float))
+               or not math.isfinite(v) or v <= 0]
+        if bad:
+            raise ValueError(f"{source}: case {i} ({case['name']!r}): samples must be finite numbers > 0 seconds, "
+                             f"got {bad[:3]!r}")
         if case["status"] != "ok":
             continue
         med, iqr = median_iqr(case["samples_s"])
@@ -691,7 +696,11 @@ def _cmd_bench(args) -> int:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    command = "python -m convbook bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else None
+    command = f"python -m convbook bench --device {args.device} --suite {args.suite}"
+    for flag, value in (("--size", args.size), ("--method", args.method), ("--threads", args.threads)):
+        if value is not None:
+            command += f" {flag} {value}"
+    command += f" --warmup {args.warmup} --min-run-time {args.min_run_time} --cudnn-benchmark {args.cudnn_benchmark}"
     data = run_suite(args.suite, args.device, args.size, progress=_progress_bar(sys.stderr), command=command,
                      method=args.method, warmup=args.warmup, min_run_time=args.min_run_time)
     path = write_result(data, args.out, force=args.force)
@@ -980,6 +989,14 @@ SUITES: dict[str, Callable[[str], list[Case]]] = {
 # --------------------------------------------------------------------------------------
 # Private helpers
 # --------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(RESULT_SCHEMA)
+    return jsonschema.Draft202012Validator(RESULT_SCHEMA)
 
 
 def _quantile(sorted_xs: list[float], p: float) -> float:

@@ -208,7 +208,7 @@ def plot_roofline(machine: Machine, points=(), ax=None, title: str | None = None
     ax.set_xlabel("arithmetic intensity (FLOP / byte)")
     ax.set_ylabel("FLOP/s")
     ax.set_title(title or machine.name)
-    ax.legend(fontsize=7, loc="lower right", ncol=2)
+    ax.legend(fontsize=7, loc="best", ncol=2)
     return ax
 
 
