@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .claims import Tally, claim
 from .numerics import as_tuple, check_device, generator, randint, randn
-from .shapes import conv_output_size
+from .shapes import conv_output_size, conv_transpose_output_size
 
 __all__ = [
     "required_output_padding",
@@ -711,10 +711,5 @@ def _check_pair(y: torch.Tensor, weight: torch.Tensor, groups: int) -> int:
 
 
 def _transposed_size(m: int, k: int, s: int, p: int, d: int, op: int) -> int:
-    """(m - 1)s - 2p + d(k - 1) + op + 1, validated (convbook.shapes has no transposed formula yet)."""
-    _nonneg(size=(m, 1), kernel_size=(k, 1))
-    out = (m - 1) * s - 2 * p + d * (k - 1) + op + 1
-    if out < 1:
-        raise ValueError(f"transposed convolution output would be empty: (m-1)s - 2p + d(k-1) + op + 1 = {out} "
-                         f"for m={m}, k={k}, s={s}, p={p}, d={d}, op={op}")
-    return out
+    """(m - 1)s - 2p + d(k - 1) + op + 1, validated by :func:`convbook.shapes.conv_transpose_output_size`."""
+    return conv_transpose_output_size(m, k, s, p, d, op)
