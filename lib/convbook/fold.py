@@ -470,7 +470,8 @@ def torch_fusion_table(seed: int = 0) -> list[dict]:
     """Run ``torch.nn.utils.fusion`` and ``convbook.fold`` on cases torch may not cover.
 
     Each row: ``case``, ``torch`` (what ``fuse_conv_bn_eval``/``fuse_linear_bn_eval`` did:
-    ``"ok"``, ``"raises <Error>"``, ``"wrong: ..."``, or ``"no API"``), ``torch_ok`` (bool),
+    ``"ok"``, ``"fusion raises …"``, ``"the fused layer raises …"`` (fusion returned a layer
+    with a wrong weight shape), ``"wrong: ..."``, or ``"no API"``), ``torch_ok`` (bool),
     ``convbook_error`` (float64 max relative error of :mod:`convbook.fold`'s result against
     running the unfused layers), ``gap`` (False for the two control rows torch supports).
     """
@@ -489,21 +490,24 @@ def torch_fusion_table(seed: int = 0) -> list[dict]:
         err = _rel_err(ours, ref)
         torch_text, torch_ok = "no API (BN before the layer)", False
         if order == "conv-bn":
+            stage = "fusion"
             try:
                 with torch.no_grad():
                     if isinstance(first, nn.Linear):
                         fused = fusion.fuse_linear_bn_eval(first, second)
                     else:
                         fused = fusion.fuse_conv_bn_eval(first, second, transpose=isinstance(first, CONVT_TYPES))
+                    stage = "the fused layer"
                     out = fused(x)
                 terr = _rel_err(out, ref)
                 if terr <= 1e-12:
                     torch_text, torch_ok = "ok", True
                 else:
                     torch_text = f"wrong: rel. error {terr:.0e}"
-            except Exception as exc:  # we report what torch raises
-                msg = str(exc).split("\n")[0][:60]
-                torch_text = f"raises {type(exc).__name__}: {msg}"
+            except Exception as exc:  # we report what torch raises, and where
+                msg = str(exc).split("\n")[0]
+                msg = msg if len(msg) <= 48 else msg[:47] + "…"
+                torch_text = f"{stage} raises {type(exc).__name__}: {msg}"
         rows.append({"case": name, "torch": torch_text, "torch_ok": torch_ok, "convbook_error": err,
                      "gap": not name.startswith("control")})
     return rows
@@ -795,7 +799,7 @@ def check_fold_bn_conv_border(device: str = "cpu"):
     "bn.fuse-eval-agreement",
     title="convbook.fold agrees with torch.nn.utils.fusion where torch applies",
     chapter=6,
-    statement="On Conv1d/2d/3d (any groups), ungrouped ConvTranspose and Linear followed by BN, fold_conv_bn gives the same weight and bias as torch's fuse_conv_bn_eval / fuse_linear_bn_eval.",
+    statement="On Conv2d (any groups), ungrouped ConvTranspose2d and Linear followed by BN, fold_conv_bn gives the same weight and bias as torch's fuse_conv_bn_eval / fuse_linear_bn_eval.",
 )
 def check_fuse_eval_agreement(device: str = "cpu"):
     from torch.nn.utils import fusion
@@ -832,7 +836,7 @@ def check_fuse_eval_agreement(device: str = "cpu"):
     "bn.fuse-eval-gaps",
     title="Where torch's fusion fails or does not apply, convbook.fold is exact",
     chapter=6,
-    statement="On grouped and depthwise transposed convs torch's fuse_conv_bn_eval raises or returns a wrong layer, and it has no BN→conv fusion; on every such case fold_conv_bn / fold_bn_conv match running the layers to 1e-12.",
+    statement="On grouped and depthwise transposed convs torch's fuse_conv_bn_eval raises or returns a layer that cannot run, and it has no BN→conv fusion; on every such case fold_conv_bn / fold_bn_conv match running the layers to 1e-12.",
 )
 def check_fuse_eval_gaps(device: str = "cpu"):
     check_device(device)
