@@ -458,11 +458,9 @@ def plot_arithmetic(size: int, kernel_size: int, stride: int = 1, padding: int =
     gap = 2
     for r in range(total):
         for c in range(total):
-            inside = r in cells and c in cells
-            zero = not inside
+            inside = r in cells and c in cells  # an input cell; everything else is padding or inserted zeros
             ax.add_patch(Rectangle((c, -r), 0.92, -0.92, facecolor="#8ab6d6" if inside else "white",
                                    edgecolor="#4a78a0" if inside else "0.6", ls="-" if inside else "--", lw=0.8))
-            del zero
     for (ur, uc), style in (((0, 0), dict(facecolor="#1f3b73", alpha=0.55)),
                             ((out - 1, out - 1), dict(facecolor="none", edgecolor="#c0392b", lw=1.6))):
         for ar in range(kernel_size):
@@ -519,7 +517,7 @@ def _torch_size(fn, shape, *args, **kwargs):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return tuple(fn(*args, **kwargs).shape[2:]) if not callable(shape) else None
+            return tuple(fn(*args, **kwargs).shape[2:])
     except (RuntimeError, ValueError):
         return None
 
