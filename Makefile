@@ -51,7 +51,7 @@ test-browser: $(STAMP) chromium ## the built book (_build/html) as a reader sees
 	$(PY) tools/browser_check.py $(HTML) --screenshots $(dir $(HTML))screenshots
 
 chromium: ## install Debian's chromium for the browser check, where it is missing
-	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
+	@command -v chromium >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 pdf: $(STAMP) ## the whole book as one PDF via LaTeX, where a TeX installation is present (see README)
 	@if ! command -v xelatex >/dev/null || ! command -v latexmk >/dev/null; then \
