@@ -238,14 +238,18 @@ def svd_error_curve(c_in: int = 64, c_out: int = 64, decay: float = 0.08, seed: 
 
 
 def plot_svd_error(curve: dict, axes=None):
-    """Two panels: relative error vs rank, and vs fraction of MACs kept (log error axis)."""
+    """Two panels: relative error vs rank, and vs fraction of MACs kept (log error axis).
+
+    Full rank (exact, error at rounding level) is left out so the axis shows the useful range.
+    """
     import matplotlib.pyplot as plt
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 4))
+    keep = slice(0, len(curve["ranks"]) - 1)
     for ax, xs, label in ((axes[0], curve["ranks"], "rank r"), (axes[1], curve["macs"], "MACs / dense MACs")):
-        ax.semilogy(xs, np.maximum(curve["bound"], 1e-17), "k-", label="Eckart–Young bound σ_{r+1}/σ_1")
-        ax.semilogy(xs, np.maximum(curve["measured"], 1e-17), "o", ms=3, label="measured (worst pixel)")
+        ax.semilogy(xs[keep], curve["bound"][keep], "k-", label=r"Eckart–Young bound $\sigma_{r+1}/\sigma_1$")
+        ax.semilogy(xs[keep], curve["measured"][keep], "o", ms=3, label="measured (worst pixel)")
         ax.set_xlabel(label)
         ax.set_ylabel("relative output error")
     axes[1].axvline(1.0, color="0.6", ls="--", lw=1)
