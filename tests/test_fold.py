@@ -181,6 +181,23 @@ def test_traffic_formula_values():
     assert bn_traffic_saved((2, 3, 5), 2, conv_has_bias=True) == (2 * 30 + 12) * 2
 
 
+def test_model_traffic_saved_small_model_by_hand():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3, stride=2, bias=False), nn.BatchNorm2d(2))
+    got = fold.model_traffic_saved(model, (2, 3, 9, 9), bytes_per_element=2)
+    first = 2 * (2 * 4 * 9 * 9) + 4 * 4  # conv has a bias
+    second = 2 * (2 * 2 * 4 * 4) + 4 * 2 - 2  # 9 -> 4 with k=3, s=2; bias added
+    assert got == {"pairs": 2, "bytes": (first + second) * 2, "activation_bytes": (2 * 4 * 81 + 2 * 2 * 16) * 2}
+
+
+def test_fold_timing_case_is_equivalent():
+    case = fold.fold_timing_case(dtype=torch.float64)
+    x = case["input"][:1, :, :8, :8]
+    with torch.no_grad():
+        assert torch.allclose(case["fused"](x), case["unfused"](x), rtol=1e-12, atol=1e-10)
+    assert case["bytes_saved"] == (2 * 32 * 64 * 56 * 56 + 3 * 64) * 8
+
+
 def test_torch_fusion_table_rows():
     rows = torch_fusion_table()
     assert [r["torch_ok"] for r in rows if not r["gap"]] == [True, True]

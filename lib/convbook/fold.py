@@ -787,7 +787,8 @@ def check_fold_bn_conv_border(device: str = "cpu"):
         diff = (const - ref).abs().amax(dim=(0, 1)).cpu().numpy()
         scale = float(ref.abs().max())
         if (~band).any():
-            t.close(const[..., torch.as_tensor(~band)], ref[..., torch.as_tensor(~band)], f"interior {conv}")
+            inside = torch.as_tensor(~band, device=ref.device)
+            t.close(const[..., inside], ref[..., inside], f"interior {conv}")
         t.exact(bool(np.all(diff[band] > 1e-9 * scale)), f"band outputs not all wrong, {conv} on {size}")
         outputs += band.size
     t.note(f"{outputs:,} output positions classified")
