@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from convbook import fold
 from convbook.fold import (BiasMapConv, bn_conv_bias_map, bn_conv_exact, bn_scale_shift, bn_traffic_saved,
                            border_band_mask, border_band_width, count_batchnorms, fold_bn_conv,
-                           fold_bn_conv_with_border, fold_conv_bn, fold_model, fold_params,
+                           fold_bn_conv_with_border, fold_conv_bn, fold_model,
                            output_channel_of_weight, torch_fusion_table)
 from tests.planting import Plant, planted_failure_test
 
@@ -175,6 +174,17 @@ def test_fold_model_shared_conv_is_not_folded():
         assert torch.allclose(folded(x), model(x), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1", "resnet18", "resnext50_32x4d"])
+def test_fold_model_on_library_models(name):
+    net = fold._random_model(name, _gen(11), "cpu", num_classes=10)
+    folded = fold_model(net, strict=True)
+    assert count_batchnorms(folded) == 0
+    x = _x(1, 3, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+        assert float((folded(x) - ref).abs().max() / ref.abs().max()) < 1e-10
+
+
 def test_traffic_formula_values():
     # B=1, C=64, 56x56, float32, conv without bias: (2*64*56*56 + 4*64 - 64) * 4 bytes
     assert bn_traffic_saved((1, 64, 56, 56), 4) == (2 * 64 * 56 * 56 + 3 * 64) * 4
@@ -302,6 +312,13 @@ def _chan_axis1_ignoring_groups(kind, shape, groups=1):
     return _ORIG_CHAN(kind, shape, groups)
 
 
+def _chan_axis1_for_conv(kind, shape, groups=1):
+    """Wrong axis: the per-channel scale applied along weight axis 1 (the input channels)."""
+    if kind == "conv":
+        return np.repeat(np.arange(int(shape[1]))[None, :], int(shape[0]), axis=0)
+    return _ORIG_CHAN(kind, shape, groups)
+
+
 def _input_chan_ignoring_groups(kind, shape, groups):
     c_out, per_group_in = int(shape[0]), int(shape[1])
     return np.repeat(np.arange(per_group_in)[None, :], c_out, axis=0)
@@ -341,6 +358,8 @@ PLANTS = [
     Plant("bn.refuse-bad-input", "no BN checks", {"convbook.fold:_check_bn": lambda bn: None}),
     Plant("bn.traffic-saved", "only the write counted", {"convbook.fold:bn_traffic_saved": _traffic_read_only}),
     Plant("bn.fold-model-resnet50", "β left out", {"convbook.fold:fold_params": _fold_params_no_beta}),
+    Plant("bn.fold-model-mobilenets", "scale on the input-channel axis",
+          {"convbook.fold:output_channel_of_weight": _chan_axis1_for_conv}),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

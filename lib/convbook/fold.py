@@ -28,7 +28,6 @@ affine map and folding it would silently change the model, so it is refused.
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 from typing import Callable, Sequence
 
@@ -69,7 +68,6 @@ __all__ = [
 
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 CONVT_TYPES = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-_BN_DIMS = {nn.BatchNorm1d: (2, 3), nn.BatchNorm2d: (4,), nn.BatchNorm3d: (5,)}
 
 
 # --------------------------------------------------------------------------------------
@@ -1161,17 +1159,15 @@ def _bad_inputs(device: str):
     ]
 
 
-def _random_resnet50(gen: torch.Generator, device: str) -> nn.Module:
-    """The lib's ResNet-50 (10 classes) in float64 with weights ~ N(0, 1/fan_in) and random BN statistics.
+def _random_model(name: str, gen: torch.Generator, device: str, **kwargs) -> nn.Module:
+    """A model of :mod:`convbook.models` in float64, weights ~ N(0, 1/fan_in), random BN statistics, eval mode.
 
-    Built on the meta device and filled from ``gen``: default initialisation of 25M weights
-    would cost more than the whole check.
+    Built on the meta device and filled from ``gen``: default initialisation of ResNet-50's
+    25M weights would cost more than the whole check.
     """
     from . import models
 
-    with torch.device("meta"):
-        net = models.resnet50(num_classes=10)
-    net = net.to_empty(device=device).to(DTYPE)
+    net = models.build(name, "meta", **kwargs).to_empty(device=device).to(DTYPE)
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -1199,7 +1195,7 @@ def check_fold_model_resnet50(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-10)
     gen = generator(609)
-    net = _random_resnet50(gen, device)
+    net = _random_model("resnet50", gen, device, num_classes=10)
     x = randn(1, 3, 64, 64, gen=gen, device=device)
     n_bn = count_batchnorms(net)
     folded = fold_model(net, strict=True)
@@ -1209,4 +1205,31 @@ def check_fold_model_resnet50(device: str = "cpu"):
     t.exact(count_batchnorms(folded) == 0, f"{count_batchnorms(folded)} BNs left")
     t.note(f"{n_bn} BNs folded into their convolutions, 0 left")
     return t.verdict("folded vs unfolded forward pass, eval mode, random BN statistics", case_unit="checks",
+                     dtype="float64")
+
+
+@claim(
+    "bn.fold-model-mobilenets",
+    title="fold_model on MobileNet v1 and v2 (depthwise convolutions) removes every BN",
+    chapter=6,
+    statement="fold_model on the lib's MobileNet v1 and v2 in eval mode with random BN statistics removes every BatchNorm (27 and 52) and matches the unfolded networks to 1e-10 relative in float64 (1×3×32×32 input).",
+)
+def check_fold_model_mobilenets(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-10)
+    gen = generator(610)
+    for name, expected in (("mobilenet_v1", 27), ("mobilenet_v2", 52)):
+        net = _random_model(name, gen, device, num_classes=10)
+        x = randn(1, 3, 32, 32, gen=gen, device=device)
+        n_bn = count_batchnorms(net)
+        t.exact(n_bn == expected, f"{name} has {n_bn} BNs, expected {expected}")
+        try:
+            folded = fold_model(net, strict=True)
+        except (RuntimeError, ValueError, IndexError) as err:  # a wrong fold may not even build
+            t.exact(False, f"{name}: fold_model raised {type(err).__name__}: {err}")
+            continue
+        with torch.no_grad():
+            t.close(folded(x), net(x), f"{name} logits")
+        t.exact(count_batchnorms(folded) == 0, f"{name}: {count_batchnorms(folded)} BNs left")
+    return t.verdict("folded vs unfolded forward passes, eval mode, random BN statistics", case_unit="checks",
                      dtype="float64")
