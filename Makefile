@@ -7,6 +7,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= 2
+# One torch/OpenMP thread per process: the test runs use pytest-xdist workers and notebook kernels side by
+# side on 2 cores, and oversubscribed threads make tiny float64 checks 10-60x slower.
+OMP_NUM_THREADS ?= 1
+export OMP_NUM_THREADS
 NBVAL  := --nbval --nbval-current-env --nbval-sanitize-with tools/nbval-sanitize.cfg
 NOTEBOOKS = $(wildcard notebooks/*.ipynb) $(wildcard book/*.ipynb)
 HTML     ?= _build/html
