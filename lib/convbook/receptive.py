@@ -435,7 +435,8 @@ def check_resnet50(device: str = "cpu"):
     t = Tally()
     for variant, final in (("v1.5", 427), ("v1", 483)):
         named = resnet50_layers(variant)
-        _check_named_chain(t, named, device, every=3)
+        # conv1, the max pool, and the end of every bottleneck block (its third convolution)
+        _check_named_chain(t, named, device, indices=[0, 1, *range(4, len(named), 3)])
         r, j, start = receptive_field([l for _, l in named])
         net = resnet50_1d(variant).to(device)
         n = 2 * r + 64
@@ -579,11 +580,12 @@ def _reads_input(seq, n: int, u: int) -> bool:
     return receptive_support(seq, n, u).size > 0
 
 
-def _check_named_chain(t: Tally, named, device: str, every: int = 1) -> None:
-    """After each (every-th) layer: (size, jump, start) by the recurrence vs 1-D autograd on an interior unit."""
+def _check_named_chain(t: Tally, named, device: str, indices: Sequence[int] | None = None) -> None:
+    """After each layer listed in ``indices`` (default: every layer): (size, jump, start) by the
+    recurrence vs 1-D autograd on an interior unit of the chain truncated there."""
     layers = [l for _, l in named]
-    for i in range(every - 1, len(layers), every) if every > 1 else range(len(layers)):
-        prefix = layers[: i + 1] if every == 1 else layers[: i + 1]
+    for i in range(len(layers)) if indices is None else indices:
+        prefix = layers[: i + 1]
         r, j, start = receptive_field(prefix)
         n = 2 * r + 4 * j + 16
         model = chain_module(prefix).to(device)
