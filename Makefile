@@ -34,7 +34,7 @@ venv: $(STAMP) ## create or refresh .venv from requirements.txt (only when it is
 
 book: $(STAMP) ## build the HTML book into _build/html (strict: any Sphinx warning fails)
 	$(PY) tools/nb.py check
-	$(PY) -m jupyter_book build . --warningiserror --nitpick --keep-going
+	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "open $(CURDIR)/_build/html/index.html"
 
 test: $(STAMP) chromium ## everything CI runs: notebook sync, lib tests, nbval, strict book build, then the built book in Chromium
@@ -63,7 +63,7 @@ pdf: $(STAMP) ## the whole book as one PDF via LaTeX, where a TeX installation i
 	  echo "They are not installed here and not installed by make: the HTML book (make book) is the book's published form."; \
 	  echo "Without TeX, open the HTML book and use the download button's 'print to PDF' on a page."; \
 	  exit 1; fi
-	$(PY) -m jupyter_book build . --builder pdflatex
+	$(VENV)/bin/jupyter-book build . --builder pdflatex
 	@echo "PDF: $(CURDIR)/_build/latex/convolutions-verified.pdf"
 
 check-notebooks: $(STAMP) ## every notebook matches its text source, was run top to bottom, stored no error
