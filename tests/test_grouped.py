@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from convbook import grouped
 from convbook.grouped import (TABLE2, block_diagonal_mask, channel_shuffle, channel_unshuffle, convert_block,
                               dense_to_grouped, depthwise_separable_ratio, group_connectivity, grouped_cost,
-                              grouped_cost_symbolic, grouped_to_dense, resnext_block, resnext_params,
-                              resnext_params_symbolic, table2_width)
+                              grouped_cost_symbolic, grouped_to_dense, resnext_block, resnext_linear_identities,
+                              resnext_params, resnext_params_symbolic, table2_width)
 from tests.planting import Plant, planted_failure_test
 
 D = torch.float64
@@ -103,6 +103,15 @@ def test_resnext_params_and_table2():
         assert sol["floor"] <= sol["real"] <= sol["ceil"]
 
 
+def test_resnext_linear_identities_vanish_and_merge_block_diagonally():
+    ids = resnext_linear_identities(3, 2, 2, 4)
+    assert ids["last"].shape == (4, 1) and ids["first"].shape == (4, 1) and ids["middle"].shape == (4, 1)
+    for layer in ("last", "first", "middle"):
+        assert ids[layer] == sp.zeros(*ids[layer].shape)
+    merged = ids["merged_middle"]
+    assert merged[0, 2] == 0 and merged[3, 1] == 0 and merged[0, 1] != 0 and merged[2, 3] != 0
+
+
 def test_depthwise_separable_ratio_symbolic():
     r = depthwise_separable_ratio()
     c_out, k = sp.Symbol("C_out", positive=True), sp.Symbol("k", positive=True)
@@ -169,6 +178,8 @@ def test_invalid_inputs_raise_clear_errors():
         channel_unshuffle(_rand(1, 6, 2, 2), 4)
     with pytest.raises(ValueError, match="per_group"):
         group_connectivity(0, 2, True)
+    with pytest.raises(ValueError, match="width must be a positive int"):
+        resnext_linear_identities(2, 2, 0, 2)
 
 
 # --- planted failures: each check must fail on a wrong formula -------------------------------

@@ -49,6 +49,7 @@ __all__ = [
     "table2_width",
     "TABLE2",
     "depthwise_separable_ratio",
+    "resnext_linear_identities",
     "channel_shuffle",
     "channel_unshuffle",
     "group_connectivity",
@@ -343,6 +344,37 @@ def depthwise_separable_ratio() -> sp.Expr:
     return sp.simplify(sp.expand((depthwise + pointwise) / dense))
 
 
+def resnext_linear_identities(in_channels: int, cardinality: int, width: int, out_channels: int) -> dict:
+    """The linear parts of ResNeXt's forms, compared on symbolic weights (sympy), one position at a time.
+
+    With ``C`` paths of width ``d``, path weights ``W1_i (d×C_in)``, ``W2_i (d×d)`` (one tap of
+    the 3×3) and ``W3_i (C_out×d)``, path activations ``z_i`` and input ``x``, returns the
+    expanded differences (zero matrices when the identities hold):
+
+    * ``'last'``: ``Σ_i W3_i z_i − [W3_1 … W3_C]·[z_1; …; z_C]`` (form (a) vs (b));
+    * ``'first'``: ``[W1_1 x; …; W1_C x] − [W1_1; …; W1_C]·x`` (form (b) vs (c));
+    * ``'middle'``: ``[W2_1 z_1; …; W2_C z_C] − diag(W2_1, …, W2_C)·[z_1; …; z_C]``;
+
+    and ``'merged_middle'``, the block-diagonal ``diag(W2_1, …, W2_C)`` (the grouped 3×3 tap).
+    """
+    for name, v in (("in_channels", in_channels), ("cardinality", cardinality), ("width", width),
+                    ("out_channels", out_channels)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    C, d = cardinality, width
+    w3 = [sp.Matrix(out_channels, d, lambda r, s, i=i: sp.Symbol(f"u{i}_{r}_{s}")) for i in range(C)]
+    z = [sp.Matrix(d, 1, lambda r, s, i=i: sp.Symbol(f"z{i}_{r}")) for i in range(C)]
+    summed = sum((w3[i] * z[i] for i in range(C)), sp.zeros(out_channels, 1))
+    last = (summed - sp.Matrix.hstack(*w3) * sp.Matrix.vstack(*z)).expand()
+    w1 = [sp.Matrix(d, in_channels, lambda r, s, i=i: sp.Symbol(f"v{i}_{r}_{s}")) for i in range(C)]
+    x = sp.Matrix(in_channels, 1, lambda r, s: sp.Symbol(f"x{r}"))
+    first = (sp.Matrix.vstack(*[w1[i] * x for i in range(C)]) - sp.Matrix.vstack(*w1) * x).expand()
+    w2 = [sp.Matrix(d, d, lambda r, s, i=i: sp.Symbol(f"m{i}_{r}_{s}")) for i in range(C)]
+    merged = sp.diag(*w2)
+    middle = (sp.Matrix.vstack(*[w2[i] * z[i] for i in range(C)]) - merged * sp.Matrix.vstack(*z)).expand()
+    return {"last": last, "first": first, "middle": middle, "merged_middle": merged}
+
+
 # --------------------------------------------------------------------------------------
 # Channel shuffle
 # --------------------------------------------------------------------------------------
@@ -496,22 +528,13 @@ def check_resnext_forms_linear(device: str = "cpu"):
     check_device(device)
     t = Tally()
     for c_in, C, d, c_out in [(3, 2, 2, 3), (2, 3, 1, 2), (4, 2, 3, 2)]:
-        w3 = [sp.Matrix(c_out, d, lambda r, s, i=i: sp.Symbol(f"u{i}_{r}_{s}")) for i in range(C)]
-        z = [sp.Matrix(d, 1, lambda r, s, i=i: sp.Symbol(f"z{i}_{r}")) for i in range(C)]
-        summed = sum((w3[i] * z[i] for i in range(C)), sp.zeros(c_out, 1))
-        merged = sp.Matrix.hstack(*w3) * sp.Matrix.vstack(*z)
-        t.exact((summed - merged).expand() == sp.zeros(c_out, 1), f"last layer C={C} d={d}")
-        w1 = [sp.Matrix(d, c_in, lambda r, s, i=i: sp.Symbol(f"v{i}_{r}_{s}")) for i in range(C)]
-        x = sp.Matrix(c_in, 1, lambda r, s: sp.Symbol(f"x{r}"))
-        stacked = sp.Matrix.vstack(*[w1[i] * x for i in range(C)])
-        t.exact((stacked - sp.Matrix.vstack(*w1) * x).expand() == sp.zeros(C * d, 1), f"first layer C={C} d={d}")
-        # middle layer, one tap of the 3x3 at a time: per-path maps = block-diagonal map
-        w2 = [sp.Matrix(d, d, lambda r, s, i=i: sp.Symbol(f"m{i}_{r}_{s}")) for i in range(C)]
-        per_path = sp.Matrix.vstack(*[w2[i] * z[i] for i in range(C)])
-        block = sp.diag(*w2) * sp.Matrix.vstack(*z)
-        t.exact((per_path - block).expand() == sp.zeros(C * d, 1), f"middle layer C={C} d={d}")
+        ids = resnext_linear_identities(c_in, C, d, c_out)
+        for layer in ("last", "first", "middle"):
+            diff = ids[layer]
+            t.exact(diff == sp.zeros(*diff.shape), f"{layer} layer C={C} d={d}: {list(diff)}")
         # and the block-diagonal pattern is exactly the grouped conv's mask
-        pattern = torch.tensor([[sp.diag(*w2)[r, s] != 0 for s in range(C * d)] for r in range(C * d)])
+        merged = ids["merged_middle"]
+        pattern = torch.tensor([[merged[r, s] != 0 for s in range(C * d)] for r in range(C * d)])
         t.exact(torch.equal(pattern, block_diagonal_mask(C * d, C * d, C)), "mask = grouped pattern")
     return t.verdict("sympy identities on symbolic weights", case_unit="identities")
 
@@ -534,23 +557,25 @@ def check_resnext_forms_equal(device: str = "cpu"):
             block.eval()
             hw = 6 if c_in > 16 else 5
             x = randn(2, c_in, hw, hw, gen=gen, device=device)
+            nxt, nxt2 = FORMS[(FORMS.index(src) + 1) % 3], FORMS[(FORMS.index(src) + 2) % 3]
             with torch.no_grad():
                 ref = block(x)
-                for dst in FORMS:
-                    if dst == src:
-                        continue
-                    other = convert_block(block, dst)
-                    t.exact(other.form == dst and other is not block, "new module of the target form")
-                    t.close(other(x), ref, f"eval {src}->{dst} C={C} d={d}")
-                    # training mode: batch statistics are per channel, so still equal
-                    a, b = copy.deepcopy(block).train(), convert_block(block, dst).train()
-                    t.close(b(x), a(x), f"train {src}->{dst} C={C} d={d}")
-                    t.close(b.bn3.running_mean, a.bn3.running_mean, "running stats updated alike")
+                # training mode: one forward of a copy of the original updates its running statistics
+                trained = copy.deepcopy(block).train()
+                ref_train = trained(x)
+                others = {dst: convert_block(block, dst) for dst in (nxt, nxt2)}
                 # a round trip through the other two forms restores every parameter exactly
-                back = convert_block(convert_block(convert_block(block, FORMS[(FORMS.index(src) + 1) % 3]),
-                                                   FORMS[(FORMS.index(src) + 2) % 3]), src)
+                back = convert_block(convert_block(others[nxt], nxt2), src)
                 sd0, sd1 = block.state_dict(), back.state_dict()
                 t.exact(sd0.keys() == sd1.keys() and all(torch.equal(sd0[k], sd1[k]) for k in sd0), "round trip")
+                for dst, other in others.items():
+                    t.exact(other.form == dst and other is not block and not other.training,
+                            "new module of the target form, eval mode kept")
+                    t.close(other(x), ref, f"eval {src}->{dst} C={C} d={d}")
+                    # batch statistics are per channel, so the converted block still agrees in training mode
+                    other.train()
+                    t.close(other(x), ref_train, f"train {src}->{dst} C={C} d={d}")
+                    t.close(other.bn3.running_mean, trained.bn3.running_mean, "running stats updated alike")
     return t.verdict("random blocks, every pair of forms, eval and train mode", dtype="float64")
 
 
@@ -582,8 +607,12 @@ def check_resnext_table2(device: str = "cpu"):
                 f"C={card}: module weights {n}")
         excess = Fraction(n - base, base)
         t.exact(0 <= excess < Fraction(27, 1000), f"C={card}: excess {float(excess):.4f}")
+        floor_note = ""
+        if card > 1:
+            under = Fraction(resnext_params(card, sol["floor"]) - base, base)
+            floor_note = f"; truncated d = {sol['floor']}: {float(100 * under):+.2f} %"
         t.note(f"C={card:2d}: root d = {sol['real']:.2f}, paper d = {d_paper}, params {n:,} "
-               f"({float(100 * excess):+.2f} % vs {base:,})")
+               f"({float(100 * excess):+.2f} % vs {base:,}){floor_note}")
     return t.verdict("sympy root of the parameter equation + weight count of built blocks")
 
 
