@@ -120,6 +120,12 @@ def _swap_4_6(errs):
     return {**errs, 4: errs[6], 6: errs[4]}
 
 
+def _winograd_in_float64(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, m=2):
+    """Transforms silently run in float64 and rounded back: the float32 error no longer grows with m."""
+    b = bias.double() if bias is not None else None
+    return _ORIG_CONV(x.double(), weight.double(), b, stride, padding, dilation, groups, m=m).to(x.dtype)
+
+
 PLANTS = [
     Plant("impl.winograd-f23-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-f43-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
@@ -128,6 +134,7 @@ PLANTS = [
     Plant("impl.winograd-mults", "α = m + r", {"convbook.winograd:winograd_mults": _mults_typo}),
     Plant("impl.winograd-float32", "errors reported in the wrong order",
           {"convbook.winograd:float32_error_by_tile": lambda ms=(2, 4, 6), **kw: _swap_4_6(_ORIG_ERR(ms, **kw))}),
+    Plant("impl.winograd-float32", "tile transforms computed in float64", {"convbook.winograd:conv2d_winograd": _winograd_in_float64}),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

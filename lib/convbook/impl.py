@@ -324,16 +324,19 @@ def fft_crossover_kernel(n: int, c_in: int, c_out: int, k_max: int | None = None
     return odd[lo] if lo < len(odd) else None
 
 
-def float32_errors(algorithms: dict[str, Callable], *, cases: int = 5, seed: int = 7, size: int = 16,
-                   channels: int = 16, padding: int = 1) -> dict[str, float]:
-    """RMS relative error ``‖y - y64‖ / ‖y64‖`` of each algorithm run in float32, against the
-    float64 ``F.conv2d`` of the same float32-representable data; 3×3 kernels."""
+def float32_errors(algorithms: dict, *, cases: int = 5, seed: int = 7, size: int = 16,
+                   channels: int = 16, padding: int = 1, device: str = "cpu") -> dict:
+    """RMS relative error ``sqrt(Σ‖y - y64‖² / Σ‖y64‖²)`` (summed over ``cases`` random layers,
+    batch 2, ``channels → channels``, 3×3 kernels, ``size × size`` inputs) of each algorithm
+    ``fn(x, w, padding=...)`` run in float32, against the float64 ``F.conv2d`` of the same
+    float32-representable data. Keys are those of ``algorithms``."""
+    device = check_device(device)
     gen = generator(seed)
     sq = {name: 0.0 for name in algorithms}
     total = 0.0
     for _ in range(cases):
-        x = randn(2, channels, size, size, gen=gen).float()
-        w = randn(channels, channels, 3, 3, gen=gen).float()
+        x = randn(2, channels, size, size, gen=gen, device=device).float()
+        w = randn(channels, channels, 3, 3, gen=gen, device=device).float()
         ref = F.conv2d(x.double(), w.double(), padding=padding)
         total += float((ref ** 2).sum())
         for name, fn in algorithms.items():
