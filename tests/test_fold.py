@@ -363,3 +363,27 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_plot_border_error_band_count():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = fold.plot_border_error(8, 3, 1)
+    # a 3x3 kernel with padding 1 on 8x8: the outer frame of 28 outputs reads padding
+    assert axes[1].get_title() == "predicted band: 28 of 64 outputs"
+    plt.close("all")
+
+
+def test_derivations_have_the_derived_coefficients():
+    import sympy as sp
+
+    d = fold.derive_conv_bn_fold(2)
+    s = d["gamma"] / sp.sqrt(d["var"] + d["eps"])
+    assert all(sp.simplify(wa - w * s) == 0 for wa, w in zip(d["weights"], d["w"]))
+    assert sp.simplify(d["bias"] - ((d["b"] - d["mu"]) * s + d["beta"])) == 0
+    e = fold.derive_bn_conv_fold(2)
+    assert e["weights"] == [w * si for w, si in zip(e["w"], e["s"])]
+    assert sp.expand(e["bias"] - e["b"] - sum(w * t for w, t in zip(e["w"], e["t"]))) == 0

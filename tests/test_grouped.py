@@ -180,6 +180,10 @@ def test_invalid_inputs_raise_clear_errors():
         group_connectivity(0, 2, True)
     with pytest.raises(ValueError, match="width must be a positive int"):
         resnext_linear_identities(2, 2, 0, 2)
+    uneven = resnext_block("a", 4, 2, 1, 4)
+    uneven.paths[1][1].eps = 1e-3
+    with pytest.raises(ValueError, match="same eps and momentum"):
+        convert_block(uneven, "c")
 
 
 # --- planted failures: each check must fail on a wrong formula -------------------------------
@@ -242,3 +246,17 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_plot_group_connectivity_counts_non_zeros():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = grouped.plot_group_connectivity(4, 2)
+    titles = [ax.get_title() for ax in axes]
+    # g = 4 groups of n = 2: 4 diagonal 2x2 blocks without shuffle, each output group reaches min(n, g) = 2 with one
+    assert titles == ["without shuffle: 16 non-zeros", "with shuffle: 32 non-zeros"]
+    plt.close("all")
+

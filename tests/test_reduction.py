@@ -199,3 +199,18 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_plot_svd_error_draws_bound_and_measured():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = reduction.svd_error_curve(8, 8, decay=0.3, pixels=16)
+    axes = reduction.plot_svd_error(curve)
+    for ax in axes:
+        assert len(ax.get_lines()) >= 2
+        assert len(ax.get_lines()[0].get_xdata()) == 7  # full rank left out
+    assert reduction.ORDERINGS == ("conv-bn-relu", "bn-relu-conv", "conv")
+    plt.close("all")

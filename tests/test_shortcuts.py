@@ -197,3 +197,19 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_plot_gradient_coverage_titles_and_modules():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = shortcuts.plot_gradient_coverage(8, 8)
+    titles = [ax.get_title() for ax in axes]
+    assert titles[:3] == ["A: coverage 1/4", "B: coverage 1/4", "D: coverage 1"]
+    assert titles[3].startswith("max: coverage ")
+    plt.close("all")
+    block = shortcuts.bottleneck_block(8, 4, 16, 2, "A")
+    assert isinstance(block, shortcuts.Bottleneck) and isinstance(block.shortcut, shortcuts.ZeroPadShortcut)
+    assert len(shortcuts.RESNET50_TRANSITIONS) == 4

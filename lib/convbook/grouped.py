@@ -714,6 +714,10 @@ def _conv_like(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
 
 
 def _bn_state(bns: list[nn.BatchNorm2d]) -> dict:
+    """The per-path BNs concatenated into one; they must share ``eps`` and ``momentum`` (one BN has one of each)."""
+    settings = {(b.eps, b.momentum) for b in bns}
+    if len(settings) != 1:
+        raise ValueError(f"the paths' BNs must have the same eps and momentum to merge into one BN, got {sorted(settings, key=str)}")
     return {
         "weight": torch.cat([b.weight.detach() for b in bns]),
         "bias": torch.cat([b.bias.detach() for b in bns]),
