@@ -6,6 +6,7 @@ import math
 from fractions import Fraction
 
 import pytest
+import sympy as sp
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,7 +221,26 @@ def _delta_four_times(layers=(3, 4, 6, 3), image=224):
 
 _true_linear_params = cost.linear_params
 
+_ORIG_COMPLEXITY = cost.network_complexity
+_ORIG_CHAIN_VALUES = cost.chain_values
+
+
+def _complexity_without_input_channels(n_layers, chain=True):
+    """The wrong belief: a layer costs M² K² C_l (forgetting the dot product runs over its input channels)."""
+    time, space = _ORIG_COMPLEXITY(n_layers, chain)
+    C, Cin = sp.IndexedBase("C"), sp.IndexedBase("Cin")
+    l = sp.Symbol("l", integer=True, positive=True)
+    return time.xreplace({C[l - 1]: 1, Cin[l]: 1}), space
+
+
+def _chain_values_at_input_size(convs):
+    """M_l read off the layer's input map instead of its output map (wrong after every stride)."""
+    return _ORIG_CHAIN_VALUES([dict(row, output_size=row["input_size"]) for row in convs])
+
+
 PLANTS = [
+    Plant("cost.network-complexity", "C_(l-1) dropped", {"convbook.cost:network_complexity": _complexity_without_input_channels}),
+    Plant("cost.network-complexity", "M_l taken at the input", {"convbook.cost:chain_values": _chain_values_at_input_size}),
     Plant("cost.conv-params", "groups ignored", {"convbook.cost:conv_params": _params_without_groups}),
     Plant("cost.conv-macs", "transposed counted at output positions", {"convbook.cost:conv_macs": _macs_transposed_at_outputs}),
     Plant("cost.depthwise-ratio", "1/k instead of 1/k^2",
@@ -238,3 +258,16 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_network_complexity_small_chain_and_refusals():
+    time, space = cost.network_complexity(2)
+    M, K, C = sp.IndexedBase("M"), sp.IndexedBase("K"), sp.IndexedBase("C")
+    values = {M[1]: 8, M[2]: 4, K[1]: 3, K[2]: 1, C[0]: 3, C[1]: 16, C[2]: 32}
+    assert int(time.doit().xreplace(values)) == 64 * 9 * 3 * 16 + 16 * 1 * 16 * 32
+    assert int(space.doit().xreplace(values)) == (9 * 3 * 16 + 64 * 16) + (16 * 32 + 16 * 32)
+    with pytest.raises(ValueError, match="n_layers"):
+        cost.network_complexity(0)
+    grouped = [dict(name="g", in_channels=4, out_channels=4, kernel_size=(3, 3), output_size=(5, 5), groups=2)]
+    with pytest.raises(ValueError, match="groups=1"):
+        cost.chain_values(grouped)

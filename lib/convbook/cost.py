@@ -505,11 +505,81 @@ def check_profile_totals(device: str = "cpu"):
     return t.verdict("exact, profile() totals vs FlopCounterMode and sum(p.numel())", case_unit="checks")
 
 
+def network_complexity(n_layers: int, chain: bool = True) -> tuple[sp.Expr, sp.Expr]:
+    """He & Sun's time and space complexity of ``n_layers`` convolutions, built symbolically.
+
+    Layer ``l`` maps ``C_{l-1}`` channels to ``C_l`` with a ``K_l × K_l`` kernel on an ``M_l × M_l``
+    output. Each of its ``M_l² C_l`` outputs is a dot product of length ``K_l² C_{l-1}``, so
+
+        time  = Σ_l M_l² K_l² C_{l-1} C_l          (multiply-accumulates)
+        space = Σ_l (K_l² C_{l-1} C_l + M_l² C_l)   (weights + output feature maps, in elements)
+
+    ``chain=True`` is He & Sun's plain network, where a layer's input channels are the previous
+    layer's outputs ``C[l-1]`` (``C[0]`` is the image's). ``chain=False`` gives each layer its own
+    input channel count ``Cin[l]`` — what a network with branches and shortcuts needs.
+    Returns the two unevaluated ``sympy.Sum`` over ``l = 1 … n_layers``.
+    """
+    if not isinstance(n_layers, int) or n_layers < 1:
+        raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
+    M, K, C, Cin = sp.IndexedBase("M"), sp.IndexedBase("K"), sp.IndexedBase("C"), sp.IndexedBase("Cin")
+    l = sp.Symbol("l", integer=True, positive=True)
+    c_in = C[l - 1] if chain else Cin[l]
+    outputs, dot_length = M[l] ** 2 * C[l], K[l] ** 2 * c_in
+    time = sp.Sum(outputs * dot_length, (l, 1, n_layers))
+    space = sp.Sum(K[l] ** 2 * c_in * C[l] + M[l] ** 2 * C[l], (l, 1, n_layers))
+    return time, space
+
+
+def chain_values(convs: Sequence[dict]) -> dict:
+    """Values of ``M[l]``, ``K[l]``, ``C[l]`` and ``Cin[l]`` for :func:`network_complexity` from
+    ``models.conv_shapes`` rows (square maps and kernels, groups = 1); ``C[0]`` is the first layer's input."""
+    M, K, C, Cin = sp.IndexedBase("M"), sp.IndexedBase("K"), sp.IndexedBase("C"), sp.IndexedBase("Cin")
+    values = {C[0]: convs[0]["in_channels"]}
+    for l, row in enumerate(convs, start=1):
+        (m_h, m_w), (k_h, k_w) = row["output_size"], row["kernel_size"]
+        if m_h != m_w or k_h != k_w or row["groups"] != 1:
+            raise ValueError(f"layer {row['name']}: the formula assumes square maps and kernels and groups=1")
+        values.update({M[l]: m_h, K[l]: k_h, C[l]: row["out_channels"], Cin[l]: row["in_channels"]})
+    return values
+
+
+@claim(
+    "cost.network-complexity",
+    title="A plain network's cost: Σ M² K² C_{l-1} C_l",
+    chapter=4,
+    statement="For a plain chain of convolutions (VGG-16) the total multiply-accumulates are exactly Σ_l M_l² K_l² C_{l-1} C_l and the forward pass stores Σ_l (K_l² C_{l-1} C_l + M_l² C_l) weights and feature-map elements; in a network with shortcuts (ResNet-50) the chain reading C_{l-1} = C_{l-1}'s output is wrong, and each layer's own input channels must be used.",
+)
+def check_network_complexity(device: str = "cpu"):
+    t = Tally()
+    # VGG-16's 13 convolutions form a chain (pooling changes M, not C)
+    vgg = models.build("vgg16")
+    convs = models.conv_shapes(vgg)
+    t.exact(all(a["out_channels"] == b["in_channels"] for a, b in zip(convs, convs[1:])), "VGG-16 convolutions form a chain")
+    time, space = network_complexity(len(convs))
+    values = chain_values(convs)
+    time_value = int(time.doit().xreplace(values))
+    t.exact(2 * time_value == flop_counter_flops(vgg)["convolution"], f"VGG-16 Σ M²K²C_(l-1)C_l = {time_value:,} vs FlopCounterMode/2")
+    weights = sum(m.weight.numel() for m in vgg.modules() if isinstance(m, nn.Conv2d))
+    feature_maps = sum(r["out_channels"] * r["output_size"][0] * r["output_size"][1] for r in convs)
+    t.exact(int(space.doit().xreplace(values)) == weights + feature_maps, "VGG-16 space = conv weights + conv outputs (hooks)")
+    # ResNet-50 is not a chain: the chain substitution miscounts, each layer's own C_in is exact
+    r50 = models.build("resnet50")
+    rconvs = models.conv_shapes(r50)
+    counted = flop_counter_flops(r50)["convolution"] // 2
+    rtime, _ = network_complexity(len(rconvs))
+    chain = int(rtime.doit().xreplace(chain_values(rconvs)))
+    t.exact(chain != counted, f"ResNet-50 chain reading {chain:,} should differ from {counted:,}")
+    own_time, _ = network_complexity(len(rconvs), chain=False)
+    own = int(own_time.doit().xreplace(chain_values(rconvs)))
+    t.exact(own == counted, f"ResNet-50 with each layer's own input channels {own:,} vs {counted:,}")
+    return t.verdict("sympy sum from the per-layer definition vs FlopCounterMode and forward hooks (meta device)", case_unit="checks")
+
+
 @claim(
     "cost.torchvision-params",
     title="The book's models have torchvision's parameter counts",
     chapter=4,
-    statement="ResNet-18/34/50/101/152, ResNeXt-50 32×4d, Wide-ResNet-50-2, MobileNet v2 and VGG-16 in convbook.models have exactly torchvision's published parameter counts (MobileNet v1: 4,231,976).",
+    statement="ResNet-18/34/50/101/152, ResNeXt-50 32×4d, Wide-ResNet-50-2, MobileNet v2 and VGG-16 in convbook.models have exactly torchvision's published parameter counts.",
 )
 def check_torchvision_params(device: str = "cpu"):
     t = Tally()
@@ -531,7 +601,7 @@ def check_torchvision_gflops(device: str = "cpu"):
     for name, published in TORCHVISION_GFLOPS.items():
         macs = profile(models.build(name)).macs
         t.exact(round(macs / 1e9, 2) == published, f"{name}: {macs:,} MACs vs {published}")
-        t.exact(round(2 * macs / 1e9, 2) != published, f"{name}: 2×MACs would also match")
+        t.exact(round(2 * macs / 1e9, 2) != published, f"{name}: 2×MACs (FLOPs) matches too, so the table cannot tell MACs from FLOPs")
     return t.verdict("exact MAC count rounded to 0.01 G vs the published table", case_unit="checks")
 
 
@@ -605,7 +675,7 @@ def check_mobilenet_v1(device: str = "cpu"):
     t.exact(prof.macs == 568_740_352 and round(prof.macs / 1e6) == 569, f"MACs {prof.macs:,}")
     t.exact(2 * prof.macs == sum(flop_counter_flops(m).values()), "vs FlopCounterMode")
     weights = sum(r.params for r in prof.rows if r.kind == "conv") + sum(r.macs for r in prof.rows if r.kind == "linear")
-    t.exact(prof.params == 4_231_976, f"params {prof.params:,}")
+    t.exact(prof.params == models.count_params(m) == 4_231_976, f"params {prof.params:,} (formula) vs sum(p.numel())")
     t.exact(weights == 4_209_088 and round(weights / 1e5) / 10 == 4.2, f"weights {weights:,}")
     return t.verdict("exact, formulas vs FlopCounterMode and the paper's rounded figures", case_unit="checks")
 
