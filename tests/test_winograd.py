@@ -129,6 +129,7 @@ def _winograd_in_float64(x, weight, bias=None, stride=1, padding=0, dilation=1, 
 PLANTS = [
     Plant("impl.winograd-f23-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-f43-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
+    Plant("impl.winograd-f63-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-2d", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-2d", "channel sum one short", {"convbook.winograd:conv2d_winograd": _conv_drops_last_channel}),
     Plant("impl.winograd-mults", "α = m + r", {"convbook.winograd:winograd_mults": _mults_typo}),

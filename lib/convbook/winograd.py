@@ -248,6 +248,22 @@ def check_winograd_f23(device: str = "cpu"):
 
 
 @claim(
+    "impl.winograd-f63-symbolic",
+    title="Winograd F(6,3) is exact (symbolic proof)",
+    chapter=11,
+    statement="With Aᵀ, G, Bᵀ built by Toom–Cook from the points 0, ±1, ±2, ±1/2, ∞, F(6,3) equals the 6-output, 3-tap correlation identically in the symbols, using 8 multiplications instead of 18 (64 instead of 324 per 6×6 tile in 2-D): its float32 inaccuracy is conditioning, not a wrong algorithm.",
+)
+def check_winograd_f63(device: str = "cpu"):
+    check_device(device)
+    t = Tally()
+    _symbolic_1d_check(6, 3, t)
+    at, g, bt = winograd_matrices(6, 3)
+    t.exact(at.shape == (6, 8) and g.shape == (8, 3) and bt.shape == (8, 8), "shapes m×α, α×r, α×α with α = m + r − 1 = 8")
+    t.exact(winograd_mults(6, 3, 1) == (8, 18) and winograd_mults(6, 3, 2) == (64, 324), "multiplications 8 vs 18, 64 vs 324")
+    return t.verdict("sympy: expand(Winograd − definition) == 0 for every output", case_unit="identities")
+
+
+@claim(
     "impl.winograd-f43-symbolic",
     title="Winograd F(4,3) is exact (symbolic proof)",
     chapter=11,
