@@ -17,7 +17,7 @@ HTML     ?= _build/html
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
+.PHONY: bench-gpu help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -77,6 +77,13 @@ verify: $(STAMP) ## run every claim and print the ledger (ARGS="--chapter 1", "-
 
 freeze: $(STAMP) ## rewrite requirements.txt from the current environment
 	@{ sed -n '1,2p' requirements.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/'; echo "-e ."; } > requirements.tmp && mv requirements.tmp requirements.txt
+
+bench-gpu: $(STAMP) ## on a CUDA machine: every benchmark suite and every claim on the GPU; commit what lands in notebooks/data/
+	@$(PY) -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "bench-gpu needs a CUDA device (torch.cuda.is_available() is False)")'
+	@for suite in $$($(PY) -c 'from convbook.bench import suite_names; print(" ".join(suite_names()))'); do \
+	  $(PY) -m convbook bench --device cuda --suite $$suite || exit 1; done
+	$(PY) -m convbook verify --device cuda --json > notebooks/data/verify-cuda.json
+	$(PY) tools/nb.py build notebooks/src/12-gpu-timing.md
 
 clean: ## remove the built book (keeps .venv)
 	rm -rf _build
