@@ -162,10 +162,17 @@ def test_invalid_inputs_raise_clear_errors():
 
     class Cat(nn.Module):
         def forward(self, x):
-            return torch.cat([x, x], 1)
+            return torch.cat([x, x[:, :1]], 1)
 
-    with pytest.raises(ValueError, match="no shape rule"):
+    with pytest.raises(ValueError, match="no shape rule"):  # slicing has no rule
         trace_shapes(Cat(), (1, 2, 3))
+
+    class BadCat(nn.Module):
+        def forward(self, x):
+            return torch.cat([x, torch.flatten(x, 1)], 1)
+
+    with pytest.raises(ValueError, match="must agree except along dim"):
+        trace_shapes(BadCat(), (1, 2, 3))
     with pytest.raises(ValueError, match="padding <= d"):
         shapes.plot_arithmetic(5, 2, 1, 2, transposed=True)
 
@@ -272,3 +279,18 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_trace_shapes_concatenation_matches_running_it():
+    class Inception(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 1)
+            self.b = nn.Conv2d(3, 6, 3, padding=1)
+            self.c = nn.MaxPool2d(3, stride=1, padding=1)
+
+        def forward(self, x):
+            return torch.cat((self.a(x), self.b(x), self.c(x)), dim=-3)
+
+    rows = trace_shapes(Inception(), (2, 3, 9, 7))
+    assert rows[-1][2] == tuple(Inception()(torch.zeros(2, 3, 9, 7)).shape) == (2, 13, 9, 7)

@@ -281,7 +281,7 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str
             continue
         if node.op == "output":
             continue
-        args = [shapes[a.name] if isinstance(a, fx.Node) else a for a in node.args]
+        args = [fx.node.map_arg(a, lambda n: shapes[n.name]) for a in node.args]
         if node.op == "call_module":
             mod = modules[node.target]
             shape = layer_output_shape(mod, args[0])
@@ -302,6 +302,22 @@ def format_shape_table(rows: Sequence[tuple[str, str, tuple[int, ...]]]) -> str:
     lines = [f"{'node':<{w1}}  {'layer':<{w2}}  output shape", f"{'-' * w1}  {'-' * w2}  ------------"]
     lines += [f"{name:<{w1}}  {what:<{w2}}  {tuple(shape)}" for name, what, shape in rows]
     return "\n".join(lines)
+
+
+class _DenseBlock(nn.Module):
+    """DenseNet-style block: each BN-ReLU-conv3×3 adds ``growth`` channels, concatenated to its input."""
+
+    def __init__(self, in_channels: int, growth: int, layers: int):
+        super().__init__()
+        self.convs = nn.ModuleList(
+            nn.Sequential(nn.BatchNorm2d(in_channels + i * growth), nn.ReLU(),
+                          nn.Conv2d(in_channels + i * growth, growth, 3, padding=1, bias=False))
+            for i in range(layers))
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = torch.cat([x, conv(x)], 1)
+        return x
 
 
 class _Bottleneck(nn.Module):
@@ -714,7 +730,7 @@ def check_validity_rules(device: str = "cpu"):
     "shape.trace",
     title="trace_shapes predicts every layer's output shape",
     chapter=2,
-    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for a ResNet bottleneck and random conv/pool stacks.",
+    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for ResNet bottlenecks, a DenseNet-style block (torch.cat) and random conv/pool stacks.",
 )
 @_single_threaded
 def check_trace(device: str = "cpu"):
@@ -726,7 +742,8 @@ def check_trace(device: str = "cpu"):
     pred = {name: s for name, _, s in trace_shapes(big, (1, 256, 56, 56))}
     for name, s in _run_shapes(big, (1, 256, 56, 56), device).items():
         t.exact(pred.get(name) == s, f"bottleneck {name}: predicted {pred.get(name)}, ran {s}")
-    models = [(bottleneck_block(64, 64, 256, 1), (2, 64, 15, 15)), (bottleneck_block(32, 16, 64, 2), (1, 32, 9, 7))]
+    models = [(bottleneck_block(64, 64, 256, 1), (2, 64, 15, 15)), (bottleneck_block(32, 16, 64, 2), (1, 32, 9, 7)),
+              (_DenseBlock(8, growth=4, layers=3), (1, 8, 11, 11))]
     for _ in range(10):
         nd = int(torch.randint(1, 3, (1,), generator=gen))
         layers, c = [], 2
@@ -860,10 +877,23 @@ def _function_shape(node, args) -> tuple[tuple[int, ...], str]:
         start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
         end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
         return _flatten_shape(args[0], start, end), name
-    if target is torch.cat:
-        tensors, dim = args[0], (args[1] if len(args) > 1 else node.kwargs.get("dim", 0))
-        raise ValueError(f"no shape rule for torch.cat of fx nodes (dim={dim}, {len(tensors)} tensors)")
+    if target is torch.cat or target == "cat":
+        return _cat_shape(list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0)), name
     raise ValueError(f"no shape rule for function {name}")
+
+
+def _cat_shape(shapes: list[tuple[int, ...]], dim: int) -> tuple[int, ...]:
+    """``torch.cat`` along ``dim``: sizes add along ``dim``, every other size must agree."""
+    if not shapes:
+        raise ValueError("torch.cat needs at least one tensor")
+    rank = len(shapes[0])
+    if not -rank <= dim < rank:
+        raise ValueError(f"torch.cat dim {dim} out of range for rank {rank}")
+    d = dim % rank
+    for s in shapes:
+        if len(s) != rank or any(s[i] != shapes[0][i] for i in range(rank) if i != d):
+            raise ValueError(f"torch.cat: shapes must agree except along dim {dim}, got {shapes}")
+    return tuple(sum(s[d] for s in shapes) if i == d else shapes[0][i] for i in range(rank))
 
 
 def _run_shapes(model: nn.Module, shape, device) -> dict[str, tuple[int, ...]] | None:
