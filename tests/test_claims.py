@@ -49,6 +49,14 @@ def test_every_claim_has_a_planted_failure_test():
     assert not missing, f"claims without a planted-failure test: {missing}"
 
 
+def test_published_claim_ids_are_stable():
+    lines = (ROOT / "tests" / "published_claim_ids.txt").read_text(encoding="utf-8").splitlines()
+    published = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
+    registered = {c.id for c in ALL}
+    assert not published - registered, f"published claim ids removed or renamed: {sorted(published - registered)}"
+    assert not registered - published, f"new claim ids: add them to tests/published_claim_ids.txt: {sorted(registered - published)}"
+
+
 # --- Tally: a check that tries nothing, or errs, cannot pass -----------------------------
 
 
