@@ -624,15 +624,7 @@ def check_fold_conv(device: str = "cpu"):
         conv = conv_t(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=groups, bias=bool(case % 2),
                       padding_mode=mode).to(device, DTYPE)
         bn = bn_t(c_out, affine=case % 7 != 3).to(device, DTYPE)
-        _randomise(conv, gen)
-        _randomise_bn(bn, gen)
-        bn.eval()
-        x = randn(2, c_in, *([n] * nd), gen=gen, device=device)
-        try:
-            with torch.no_grad():
-                t.close(fold_conv_bn(conv, bn)(x), bn(conv(x)), f"{conv}")
-        except (RuntimeError, ValueError) as err:
-            t.exact(False, f"{conv}: raised {err}")
+        _compare_layer_then_bn(t, conv, bn, (2, c_in, *([n] * nd)), gen, device)
     return t.verdict("random layers vs nn.Sequential(conv, bn) in eval mode", case_unit="layers", dtype="float64")
 
 
@@ -662,15 +654,7 @@ def check_fold_transpose(device: str = "cpu"):
         conv = conv_t(c_in, c_out, k, stride=s, padding=p, output_padding=op, dilation=d, groups=groups,
                       bias=bool(case % 2)).to(device, DTYPE)
         bn = bn_t(c_out).to(device, DTYPE)
-        _randomise(conv, gen)
-        _randomise_bn(bn, gen)
-        bn.eval()
-        x = randn(2, c_in, *([4] * nd), gen=gen, device=device)
-        try:
-            with torch.no_grad():
-                t.close(fold_conv_bn(conv, bn)(x), bn(conv(x)), f"{conv}")
-        except (RuntimeError, ValueError) as err:
-            t.exact(False, f"{conv}: raised {err}")
+        _compare_layer_then_bn(t, conv, bn, (2, c_in, *([4] * nd)), gen, device)
     return t.verdict("random transposed layers vs nn.Sequential(convT, bn)", case_unit="layers", dtype="float64")
 
 
@@ -688,12 +672,7 @@ def check_fold_linear(device: str = "cpu"):
         f_in, f_out = randint(1, 12, gen), randint(1, 12, gen)
         lin = nn.Linear(f_in, f_out, bias=bool(case % 2)).to(device, DTYPE)
         bn = nn.BatchNorm1d(f_out).to(device, DTYPE)
-        _randomise(lin, gen)
-        _randomise_bn(bn, gen)
-        bn.eval()
-        x = randn(5, f_in, gen=gen, device=device)
-        with torch.no_grad():
-            t.close(fold_conv_bn(lin, bn)(x), bn(lin(x)), f"{lin}")
+        _compare_layer_then_bn(t, lin, bn, (5, f_in), gen, device)
     return t.verdict("random Linear+BatchNorm1d vs running them", case_unit="layers", dtype="float64")
 
 
@@ -1033,6 +1012,20 @@ def _fold_before(gm, modules, calls, node, bn) -> str | None:
     node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
     return None
+
+
+def _compare_layer_then_bn(t: Tally, layer: nn.Module, bn: nn.Module, input_shape: tuple, gen, device: str) -> None:
+    """Randomise ``layer`` and ``bn`` (eval mode), draw an input, and compare the folded layer with
+    ``bn(layer(x))``; a fold that raises counts as a failed case."""
+    _randomise(layer, gen)
+    _randomise_bn(bn, gen)
+    bn.eval()
+    x = randn(*input_shape, gen=gen, device=device)
+    try:
+        with torch.no_grad():
+            t.close(fold_conv_bn(layer, bn)(x), bn(layer(x)), f"{layer}")
+    except (RuntimeError, ValueError) as err:
+        t.exact(False, f"{layer}: raised {err}")
 
 
 def _randomise(layer: nn.Module, gen: torch.Generator) -> None:
