@@ -4,7 +4,8 @@ A test module lists its plants in a module-level ``PLANTS`` list and exposes
 ``test_planted_failure = planted_failure_test(PLANTS)``. Each plant replaces attributes
 (``"module:attribute"``) with a deliberately wrong version, runs the claim's check and
 asserts that the verdict is a failure. ``tests/test_claims.py`` asserts that every
-registered claim has at least one plant somewhere in the test suite.
+registered claim has at least one plant somewhere in the test suite, and one plant for each
+parameter its statement names (``Claim.parameters``, matched by ``Plant.parameter``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Plant:
     why: str
     replacements: dict[str, Any] = field(default_factory=dict)
     """``{"convbook.conv:flip_kernel": wrong_fn, ...}``"""
+    parameter: str | None = None
+    """The statement's parameter this plant ignores or gets wrong (one of the claim's
+    ``parameters``); ``tests/test_claims.py`` requires one plant for each named parameter."""
 
 
 def _apply(monkeypatch: pytest.MonkeyPatch, replacements: dict[str, Any]) -> None:
@@ -39,6 +43,10 @@ def planted_failure_test(plants: list[Plant]) -> Callable:
     @pytest.mark.parametrize("plant", plants, ids=[f"{p.claim_id}:{p.why}" for p in plants])
     def test_planted_failure(plant: Plant, monkeypatch: pytest.MonkeyPatch) -> None:
         claim = get_claim(plant.claim_id)
+        if plant.parameter is not None:
+            assert plant.parameter in claim.parameters, (
+                f"plant {plant.why!r} targets parameter {plant.parameter!r}, which claim {claim.id} does not name "
+                f"(its parameters: {claim.parameters})")
         assert claim.run().passed, f"{plant.claim_id} must pass before planting"
         _apply(monkeypatch, plant.replacements)
         verdict = claim.run()

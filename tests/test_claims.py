@@ -39,20 +39,40 @@ def test_every_claim_passes(c: Claim):
     assert verdict.cases > 0
 
 
-def test_every_claim_has_a_planted_failure_test():
-    planted: set[str] = set()
+def _all_plants() -> list:
+    plants = []
     for info in pkgutil.iter_modules(tests.__path__):
         if info.name.startswith("test_"):
             module = importlib.import_module(f"tests.{info.name}")
-            planted |= {p.claim_id for p in getattr(module, "PLANTS", [])}
+            plants += list(getattr(module, "PLANTS", []))
+    return plants
+
+
+def test_every_claim_has_a_planted_failure_test():
+    planted = {p.claim_id for p in _all_plants()}
     missing = sorted({c.id for c in ALL} - planted)
     assert not missing, f"claims without a planted-failure test: {missing}"
+
+
+def test_every_named_parameter_has_its_own_plant():
+    """One plant per parameter a statement quantifies over: a check that ignores eps, or uses
+    axis 0's sizes on every axis, must turn red."""
+    covered = {(p.claim_id, p.parameter) for p in _all_plants() if p.parameter is not None}
+    missing = [f"{c.id}:{name}" for c in ALL for name in c.parameters if (c.id, name) not in covered]
+    assert not missing, f"named parameters without a plant that ignores them: {missing}"
+
+
+def test_aliases_resolve_and_point_to_registered_claims():
+    for old, (new, why) in claims_mod.aliases().items():
+        assert old not in {c.id for c in ALL}, old
+        assert get_claim(old).id == new, (old, new)
+        assert why
 
 
 def test_published_claim_ids_are_stable():
     lines = (ROOT / "tests" / "published_claim_ids.txt").read_text(encoding="utf-8").splitlines()
     published = {line.strip() for line in lines if line.strip() and not line.startswith("#")}
-    registered = {c.id for c in ALL}
+    registered = {c.id for c in ALL} | set(claims_mod.aliases())
     assert not published - registered, f"published claim ids removed or renamed: {sorted(published - registered)}"
     assert not registered - published, f"new claim ids: add them to tests/published_claim_ids.txt: {sorted(registered - published)}"
 

@@ -38,10 +38,15 @@ __all__ = [
     "ledger_rows",
     "format_ledger",
     "ID_PATTERN",
+    "SYMPY_ROLES",
+    "alias",
+    "aliases",
 ]
 
 #: Claim ids are lower-case words joined by '-', grouped by '.': ``subject.result-name``.
 ID_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$"
+
+SYMPY_ROLES = ("derived", "proven for symbolic sizes", "verified for finitely many sizes")
 
 PASS_MARK = "✓"
 FAIL_MARK = "✗"
@@ -206,6 +211,15 @@ class Claim:
     check: Callable[..., Verdict]
     module: str
     order: int
+    parameters: tuple[str, ...] = ()
+    """Every parameter the statement quantifies over (``"eps"``, ``"per-axis kernel"``, ...).
+    ``tests/test_claims.py`` requires one planted failure for each of them."""
+    reference: str = ""
+    """The independent reference the check compares against (PyTorch, autograd, brute force,
+    exact arithmetic, ...), shown in the ledger."""
+    sympy_role: str = ""
+    """What sympy does in the check, where it takes part: ``"derived"``, ``"proven for symbolic
+    sizes"`` or ``"verified for finitely many sizes"``."""
 
     def run(self, device: str = "cpu") -> Verdict:
         start = time.perf_counter()
@@ -216,16 +230,55 @@ class Claim:
 
 
 _REGISTRY: dict[str, Claim] = {}
+_ALIASES: dict[str, tuple[str, str]] = {}
 _DISCOVERED = False
 
 
-def claim(id: str, *, title: str, chapter: int, statement: str) -> Callable:
+def alias(old_id: str, new_id: str, why: str) -> None:
+    """Keep a published id resolvable after its content moved or merged into ``new_id``.
+
+    ``get_claim(old_id)`` returns the claim ``new_id``; :func:`aliases` lists the pointers so
+    the ledger can print them.  Published ids are never deleted.
+    """
+    import re
+
+    if not re.match(ID_PATTERN, old_id):
+        raise ValueError(f"alias {old_id!r} does not follow the id pattern {ID_PATTERN}")
+    if old_id in _REGISTRY:
+        raise ValueError(f"alias {old_id!r} is still a registered claim; remove the claim first")
+    _ALIASES[old_id] = (new_id, why)
+
+
+def aliases() -> dict[str, tuple[str, str]]:
+    """``{old_id: (new_id, why)}`` for every published id that now points to another claim."""
+    _discover()
+    return dict(_ALIASES)
+
+
+def claim(
+    id: str,
+    *,
+    title: str,
+    chapter: int,
+    statement: str,
+    parameters: Sequence[str] = (),
+    reference: str = "",
+    sympy_role: str = "",
+) -> Callable:
     """Register the decorated function as the check of claim ``id``.
 
     The function must accept ``device: str = "cpu"`` and return a :class:`Verdict`
     (normally ``tally.verdict(...)``).  Ids are unique and follow :data:`ID_PATTERN`.
+
+    ``parameters`` names every parameter the statement quantifies over; each needs a planted
+    failure that ignores it (``Plant(..., parameter=NAME)``).  ``reference`` names the
+    independent reference the check compares against; ``sympy_role`` says what sympy does
+    (``"derived"``, ``"proven for symbolic sizes"``, ``"verified for finitely many sizes"``).
     """
     import re
+
+    if sympy_role and sympy_role not in SYMPY_ROLES:
+        raise ValueError(f"claim {id!r}: sympy_role must be one of {SYMPY_ROLES}, got {sympy_role!r}")
 
     if not re.match(ID_PATTERN, id):
         raise ValueError(f"claim id {id!r} does not follow the pattern subject.result-name ({ID_PATTERN})")
@@ -244,6 +297,9 @@ def claim(id: str, *, title: str, chapter: int, statement: str) -> Callable:
             check=fn,
             module=fn.__module__,
             order=existing.order if existing else len(_REGISTRY),
+            parameters=tuple(parameters),
+            reference=reference,
+            sympy_role=sympy_role,
         )
         fn.claim_id = id  # type: ignore[attr-defined]
         return fn
@@ -275,7 +331,10 @@ def all_claims(chapter: int | None = None) -> list[Claim]:
 
 
 def get_claim(claim_id: str) -> Claim:
+    """The claim with this id; an alias (a published id that moved) resolves to its target."""
     _discover()
+    if claim_id in _ALIASES and claim_id not in _REGISTRY:
+        claim_id = _ALIASES[claim_id][0]
     try:
         return _REGISTRY[claim_id]
     except KeyError:
