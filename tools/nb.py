@@ -25,6 +25,36 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 SOURCE_DIRS = [ROOT / "notebooks" / "src", ROOT / "book" / "src"]
 TIMEOUT_S = 300
 KEPT_METADATA = ("tags",)
+INSTALL_TAG = "install-convbook"
+
+
+def repository() -> tuple[str, str]:
+    """``(url, branch)`` of the book's repository, read from ``_config.yml`` (the one place it is set)."""
+    import yaml
+
+    config = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    repo = config.get("repository") or {}
+    url, branch = repo.get("url"), repo.get("branch", "main")
+    if not url:
+        raise ValueError("_config.yml: repository.url is not set; the chapters' install cell needs it")
+    return str(url), str(branch)
+
+
+def install_cell_source() -> str:
+    """The first code cell of every chapter: on Colab or a bare Jupyter, install the book's library
+    from the repository when ``convbook`` is not importable; a no-op where it is (``make lab``, nbval, Binder).
+
+    ``--no-deps``: the library needs torch, numpy, sympy and matplotlib, which Colab already has;
+    installing its pinned CPU torch there would replace Colab's own build.
+    """
+    url, branch = repository()
+    return (
+        "# Colab or a bare Jupyter: install the book's library when it is missing (a no-op where it imports).\n"
+        "import importlib.util, subprocess, sys\n"
+        "if importlib.util.find_spec(\"convbook\") is None:\n"
+        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"--quiet\", \"--no-deps\",\n"
+        f"                    \"git+{url}@{branch}\"], check=True)"
+    )
 
 
 def sources() -> list[pathlib.Path]:
@@ -42,8 +72,13 @@ def _from_source(src: pathlib.Path) -> nbformat.NotebookNode:
         "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
         "language_info": {"name": "python"},
     }
-    for i, cell in enumerate(nb.cells):
+    for cell in nb.cells:
         cell.metadata = {k: v for k, v in cell.metadata.items() if k in KEPT_METADATA}
+    first_code = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"), None)
+    if first_code is not None and src.parent.parent.name == "notebooks":
+        install = nbformat.v4.new_code_cell(install_cell_source(), metadata={"tags": ["remove-cell", INSTALL_TAG]})
+        nb.cells.insert(first_code, install)
+    for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:03d}"
     return nb
 
