@@ -33,6 +33,28 @@ def test_f23_matrices_are_lavin_grays_up_to_the_sign_of_the_infinity_row():
     assert at == sp.Matrix([[1, 1, 1, 0], [0, 1, -1, 1]])
 
 
+def test_f43_bt_is_lavin_grays_with_rows_two_and_three_negated():
+    at, g, bt = winograd_matrices(4, 3)
+    at_lg, g_lg, bt_lg = winograd.LAVIN_GRAY[(4, 3)]
+    assert bt != bt_lg  # regression: the chapter once called them identical
+    assert winograd.row_signs(bt, bt_lg) == [1, -1, -1, 1, 1, 1]
+    assert winograd.row_signs(g, g_lg) == [1, -1, -1, 1, 1, 1] and at == at_lg
+    assert winograd.row_signs(bt, sp.eye(6)) is None
+    # the published matrices are a correct F(4,3) too
+    d, gg = sp.symbols("d0:6"), sp.symbols("g0:3")
+    y = at_lg * (sp.Matrix((g_lg * sp.Matrix(gg))).multiply_elementwise(bt_lg * sp.Matrix(d)))
+    assert all(sp.expand(a - b) == 0 for a, b in zip(y, direct_correlation_1d(d, gg, 4)))
+
+
+def test_general_multiplications_are_counted_as_performed():
+    stats = {}
+    winograd_1d(sp.symbols("d0:4"), sp.symbols("g0:3"), 2, stats=stats)
+    assert stats == {"general": 4}
+    stats = {}
+    winograd_1d([1, 2, 3, 4], [1, 0, 2], 2, stats=stats)  # numbers: nothing is a general multiplication
+    assert stats == {}
+
+
 def test_default_points_and_custom_points():
     assert default_points(7) == [0, 1, -1, 2, -2, sp.Rational(1, 2), -sp.Rational(1, 2)]
     d, g = sp.symbols("d0:4"), sp.symbols("g0:3")
@@ -115,6 +137,53 @@ def _mults_typo(m, r, dims=2):
     return (m + r) ** dims, (m * r) ** dims
 
 
+def _mults_r_fixed(m, r, dims=2):
+    """r taken to be 3 (the only filter size in the chapter's examples)."""
+    return (m + 2) ** dims, (m * 3) ** dims
+
+
+def _mults_always_2d(m, r, dims=2):
+    return (m + r - 1) ** 2, (m * r) ** 2
+
+
+_ORIG_MATS = winograd.winograd_matrices
+_ORIG_TORCH_MATS = winograd._torch_matrices
+
+
+def _at_without_infinity_column_for_large_m(m, r, points=None):
+    at, g, bt = _ORIG_MATS(m, r, points)
+    if m >= 3:
+        at[:, -1] = sp.zeros(m, 1)
+    return at, g, bt
+
+
+def _g_without_infinity_row_for_long_filters(m, r, points=None):
+    at, g, bt = _ORIG_MATS(m, r, points)
+    if r >= 4:
+        g[-1, :] = sp.zeros(1, r)
+    return at, g, bt
+
+
+def _torch_matrices_two_output_rows(m, r):
+    """Aᵀ keeps only its first two rows: tiles with m > 2 lose outputs 3..m."""
+    at, g, bt = _ORIG_TORCH_MATS(m, r)
+    at = at.clone()
+    at[2:] = 0
+    return at, g, bt
+
+
+def _conv_padding_rows_only(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, m=2):
+    """One padding for both axes (the larger one): per-axis padding mishandled."""
+    p = padding if isinstance(padding, int) else max(padding)
+    return _ORIG_CONV(x, weight, bias, stride, (p, p), dilation, groups, m=m)
+
+
+def _conv_first_group_weights(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *, m=2):
+    per = weight.shape[0] // groups
+    w = weight[:per].repeat(groups, 1, 1, 1)
+    return _ORIG_CONV(x, w, bias, stride, padding, dilation, groups, m=m)
+
+
 def _swap_4_6(errs):
     """F(4,3) and F(6,3) labelled the wrong way round."""
     return {**errs, 4: errs[6], 6: errs[4]}
@@ -132,7 +201,20 @@ PLANTS = [
     Plant("impl.winograd-f63-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-2d", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-2d", "channel sum one short", {"convbook.winograd:conv2d_winograd": _conv_drops_last_channel}),
-    Plant("impl.winograd-mults", "α = m + r", {"convbook.winograd:winograd_mults": _mults_typo}),
+    Plant("impl.winograd-mults", "α = m + r", {"convbook.winograd:winograd_mults": _mults_typo}, parameter="m"),
+    Plant("impl.winograd-mults", "r taken as 3", {"convbook.winograd:winograd_mults": _mults_r_fixed}, parameter="r"),
+    Plant("impl.winograd-mults", "always squared", {"convbook.winograd:winograd_mults": _mults_always_2d},
+          parameter="dims"),
+    Plant("impl.winograd-f43-symbolic", "Aᵀ loses its ∞ column for m >= 3",
+          {"convbook.winograd:winograd_matrices": _at_without_infinity_column_for_large_m}, parameter="m"),
+    Plant("impl.winograd-f43-symbolic", "G loses its ∞ row for r >= 4",
+          {"convbook.winograd:winograd_matrices": _g_without_infinity_row_for_long_filters}, parameter="r"),
+    Plant("impl.winograd-2d", "Aᵀ of two rows whatever m", {"convbook.winograd:_torch_matrices": _torch_matrices_two_output_rows},
+          parameter="m"),
+    Plant("impl.winograd-2d", "the larger padding used on both axes", {"convbook.winograd:conv2d_winograd": _conv_padding_rows_only},
+          parameter="padding"),
+    Plant("impl.winograd-2d", "group 0's filters in every group", {"convbook.winograd:conv2d_winograd": _conv_first_group_weights},
+          parameter="groups"),
     Plant("impl.winograd-float32", "errors reported in the wrong order",
           {"convbook.winograd:float32_error_by_tile": lambda ms=(2, 4, 6), **kw: _swap_4_6(_ORIG_ERR(ms, **kw))}),
     Plant("impl.winograd-float32", "tile transforms computed in float64", {"convbook.winograd:conv2d_winograd": _winograd_in_float64}),
