@@ -7,6 +7,7 @@
     python -m convbook verify --device cuda   # numerical checks on a GPU
     python -m convbook list                   # ids, chapters and statements
     python -m convbook bench --device cpu --suite depthwise   # time a suite, write notebooks/data/bench/*.json
+    python -m convbook review net.py:Net --input 1,3,224,224  # review a model (--format text|md|json)
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_cli as _add_bench
 
     _add_bench(sub)  # python -m convbook bench --device cpu --suite NAME [--out DIR] [--force]
+
+    from .review import add_cli as _add_review
+
+    _add_review(sub)  # python -m convbook review FILE.py:NAME --input 1,3,224,224 [--format text|md|json]
 
     for register in _EXTRA_COMMANDS:
         register(sub)

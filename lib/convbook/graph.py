@@ -137,7 +137,8 @@ def trace(model: nn.Module, input_shape: Sequence[int], *, prefer_meta: bool = T
                 break
         except Exception as err:  # no meta kernel, or the model reads tensor values
             errors.append(f"{run_on}: {type(err).__name__}: {err}")
-    raise ValueError(f"the model fails on an input of shape {shape}: {errors[-1].splitlines()[0]}")
+    last = errors[-1].split(": ", 1)[-1].splitlines()[0]
+    raise ValueError(f"the model fails on an input of shape {shape}: {last}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -822,3 +822,93 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+
+
+# ==================================================================================== CLI
+def load_model(spec: str) -> tuple[nn.Module, str]:
+    """``FILE.py:NAME`` → the model: NAME an ``nn.Module`` instance, an ``nn.Module`` class, or a
+    zero-argument callable returning one.  ``ValueError`` (one line) for a missing file or name."""
+    import importlib.util
+    from pathlib import Path
+
+    if ":" not in spec:
+        raise ValueError(f"expected FILE.py:NAME, got {spec!r}")
+    path_text, name = spec.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path_text}")
+    mod_name = f"_convbook_review_{abs(hash(str(path.resolve())))}"
+    loader_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if loader_spec is None or loader_spec.loader is None:
+        raise ValueError(f"cannot import {path_text} as a Python file")
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        loader_spec.loader.exec_module(module)
+    except Exception as err:
+        raise ValueError(f"importing {path_text} failed: {type(err).__name__}: {err}") from None
+    finally:
+        sys.path.pop(0)
+    if not hasattr(module, name):
+        raise ValueError(f"{path_text} has no name {name!r}")
+    obj = getattr(module, name)
+    if isinstance(obj, nn.Module):
+        return obj, name
+    if callable(obj):
+        try:
+            obj = obj()
+        except Exception as err:
+            raise ValueError(f"calling {name}() failed: {type(err).__name__}: {err}") from None
+        if isinstance(obj, nn.Module):
+            return obj, name
+    raise ValueError(f"{name} in {path_text} is not an nn.Module, an nn.Module class or a zero-argument callable "
+                     f"returning one (got {type(obj).__name__})")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` → ``(1, 3, 224, 224)``; ``ValueError`` for anything else."""
+    try:
+        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise ValueError(f"--input must be comma-separated positive ints such as 1,3,224,224, got {text!r}") from None
+    if not shape or any(v < 1 for v in shape):
+        raise ValueError(f"--input must be comma-separated positive ints such as 1,3,224,224, got {text!r}")
+    return shape
+
+
+def cmd_review(args) -> int:
+    model, name = load_model(args.model)
+    shape = parse_shape(args.input)
+    stream = sys.stderr
+
+    def progress(i, call_name):
+        if (i + 1) % 100 == 0:
+            stream.write(f"  traced {i + 1} calls (at {call_name})\n")
+            stream.flush()
+
+    stream.write(f"reviewing {name} at input {shape} ...\n")
+    rev = review(model, shape, name=name, progress=progress)
+    stream.write(f"  {len(rev.layers)} calls traced on {rev.graph.run_on}\n")
+    if args.format == "json":
+        print(rev.to_json(indent=2))
+    elif args.format == "md":
+        print(rev.to_markdown(all_calls=args.all))
+    else:
+        print(rev.to_text(all_calls=args.all))
+    if args.fold:
+        report = rev.fold()
+        print()
+        print(report.to_text())
+    return 0
+
+
+def add_cli(sub) -> None:
+    """Register ``python -m convbook review FILE.py:NAME --input 1,3,224,224 [--format text|md|json]``."""
+    p = sub.add_parser("review", help="review a model: parameters, MACs, receptive fields, findings")
+    p.add_argument("model", metavar="FILE.py:NAME",
+                   help="an nn.Module instance or class, or a zero-argument callable returning one")
+    p.add_argument("--input", required=True, metavar="N,C,H,W", help="input shape, e.g. 1,3,224,224")
+    p.add_argument("--format", choices=("text", "md", "json"), default="text")
+    p.add_argument("--all", action="store_true", help="list every call, not only the layers a review reads")
+    p.add_argument("--fold", action="store_true", help="also fold BNs (float64 check) and print the fold report")
+    p.set_defaults(func=cmd_review)
