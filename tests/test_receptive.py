@@ -11,10 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from convbook import receptive
-from convbook.receptive import (chain_module, field_offsets, gradient_support, layers_of, receptive_field,
-                                receptive_field_closed_form_expr, receptive_field_recurrence_expr,
-                                receptive_field_table, receptive_support, resnet50_1d, resnet50_layers, stage_table,
-                                vgg16_layers)
+from convbook.receptive import (Layer, chain_module, closed_form_inductive_step, field_offsets, gradient_support,
+                                layers_of, padded_source, receptive_field, receptive_field_closed_form_expr,
+                                receptive_field_recurrence_expr, receptive_field_table, receptive_support, resnet50_1d,
+                                resnet50_layers, stage_table, vgg16_layers)
 from tests.planting import Plant, planted_failure_test
 
 D = torch.float64
@@ -35,10 +35,106 @@ def test_simple_chains():
 def test_sequential_and_axes():
     seq = nn.Sequential(nn.Conv2d(1, 2, (3, 5), stride=(1, 2), padding=(1, 2)), nn.ReLU(), nn.BatchNorm2d(2),
                         nn.Sequential(nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding="same", dilation=2)))
-    assert layers_of(seq, 0) == [(3, 1, 1, 1), (2, 2, 0, 1), (3, 1, 2, 2)]
-    assert layers_of(seq, 1) == [(5, 2, 2, 1), (2, 2, 0, 1), (3, 1, 2, 2)]
+    assert layers_of(seq, 0) == [(3, 1, 1, 1, "zeros"), (2, 2, 0, 1, "zeros"), (3, 1, 2, 2, "zeros")]
+    assert layers_of(seq, 1) == [(5, 2, 2, 1, "zeros"), (2, 2, 0, 1, "zeros"), (3, 1, 2, 2, "zeros")]
     assert receptive_field(seq, 1) == receptive_field(layers_of(seq, 1))
-    assert layers_of(nn.Conv1d(1, 1, 4, padding="valid")) == [(4, 1, 0, 1)]
+    assert layers_of(nn.Conv1d(1, 1, 4, padding="valid")) == [Layer(4, 1, 0, 1)]
+    assert layers_of([(3, 1, 1)]) == [Layer(3, 1, 1, 1, "zeros")]
+
+
+def _ones(conv):
+    conv = conv.double()
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    return conv
+
+
+# --- padding modes (regression: every mode used to be treated as zero padding) ------------
+
+
+def test_circular_padding_support_regression():
+    # output 0 of a 3-tap circular conv on 8 pixels reads inputs 0, 1 and 7 (the library said [0, 1])
+    c = _ones(nn.Conv1d(1, 1, 3, padding=1, padding_mode="circular", bias=False))
+    assert receptive_support(nn.Sequential(c), 8, 0).tolist() == [0, 1, 7]
+    assert receptive_support(c, 8, 7).tolist() == [0, 6, 7]
+    assert gradient_support(nn.Sequential(c), (1, 1, 8), (0,))[:, 0].tolist() == [0, 1, 7]
+    assert layers_of(c) == [Layer(3, 1, 1, 1, "circular")]
+    assert receptive_support([(3, 1, 1, 1, "circular")], 8, 0).tolist() == [0, 1, 7]
+
+
+def test_reflect_and_replicate_support():
+    # reflect: padded position -1 mirrors to 1 (edge not repeated); replicate clamps to 0
+    assert receptive_support([(3, 1, 1, 1, "reflect")], 8, 0).tolist() == [0, 1]
+    assert receptive_support([(5, 1, 2, 1, "reflect")], 8, 0).tolist() == [0, 1, 2]
+    assert receptive_support([(5, 1, 2, 1, "replicate")], 8, 7).tolist() == [5, 6, 7]
+    assert padded_source(np.array([-2, -1, 8, 9]), 8, "reflect").tolist() == [2, 1, 6, 5]
+    assert padded_source(np.array([-2, 9]), 8, "replicate").tolist() == [0, 7]
+    assert padded_source(np.array([-2, 9]), 8, "zeros").tolist() == []
+    assert padded_source(np.array([-1, 1]), 1, "circular").tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_every_mode_matches_autograd_2d_with_one_pixel(mode):
+    c = _ones(nn.Conv2d(1, 1, (3, 2), padding=(1, 0), padding_mode=mode, dilation=(1, 2), bias=False))
+    for shape in ((2, 5), (1, 3)) if mode != "reflect" else ((2, 5),):  # reflect needs padding < size
+        seq = nn.Sequential(c, c) if shape == (2, 5) else nn.Sequential(c)
+        out = seq(torch.zeros(1, 1, *shape, dtype=D)).shape[2:]
+        for u in np.ndindex(*out):
+            supp = {tuple(r) for r in gradient_support(seq, (1, 1, *shape), u)}
+            pred = {(a, b) for a in receptive_support(seq, shape[0], u[0], 0) for b in receptive_support(seq, shape[1], u[1], 1)}
+            assert supp == pred, (mode, shape, u)
+
+
+def test_interior_field_is_the_same_for_every_mode():
+    for mode in ("zeros", "reflect", "replicate", "circular"):
+        layers = [(3, 2, 1, 1, mode), (3, 1, 1, 2, mode)]
+        assert receptive_field(layers) == (11, 2, -3)
+        supp = receptive_support(layers, 40, 10)
+        assert supp.min() == 17 and supp.max() == 27
+
+
+# --- shared modules and loops (regression: named_modules() deduplicated them) --------------
+
+
+def test_shared_module_counts_once_per_call_regression():
+    c = nn.Conv1d(1, 1, 3, bias=False)
+    assert receptive_field(nn.Sequential(c, c)) == (5, 1, 0)  # was (3, 1, 0)
+    assert len(layers_of(nn.Sequential(c, nn.ReLU(), c))) == 2
+
+
+def test_block_called_in_a_loop():
+    class Loop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.block = nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), nn.ReLU())
+            self.pool = nn.MaxPool1d(2)
+
+        def forward(self, x):
+            for _ in range(4):
+                x = self.block(x)
+            return torch.relu(self.pool(x))
+
+    assert receptive_field(Loop()) == (10, 2, -4)
+    assert layers_of(Loop()) == [(3, 1, 1, 1, "zeros")] * 4 + [(2, 2, 0, 1, "zeros")]
+
+
+def test_non_chain_models_are_refused():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(1, 1, 3, padding=1)
+
+        def forward(self, x):
+            return x + self.c(x)
+
+    with pytest.raises(ValueError, match="combines 2 tensors"):
+        receptive_field(Residual())
+    with pytest.raises(ValueError, match="no receptive-field rule"):
+        receptive_field(nn.Sequential(nn.Conv1d(1, 1, 3), nn.Flatten()))
+
+
+def test_closed_form_inductive_step_vanishes():
+    assert closed_form_inductive_step() == (0, 0, 0)
 
 
 def test_symbolic_forms_agree():
@@ -98,6 +194,14 @@ def test_invalid_inputs_raise_clear_errors():
         receptive_field([(3, 1, -1)])
     with pytest.raises(ValueError, match=r"a layer must be \(k, s, p\)"):
         receptive_field([(3, 1)])
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        receptive_field([(3, 1, 1, 1, "mirror")])
+    with pytest.raises(ValueError, match="reflect padding needs padding < input size"):
+        receptive_support([(3, 1, 2, 1, "reflect")], 2, 0)
+    with pytest.raises(ValueError, match="circular padding needs padding <= input size"):
+        receptive_support([(5, 1, 3, 1, "circular")], 2, 0)
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        padded_source(np.array([0]), 3, "wrap")
     with pytest.raises(ValueError, match="sequence of"):
         receptive_field("3,1,1")
     with pytest.raises(ValueError, match="no receptive-field rule for module type ConvTranspose2d"):
@@ -116,6 +220,8 @@ def test_invalid_inputs_raise_clear_errors():
         chain_module([(3, 1, 0)], pool=[True, False])
     with pytest.raises(ValueError, match="average-pooling layer needs d = 1"):
         chain_module([(3, 1, 0, 2)], pool=[True])
+    with pytest.raises(ValueError, match="zero padding"):
+        chain_module([(3, 1, 1, 1, "circular")], pool=[True])
     with pytest.raises(ValueError, match="variant must be"):
         resnet50_layers("v2")
     with pytest.raises(ValueError, match="no layer named"):
@@ -141,24 +247,118 @@ _STEP = receptive._step
 _SUPPORT = receptive.receptive_support
 _OFFSETS = receptive.field_offsets
 _CLOSED = receptive.receptive_field_closed_form_expr
+_NORM = receptive._normalise
+_PADDED = receptive.padded_source
+_CONV_PADDING = receptive._conv_padding
+_RESNET = receptive.resnet50_layers
+
+
+def _step_jump_no_stride(state, layer):
+    r, j, start = state
+    k, s, p, d = layer[:4]
+    return r + (k - 1) * d * j, j, start - p * j
+
+
+def _step_kernel_not_minus_one(state, layer):
+    r, j, start = state
+    k, s, p, d = layer[:4]
+    return r + k * d * j - d * j * (k == 1), j * s, start - p * j  # k taps widen by k·d (except k = 1)
+
+
+def _step_no_dilation(state, layer):
+    r, j, start = state
+    k, s, p, d = layer[:4]
+    return r + (k - 1) * j, j * s, start - p * j
+
+
+def _step_start_no_padding(state, layer):
+    r, j, start = state
+    k, s, p, d = layer[:4]
+    return r + (k - 1) * d * j, j * s, start
+
+
+def _conv_padding_zero_for_modes(m, axis, k, s, d):
+    """The value PyTorch passes to F.conv for non-zero modes (it pads with F.pad first): 0."""
+    return (0, 0) if m.padding_mode != "zeros" else _CONV_PADDING(m, axis, k, s, d)
+
+
+def _support_axis0(layers, input_size, index, axis=0):
+    return _SUPPORT(layers, input_size, index, 0)
+
+
+def _normalise_with(**change):
+    def wrong(model, axis):
+        return [(layer._replace(**change), size_fn) for layer, size_fn in _NORM(model, axis)]
+    return wrong
+
+
+def _padded_as_zeros(pos, n, padding_mode, padding=0):
+    return _PADDED(pos, n, "zeros", padding)
+
+
+def _calls_deduplicated(model):
+    """The old walk: named_modules() lists a shared module once."""
+    if not isinstance(model, nn.Sequential):
+        return [model]
+    return [m for m in model.modules() if not isinstance(m, (nn.Sequential, receptive._Repeat))]
+
+
+def _offsets_dense(layers, axis=0):
+    got = _OFFSETS(layers, axis)
+    return np.arange(got.max() + 1)
+
+
+def _offsets_without_last_layer(layers, axis=0):
+    ls = layers_of(layers, axis)
+    return _OFFSETS(ls[:-1], axis) if len(ls) > 1 else _OFFSETS(ls, axis)
+
+
+def _offsets_kernel_minus_one(layers, axis=0):
+    return _OFFSETS([(max(k - 1, 1), s, p, d) for k, s, p, d, _ in layers_of(layers, axis)], axis)
+
+
+def _closed_form_no_dilation(n_layers):
+    size, jump, start = _CLOSED(n_layers)
+    ds = {layer[3]: 1 for layer in receptive._symbolic_layers(n_layers)}
+    return size.subs(ds), jump, start
+
+
+def _closed_form_kernel(n_layers):
+    size, jump, start = _CLOSED(n_layers)
+    ks = {layer[0]: layer[0] + 1 for layer in receptive._symbolic_layers(n_layers)}
+    return size.subs(ks), jump, start
+
+
+def _closed_form_stride_inclusive(n_layers):
+    """Π_{i≤l} s_i instead of Π_{i<l} s_i."""
+    ls = receptive._symbolic_layers(n_layers)
+    before = [sp.Mul(*[ls[i][1] for i in range(l + 1)]) for l in range(n_layers)]
+    size = 1 + sp.Add(*[(k - 1) * d * before[l] for l, (k, s, p, d) in enumerate(ls)])
+    start = -sp.Add(*[p * before[l] for l, (k, s, p, d) in enumerate(ls)])
+    return size, sp.Mul(*[layer[1] for layer in ls]), start
+
+
+def _closed_form_no_padding(n_layers):
+    size, jump, start = _CLOSED(n_layers)
+    return size, jump, sp.Integer(0)
+
+
+def _closed_form_first_three_layers(n_layers):
+    """Correct up to depth 3, ignores deeper layers."""
+    size, jump, start = _CLOSED(min(n_layers, 3))
+    return size, jump * (receptive._symbolic_layers(n_layers)[-1][1] if n_layers > 3 else 1), start
 
 
 def _step_new_jump(state, layer):
     """Wrong recurrence: the size grows with the *new* jump."""
     r, j, start = state
-    k, s, p, d = layer
+    k, s, p, d = layer[:4]
     return r + (k - 1) * d * j * s, j * s, start - p * j
-
-
-def _step_no_dilation(state, layer):
-    r, j, start = state
-    k, s, p, d = layer
-    return r + (k - 1) * j, j * s, start - p * j
 
 
 def _step_start_new_jump(state, layer):
     r, j, start = state
-    k, s, p, d = layer
+    k, s, p, d = layer[:4]
     return r + (k - 1) * d * j, j * s, start - p * j * s
 
 
@@ -168,27 +368,48 @@ def _support_no_clipping_of_dilation(layers, input_size, index, axis=0):
     return np.arange(got.min(), got.max() + 1) if got.size else got
 
 
-def _offsets_dense(layers, axis=0):
-    got = _OFFSETS(layers, axis)
-    return np.arange(got.max() + 1)
-
-
-def _closed_form_no_dilation(n_layers):
-    size, jump, start = _CLOSED(n_layers)
-    ds = {layer[3]: 1 for layer in receptive._symbolic_layers(n_layers)}
-    return size.subs(ds), jump, start
-
-
 PLANTS = [
-    Plant("rf.recurrence", "size grows with the new jump", {"convbook.receptive:_step": _step_new_jump}),
-    Plant("rf.recurrence", "start uses the new jump", {"convbook.receptive:_step": _step_start_new_jump}),
+    Plant("rf.recurrence", "jump not multiplied by the stride", {"convbook.receptive:_step": _step_jump_no_stride},
+          parameter="stride"),
+    Plant("rf.recurrence", "size widened by k instead of k - 1", {"convbook.receptive:_step": _step_kernel_not_minus_one},
+          parameter="kernel"),
+    Plant("rf.recurrence", "start ignores padding", {"convbook.receptive:_step": _step_start_no_padding}, parameter="padding"),
+    Plant("rf.recurrence", "recurrence ignores dilation", {"convbook.receptive:_step": _step_no_dilation},
+          parameter="dilation"),
+    Plant("rf.recurrence", "reflect/replicate/circular padding read as 0 (as F.conv sees it)",
+          {"convbook.receptive:_conv_padding": _conv_padding_zero_for_modes}, parameter="padding_mode"),
     Plant("rf.closed-form", "dilation missing from the closed form",
-          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_no_dilation}),
-    Plant("rf.closed-form", "recurrence ignores dilation", {"convbook.receptive:_step": _step_no_dilation}),
+          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_no_dilation}, parameter="dilation"),
+    Plant("rf.closed-form", "kernel k instead of k - 1",
+          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_kernel}, parameter="kernel"),
+    Plant("rf.closed-form", "strides multiplied up to and including the layer",
+          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_stride_inclusive}, parameter="stride"),
+    Plant("rf.closed-form", "start without padding",
+          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_no_padding}, parameter="padding"),
+    Plant("rf.closed-form", "closed form right only up to depth 3",
+          {"convbook.receptive:receptive_field_closed_form_expr": _closed_form_first_three_layers}, parameter="depth"),
+    Plant("rf.closed-form", "recurrence step ignores dilation", {"convbook.receptive:_step": _step_no_dilation}),
     Plant("rf.autograd", "support without holes", {"convbook.receptive:receptive_support": _support_no_clipping_of_dilation}),
-    Plant("rf.gridding", "field assumed dense", {"convbook.receptive:field_offsets": _offsets_dense}),
+    Plant("rf.autograd", "axis 0's layers used on every axis", {"convbook.receptive:receptive_support": _support_axis0},
+          parameter="per-axis sizes"),
+    Plant("rf.autograd", "stride ignored in the support", {"convbook.receptive:_normalise": _normalise_with(s=1)},
+          parameter="stride"),
+    Plant("rf.autograd", "dilation ignored in the support", {"convbook.receptive:_normalise": _normalise_with(d=1)},
+          parameter="dilation"),
+    Plant("rf.autograd", "every padding mode treated as zeros", {"convbook.receptive:padded_source": _padded_as_zeros},
+          parameter="padding_mode"),
+    Plant("rf.autograd", "shared modules counted once (named_modules walk)",
+          {"convbook.receptive:_module_calls": _calls_deduplicated}, parameter="repeated calls"),
+    Plant("rf.gridding", "field assumed dense", {"convbook.receptive:field_offsets": _offsets_dense}, parameter="dilation"),
+    Plant("rf.gridding", "last layer left out", {"convbook.receptive:field_offsets": _offsets_without_last_layer},
+          parameter="depth"),
+    Plant("rf.gridding", "k - 1 taps per layer", {"convbook.receptive:field_offsets": _offsets_kernel_minus_one},
+          parameter="kernel"),
     Plant("rf.vgg16", "size grows with the new jump", {"convbook.receptive:_step": _step_new_jump}),
     Plant("rf.resnet50", "start uses the new jump", {"convbook.receptive:_step": _step_start_new_jump}),
+    Plant("rf.resnet50", "variant ignored (v1.5 layout for both)",
+          {"convbook.receptive:resnet50_layers": lambda variant="v1.5": _RESNET("v1.5")}, parameter="variant"),
 ]
+
 
 test_planted_failure = planted_failure_test(PLANTS)
