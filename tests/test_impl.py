@@ -150,6 +150,50 @@ def _alias_mask_too_optimistic(n, k, length):
 
 
 _ORIG_FFT_MULTS = impl.fft_mults
+_ORIG_BLOWUP = impl.im2col_blowup
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _one_value_for_both_axes(fn, name, pick):
+    """A wrong implementation that uses one value of ``name`` (``pick`` of the two) on both axes."""
+    def wrong(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        kw = {"stride": _pair(stride), "padding": _pair(padding), "dilation": _pair(dilation)}
+        v = pick(kw[name])
+        kw[name] = (v, v)
+        return fn(x, weight, bias, groups=groups, **kw)
+    return wrong
+
+
+def _first_group_everywhere(fn):
+    def wrong(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        per = weight.shape[0] // groups
+        return fn(x, weight[:per].repeat(groups, 1, 1, 1), bias, stride, padding, dilation, groups)
+    return wrong
+
+
+def _without_bias(fn):
+    def wrong(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return fn(x, weight, None, stride, padding, dilation, groups)
+    return wrong
+
+
+def _conv_param_plants(claim_id, target, fn):
+    return [
+        Plant(claim_id, "row stride on both axes", {target: _one_value_for_both_axes(fn, "stride", min)}, parameter="stride"),
+        Plant(claim_id, "larger padding on both axes", {target: _one_value_for_both_axes(fn, "padding", max)},
+              parameter="padding"),
+        Plant(claim_id, "smaller dilation on both axes", {target: _one_value_for_both_axes(fn, "dilation", min)},
+              parameter="dilation"),
+        Plant(claim_id, "group 0's filters in every group", {target: _first_group_everywhere(fn)}, parameter="groups"),
+        Plant(claim_id, "bias dropped", {target: _without_bias(fn)}, parameter="bias"),
+    ]
+
+
+def _fft_mults_square_channels(n, k, c_in, c_out, power_of_two=False):
+    return _ORIG_FFT_MULTS(n, k, c_in, c_in, power_of_two)  # C_out taken equal to C_in
 
 
 def _bisection_lower_half(n, c_in, c_out, k_max=None, power_of_two=False):
@@ -159,16 +203,49 @@ def _bisection_lower_half(n, c_in, c_out, k_max=None, power_of_two=False):
 
 
 PLANTS = [
-    Plant("impl.direct", "bias dropped", {"convbook.impl:conv2d_direct": _direct_without_bias}),
+    *_conv_param_plants("impl.direct", "convbook.impl:conv2d_direct", _DIRECT),
+    *_conv_param_plants("impl.im2col", "convbook.impl:conv2d_im2col", _IM2COL),
+    *_conv_param_plants("impl.fft", "convbook.impl:conv2d_fft", _FFT),
     Plant("impl.im2col", "kernel rows and columns swapped", {"convbook.impl:conv2d_im2col": _im2col_kernel_transposed}),
     Plant("impl.im2col", "columns shifted by one position", {"convbook.impl:im2col": _unfold_off_by_one}),
     Plant("impl.im2col-blowup", "stride forgotten in the factor",
-          {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1: Fraction(k[0] * k[1])}),
+          {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1: Fraction(k[0] * k[1])},
+          parameter="stride"),
+    Plant("impl.im2col-blowup", "k_h² for a k_h × k_w kernel",
+          {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1:
+           _ORIG_BLOWUP(size, k, stride, padding, dilation) * Fraction(k[0], k[1])}, parameter="kernel size"),
+    Plant("impl.im2col-blowup", "the larger side used for both axes",
+          {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1:
+           _ORIG_BLOWUP((max(size), max(size)), k, stride, padding, dilation)}, parameter="per-axis sizes"),
     Plant("impl.fft", "kernel not flipped", {"convbook.impl:conv2d_fft": _fft_without_flip}),
-    Plant("impl.fft-padding", "alias-free everywhere", {"convbook.impl:circular_alias_free": _alias_mask_too_optimistic}),
+    Plant("impl.fft-padding", "alias-free everywhere", {"convbook.impl:circular_alias_free": _alias_mask_too_optimistic},
+          parameter="L"),
+    Plant("impl.fft-padding", "aliases believed to reach K - 1 whatever L",
+          {"convbook.impl:circular_alias_free": lambda n, k, length: np.arange(length) >= k - 1}, parameter="N"),
+    Plant("impl.fft-padding", "K left out of the alias bound",
+          {"convbook.impl:circular_alias_free": lambda n, k, length: np.arange(length) >= n - length}, parameter="K"),
     Plant("impl.fft-crossover", "threshold one odd size too small", {"convbook.impl:fft_crossover_kernel": _bisection_lower_half}),
     Plant("impl.fft-crossover", "direct count misses k² (counts k)",
-          {"convbook.impl:direct_mults": lambda n, k, c_in, c_out: c_in * c_out * n * n * k}),
+          {"convbook.impl:direct_mults": lambda n, k, c_in, c_out: c_in * c_out * n * n * k}, parameter="k"),
+    Plant("impl.fft-crossover", "direct count with n instead of n²",
+          {"convbook.impl:direct_mults": lambda n, k, c_in, c_out: c_in * c_out * n * k * k}, parameter="n"),
+    Plant("impl.fft-crossover", "FFT count with C_out = C_in", {"convbook.impl:fft_mults": _fft_mults_square_channels},
+          parameter="channels"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_cost_formulas_match_the_multiplications_performed():
+    """Regression: the crossover check once compared the cost model only with itself."""
+    x, w = _rand(1, 3, 6, 6), _rand(2, 3, 3, 3, seed=1)
+    y, performed = impl.count_multiplications(conv2d_direct, x, w, padding=1)
+    assert performed == direct_mults(6, 3, 3, 2) and torch.allclose(y, F.conv2d(x, w, padding=1), atol=1e-12)
+    y_fft, mults = impl.conv2d_fft_counted(x[0].numpy(), w.numpy(), 1)
+    assert mults == impl.fft_mults(6, 3, 3, 2, power_of_two=True)
+    assert np.allclose(y_fft, F.conv2d(x, w, padding=1)[0].numpy(), atol=1e-12)
+    counter = {}
+    a = np.arange(8.0)
+    assert np.allclose(impl.radix2_fft(a, counter=counter), np.fft.fft(a)) and counter == {"complex_mults": 12}
+    with pytest.raises(ValueError, match="power of two"):
+        impl.radix2_fft(np.zeros(6))

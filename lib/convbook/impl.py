@@ -55,6 +55,9 @@ __all__ = [
     "direct_mults",
     "fft_mults",
     "fft_crossover_kernel",
+    "count_multiplications",
+    "radix2_fft",
+    "conv2d_fft_counted",
     "float32_errors",
     "time_algorithms",
     "plot_im2col",
@@ -305,6 +308,97 @@ def fft_mults(n: int, k: int, c_in: int, c_out: int, power_of_two: bool = False)
     return (c_in + c_out) * 4.0 * length * length * math.log2(length) + 4.0 * c_in * c_out * length * length
 
 
+def count_multiplications(fn: Callable, *args, **kwargs) -> tuple[object, int]:
+    """Run ``fn(*args, **kwargs)`` and count the scalar multiplications its tensor operations
+    perform, as PyTorch dispatches them: ``mm`` ``m·k·n``, ``bmm`` ``b·m·k·n``, ``mul`` of two
+    tensors one per output element. Any other arithmetic operator raises ``ValueError`` (so an
+    algorithm cannot hide multiplications from the count). Returns ``(result, count)``."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    aten = torch.ops.aten
+    free = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor}
+    state = {"mults": 0}
+
+    class _Counter(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            tensors = [a for a in args if isinstance(a, torch.Tensor)]
+            if func is aten.mm.default:
+                (m, k), (_, n) = tensors[0].shape, tensors[1].shape
+                state["mults"] += m * k * n
+            elif func is aten.bmm.default:
+                (b, m, k), (_, _, n) = tensors[0].shape, tensors[1].shape
+                state["mults"] += b * m * k * n
+            elif func in (aten.mul.Tensor, aten.mul_.Tensor):
+                if len(tensors) == 2:  # tensor × tensor, one product per output element
+                    state["mults"] += out.numel()
+            elif any(op in func.__name__ for op in ("mm", "matmul", "conv", "dot", "mv", "einsum", "mul", "div")) \
+                    and func not in free:
+                raise ValueError(f"count_multiplications: unaccounted arithmetic operator {func}")
+            return out
+
+    with _Counter():
+        result = fn(*args, **kwargs)
+    return result, state["mults"]
+
+
+def radix2_fft(a: np.ndarray, inverse: bool = False, counter: dict | None = None) -> np.ndarray:
+    """Recursive radix-2 decimation-in-time DFT along the last axis (length a power of two).
+
+    Each level combines two half-length transforms with ``L/2`` butterflies, one complex
+    multiplication by a twiddle factor each (trivial twiddles included, as the cost model
+    counts them); ``counter["complex_mults"]`` accumulates the multiplications performed,
+    ``(L/2)·log2 L`` per transform. ``inverse`` uses conjugate twiddles and no ``1/L`` scaling.
+    """
+    length = a.shape[-1]
+    if length & (length - 1) or length < 1:
+        raise ValueError(f"radix2_fft: length must be a power of two, got {length}")
+    if length == 1:
+        return a.astype(complex)
+    even = radix2_fft(a[..., ::2], inverse, counter)
+    odd = radix2_fft(a[..., 1::2], inverse, counter)
+    sign = 1.0 if inverse else -1.0
+    twiddle = np.exp(sign * 2j * np.pi * np.arange(length // 2) / length)
+    prod = twiddle * odd
+    if counter is not None:
+        counter["complex_mults"] = counter.get("complex_mults", 0) + prod.size
+    return np.concatenate([even + prod, even - prod], axis=-1)
+
+
+def conv2d_fft_counted(x: np.ndarray, weight: np.ndarray, padding: int) -> tuple[np.ndarray, int]:
+    """A "same"-style stride-1 convolution by 2-D radix-2 FFTs, counting its real multiplications.
+
+    ``x`` is ``(C_in, n, n)``, ``weight`` ``(C_out, C_in, k, k)``. The padded input (``n + 2p``)
+    and the flipped kernel are transformed at the power of two ``L >= n + 2p``; the kernel
+    transforms are precomputed (not counted), as in :func:`fft_mults`. Counted: ``C_in``
+    forward and ``C_out`` inverse 2-D transforms (rows, then columns), and the
+    ``C_in·C_out·L²`` products in the frequency domain, each complex multiplication as 4 real.
+    Returns ``(y, real_multiplications)``.
+    """
+    c_in, n, _ = x.shape
+    c_out, _, k, _ = weight.shape
+    padded = n + 2 * padding
+    length = 1 << (padded - 1).bit_length()
+    xp = np.zeros((c_in, length, length))
+    xp[:, :padded, :padded] = np.pad(x, ((0, 0), (padding, padding), (padding, padding)))
+    wf = np.zeros((c_out, c_in, length, length))
+    wf[..., :k, :k] = weight[..., ::-1, ::-1]
+    counter: dict = {}
+
+    def fft2(a, inverse=False, count=True):
+        c = counter if count else None
+        rows = radix2_fft(a, inverse, c)
+        return np.swapaxes(radix2_fft(np.swapaxes(rows, -1, -2), inverse, c), -1, -2)
+
+    xf = fft2(xp)
+    kf = fft2(wf, count=False)  # precomputed per layer
+    prod = kf * xf[None]                      # C_out × C_in × L × L complex products
+    counter["complex_mults"] = counter.get("complex_mults", 0) + prod.size
+    y = fft2(prod.sum(axis=1), inverse=True).real / (length * length)
+    n_out = padded - k + 1
+    return y[:, k - 1: k - 1 + n_out, k - 1: k - 1 + n_out], 4 * counter["complex_mults"]
+
+
 def fft_crossover_kernel(n: int, c_in: int, c_out: int, k_max: int | None = None,
                          power_of_two: bool = False) -> int | None:
     """Smallest odd kernel size ``k <= k_max`` (default ``n``) at which :func:`fft_mults` <
@@ -421,7 +515,7 @@ def random_conv_case(gen: torch.Generator, device: str, *, kernel_max: int = 4, 
     while True:
         g = randint(1, 3, gen) if allow_groups else 1
         c_in, c_out = g * randint(1, 3, gen), g * randint(1, 3, gen)
-        h, w = randint(3, 10, gen), randint(3, 10, gen)
+        h, w = randint(1, 10, gen), randint(1, 10, gen)  # 1-pixel inputs included
         kh, kw = randint(1, kernel_max, gen), randint(1, kernel_max, gen)
         s = (randint(1, stride_max, gen), randint(1, stride_max, gen))
         d = (randint(1, dilation_max, gen), randint(1, dilation_max, gen))
@@ -452,7 +546,9 @@ def _check_against_torch(fn_name: str, seed: int, device: str, cases: int = 200)
     "impl.direct",
     title="The direct loop nest equals F.conv2d",
     chapter=11,
-    statement="conv2d_direct, the loop over kernel taps, equals F.conv2d in float64 for every stride, padding, dilation, groups and bias.",
+    statement="conv2d_direct, the loop over kernel taps, equals F.conv2d in float64 for every per-axis stride, padding and dilation, groups with any channel multipliers, with or without bias, on inputs from 1×1 pixel up.",
+    parameters=("stride", "padding", "dilation", "groups", "bias"),
+    reference="PyTorch F.conv2d",
 )
 def check_direct(device: str = "cpu"):
     device = check_device(device)
@@ -465,7 +561,9 @@ def check_direct(device: str = "cpu"):
     "impl.im2col",
     title="im2col + GEMM equals F.conv2d",
     chapter=11,
-    statement="The unfolded matrix has shape (C_in k_h k_w, H_out W_out) and equals F.unfold; one GEMM per group with the (C_out/G, (C_in/G) k_h k_w) weight matrix equals F.conv2d.",
+    statement="The unfolded matrix has shape (C_in k_h k_w, H_out W_out) and equals F.unfold; one GEMM per group with the (C_out/G, (C_in/G) k_h k_w) weight matrix equals F.conv2d for every per-axis stride, padding and dilation, groups with any channel multipliers, with or without bias.",
+    parameters=("stride", "padding", "dilation", "groups", "bias"),
+    reference="PyTorch F.conv2d and F.unfold",
 )
 def check_im2col(device: str = "cpu"):
     device = check_device(device)
@@ -484,40 +582,52 @@ def check_im2col(device: str = "cpu"):
     "impl.im2col-blowup",
     title="The unfolded matrix is k²/s² times larger than the input",
     chapter=11,
-    statement="im2col stores C_in k_h k_w H_out W_out numbers, k_h k_w H_out W_out / (H W) times the input; with 'same' padding and s dividing H and W this is exactly k_h k_w/(s_h s_w).",
+    statement="For every kernel k_h × k_w, stride, padding and dilation and every H × W input, im2col stores C_in k_h k_w H_out W_out numbers, k_h k_w H_out W_out / (H W) times the input; with 'same' padding (odd kernels, dilation 1) and s_h | H, s_w | W this is exactly k_h k_w/(s_h s_w).",
+    parameters=("kernel size", "stride", "per-axis sizes"),
+    reference="size of PyTorch's F.unfold output, exact fractions",
 )
 def check_im2col_blowup(device: str = "cpu"):
     device = check_device(device)
     t = Tally()
     grid = 0
-    for k in (1, 3, 5, 7):
-        for s in (1, 2, 3):
-            for hw in (6, 12):
+    for kh, kw in ((1, 1), (3, 3), (5, 3), (3, 7), (7, 7), (1, 5)):
+        for sh, sw in ((1, 1), (2, 2), (3, 1), (1, 2), (3, 3)):
+            for h, w in ((6, 12), (12, 6), (6, 6), (1, 1), (7, 5)):
                 for c in (1, 3):
-                    x = torch.zeros(1, c, hw, hw, dtype=DTYPE, device=device)
-                    cols = F.unfold(x, k, padding=k // 2, stride=s)  # PyTorch's unfolded matrix, counted
-                    ho = (hw + 2 * (k // 2) - k) // s + 1
-                    t.exact(tuple(cols.shape[1:]) == (c * k * k, ho * ho), f"shape k={k} s={s} H={hw} C={c}")
-                    factor = im2col_blowup((hw, hw), (k, k), s, k // 2)
-                    t.exact(Fraction(cols.numel(), x.numel()) == factor, f"factor k={k} s={s} H={hw}")
-                    t.exact(factor == Fraction(k * k, s * s), f"k²/s² k={k} s={s} H={hw}")
+                    ph, pw = kh // 2, kw // 2
+                    x = torch.zeros(1, c, h, w, dtype=DTYPE, device=device)
+                    cols = F.unfold(x, (kh, kw), padding=(ph, pw), stride=(sh, sw))  # PyTorch's unfolded matrix, counted
+                    factor = im2col_blowup((h, w), (kh, kw), (sh, sw), (ph, pw))
+                    t.exact(Fraction(cols.numel(), x.numel()) == factor, f"factor k={kh}x{kw} s={sh},{sw} {h}x{w}")
+                    if h % sh == 0 and w % sw == 0:
+                        t.exact(factor == Fraction(kh * kw, sh * sw), f"k²/s² k={kh}x{kw} s={sh},{sw} {h}x{w}")
                     grid += 1
-    t.note(f"{grid} layers; e.g. 3×3, stride 1: ×9; 7×7 stride 2: ×49/4")
-    return t.verdict("exhaustive grid: F.unfold size vs formula, exact fractions", case_unit="comparisons")
+    gen = generator(1103)
+    for _ in range(60):  # any padding and dilation: the general factor
+        x, weight, _, kw_ = random_conv_case(gen, device, allow_groups=False)
+        k = tuple(weight.shape[2:])
+        cols = F.unfold(x[:1], k, dilation=kw_["dilation"], padding=kw_["padding"], stride=kw_["stride"])
+        factor = im2col_blowup(tuple(x.shape[2:]), k, kw_["stride"], kw_["padding"], kw_["dilation"])
+        t.exact(Fraction(cols.numel(), x[:1].numel()) == factor, "general factor " + _describe(x, weight, kw_))
+    t.note(f"{grid} 'same' layers and 60 random ones; e.g. 3×3, stride 1: ×9; 7×7 stride 2: ×49/4")
+    return t.verdict("F.unfold size vs formula, exact fractions: grid of 'same' layers + random layers",
+                     case_unit="comparisons")
 
 
 @claim(
     "impl.fft-padding",
     title="Circular equals linear convolution exactly where no alias lands",
     chapter=11,
-    statement="A length-L circular convolution of lengths N and K equals the linear one at exactly the indices j >= N + K - 1 - L: L >= N + K - 1 recovers all of it, L = N the valid part.",
+    statement="For every N >= 1, 1 <= K <= N and L >= N, a length-L circular convolution of lengths N and K equals the linear one at exactly the indices j >= N + K - 1 - L: L >= N + K - 1 recovers all of it, L = N the valid part.",
+    parameters=("N", "K", "L"),
+    reference="numpy.convolve (linear convolution by definition)",
 )
 def check_fft_padding(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-10)
     gen = generator(1104)
     for _ in range(60):
-        n = randint(2, 12, gen)
+        n = randint(1, 12, gen)
         k = randint(1, n, gen)
         length = randint(n, n + k + 2, gen)
         x, w = randn(n, gen=gen, device=device), randn(k, gen=gen, device=device)
@@ -540,7 +650,9 @@ def check_fft_padding(device: str = "cpu"):
     "impl.fft",
     title="The FFT convolution equals F.conv2d",
     chapter=11,
-    statement="conv2d_fft (flipped dilated kernel, transform length = padded input size, subsample for stride) equals F.conv2d in float64.",
+    statement="conv2d_fft (flipped dilated kernel, transform length = padded input size, subsample for stride) equals F.conv2d in float64 for every per-axis stride, padding and dilation, groups with any channel multipliers, with or without bias.",
+    parameters=("stride", "padding", "dilation", "groups", "bias"),
+    reference="PyTorch F.conv2d",
 )
 def check_fft(device: str = "cpu"):
     device = check_device(device)
@@ -553,12 +665,30 @@ def check_fft(device: str = "cpu"):
     "impl.fft-crossover",
     title="Above a kernel size the FFT needs fewer multiplications than direct convolution",
     chapter=11,
-    statement="Counting real multiplications with transform length n + k - 1, for 'same' convolutions of n×n images the FFT beats direct exactly for odd k >= k*(n, C) (k <= n); rounding transforms up to powers of two destroys the threshold.",
+    statement="Count real multiplications: direct 'same' convolution performs C_in·C_out·n²·k² (as conv2d_direct does); the FFT method (kernel transforms precomputed) performs (C_in + C_out)·4L²·log2 L + 4·C_in·C_out·L² with L the transform length — exactly what a radix-2 FFT convolution performs when L is a power of two, and the usual model otherwise. With L = n + k − 1, for n×n images and C_in = C_out = C the FFT beats direct exactly for odd k >= k*(n, C) (k <= n); rounding transforms up to powers of two destroys the threshold.",
+    parameters=("n", "k", "channels"),
+    reference="multiplications counted as conv2d_direct's tensor operations run (a torch dispatch mode) and in a counted radix-2 FFT convolution checked against F.conv2d; exhaustive enumeration over odd k",
 )
 def check_fft_crossover(device: str = "cpu"):
     check_device(device)
-    t = Tally()
-    for n in (7, 8, 14, 16, 28, 32, 56, 64, 112, 224):
+    t = Tally(tol=1e-10)
+    gen = generator(1107)
+    # 1. the two cost formulas against the multiplications the algorithms perform
+    for n, k, c_in, c_out in ((5, 3, 2, 3), (6, 1, 3, 1), (4, 5, 1, 2), (1, 1, 2, 2), (7, 3, 1, 4), (3, 3, 3, 2),
+                              (9, 5, 2, 1), (2, 3, 1, 1)):
+        p = (k - 1) // 2
+        x = randn(1, c_in, n, n, gen=gen)
+        w = randn(c_out, c_in, k, k, gen=gen)
+        y, performed = count_multiplications(conv2d_direct, x, w, padding=p)
+        t.close(y, F.conv2d(x, w, padding=p), f"direct n={n} k={k}")
+        t.exact(performed == direct_mults(n, k, c_in, c_out),
+                f"direct n={n} k={k} C={c_in}->{c_out}: performed {performed} vs {direct_mults(n, k, c_in, c_out)}")
+        y_fft, mults = conv2d_fft_counted(x[0].numpy(), w.numpy(), p)
+        t.close(y_fft, F.conv2d(x, w, padding=p)[0], f"counted FFT n={n} k={k}")
+        t.exact(mults == fft_mults(n, k, c_in, c_out, power_of_two=True),
+                f"FFT n={n} k={k} C={c_in}->{c_out}: performed {mults} vs {fft_mults(n, k, c_in, c_out, True)}")
+    # 2. the threshold: every odd k on a grid of sizes and widths
+    for n in (1, 7, 8, 14, 16, 28, 32, 56, 64, 112, 224):
         for c in (1, 3, 16, 64, 256):
             kstar = fft_crossover_kernel(n, c, c)
             wins = [k for k in range(1, n + 1, 2) if fft_mults(n, k, c, c) < direct_mults(n, k, c, c)]
@@ -568,9 +698,5 @@ def check_fft_crossover(device: str = "cpu"):
     # power-of-two lengths: the wins come and go (n = 14, C = 16: k = 3 wins, k = 5 loses)
     wins = [k for k in range(1, 15, 2) if fft_mults(14, k, 16, 16, True) < direct_mults(14, k, 16, 16)]
     t.exact(3 in wins and 5 not in wins, f"power-of-two wins for n=14, C=16: {wins}")
-    # the direct count against an explicit loop over outputs and taps
-    for n, k, c in ((5, 3, 2), (6, 1, 3), (4, 5, 1)):
-        taps = sum(1 for _o in range(c) for _i in range(c) for _u in range(n) for _v in range(n)
-                   for _a in range(k) for _b in range(k))
-        t.exact(taps == direct_mults(n, k, c, c), f"direct count n={n} k={k} C={c}")
-    return t.verdict("bisection vs exhaustive enumeration over odd k <= n", case_unit="comparisons")
+    return t.verdict("cost formulas vs multiplications performed (direct, radix-2 FFT); bisection vs enumeration over odd k",
+                     case_unit="comparisons", dtype="float64")
