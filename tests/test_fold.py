@@ -174,6 +174,169 @@ def test_fold_model_shared_conv_is_not_folded():
         assert torch.allclose(folded(x), model(x), rtol=1e-12, atol=1e-12)
 
 
+def _randomised(model, seed=0):
+    gen = _gen(seed)
+    model = model.double()
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                          nn.ConvTranspose3d, nn.Linear)):
+            fold._randomise(m, gen)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            fold._randomise_bn(m, gen)
+    return model.eval()
+
+
+def _rel(a, b):
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.mark.parametrize("layers", [
+    lambda: [nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)],
+    lambda: [nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)],
+    lambda: [nn.Conv2d(3, 3, 3), nn.ReLU(), nn.BatchNorm2d(3), nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)],
+    lambda: [nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3, padding=1, padding_mode="reflect"), nn.BatchNorm2d(4)],
+], ids=["bn-conv1x1-bn", "bn-conv3-bn", "conv-relu-bn-conv1x1-bn", "bn-reflectconv-bn"])
+def test_fold_model_bn_conv_bn_chain_regression(layers):
+    """Regression: the second fold used the stale original conv and overwrote the first (rel. error ~1)."""
+    model = _randomised(nn.Sequential(*layers()), seed=3)
+    folded = fold_model(model)
+    x = _x(2, 3, 8, 8)
+    with torch.no_grad():
+        assert _rel(folded(x), model(x)) <= 1e-10
+    assert count_batchnorms(folded) == 0 and not folded.fold_report.unfolded
+
+
+class _PreActProjection(nn.Module):
+    """Pre-activation block with a 1×1 projection shortcut: the ReLU output feeds two convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn1, self.conv1, self.proj = nn.BatchNorm2d(4), nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 1)
+        self.bn2, self.conv2 = nn.BatchNorm2d(6, eps=0.3, momentum=0.7), nn.Conv2d(6, 6, 3, padding=1)
+
+    def forward(self, x):
+        a = torch.relu(self.bn1(x))
+        return self.proj(a) + self.conv2(torch.relu(self.bn2(self.conv1(a))))
+
+
+class _ConcatThenBnConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(4, 2, 3, padding=1), nn.Conv2d(4, 3, 1)
+        self.bn, self.mix = nn.BatchNorm2d(5, eps=1e-2), nn.Conv2d(5, 4, 1, bias=False)
+
+    def forward(self, x):
+        return self.mix(self.bn(torch.cat([self.a(x), self.b(x)], 1)))
+
+
+class _SEReadsBN(nn.Module):
+    """The BN output is read twice (gate and product): fine for Conv→BN, which only needs the conv's output alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1, groups=2), nn.BatchNorm2d(4, eps=0.5)
+        self.fc = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return y * torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
+
+
+class _SharedThenBN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.conv(self.bn(self.conv(x)))
+
+
+class _OutputTwoReaders(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.bn(y) * y
+
+
+class _Transposed3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.up, self.bn = nn.ConvTranspose3d(4, 6, 2, stride=2, groups=2), nn.BatchNorm3d(6, eps=1e-6, momentum=None)
+        self.bn2, self.conv = nn.BatchNorm3d(6), nn.Conv3d(6, 3, 2, dilation=2)
+
+    def forward(self, x):
+        return self.conv(self.bn2(torch.relu(self.bn(self.up(x)))))
+
+
+@pytest.mark.parametrize("make, shape, left", [
+    (_PreActProjection, (2, 4, 6, 6), {"bn1"}),
+    (_ConcatThenBnConv, (2, 4, 6, 6), set()),
+    (_SEReadsBN, (2, 4, 6, 6), set()),
+    (_SharedThenBN, (2, 4, 5, 5), {"bn"}),
+    (_OutputTwoReaders, (2, 4, 5, 5), {"bn"}),
+    (_Transposed3d, (2, 4, 3, 3, 3), set()),
+], ids=["preact-projection", "concat-bn-conv", "se", "shared-conv", "two-readers", "transposed-3d"])
+def test_fold_model_on_architectures_the_book_does_not_use(make, shape, left):
+    model = _randomised(make(), seed=5)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = fold_model(model)
+    x = _x(*shape, seed=6)
+    with torch.no_grad():
+        assert _rel(folded(x), model(x)) <= 1e-10
+    remaining = {n for n, m in folded.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert remaining == left == set(folded.fold_report.unfolded)
+    assert all(folded.fold_report.unfolded.values())
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_fold_model_report_names_reasons():
+    model = _randomised(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, padding=1)))
+    report = fold_model(model).fold_report
+    assert report.folded == [] and list(report.unfolded) == ["2"]
+    assert "zero padding" in report.unfolded["2"] and "ReLU" in report.unfolded["2"]
+    assert "1 left" in str(report)
+
+
+def test_fold_preact_exact_and_naive_is_wrong():
+    prev, conv = _rand_layer(nn.Conv2d(3, 4, 3), 1), _rand_layer(nn.Conv2d(4, 6, 3, padding=1, groups=2), 2)
+    bn = nn.BatchNorm2d(4, eps=0.1).double()
+    fold._randomise_bn(bn, _gen(3), positive_gamma=True)
+    bn.eval()
+    x = _x(2, 3, 9, 9)
+    with torch.no_grad():
+        ref = conv(torch.relu(bn(prev(x))))
+        p2, c2 = fold.fold_preact(prev, bn, conv)
+        assert _rel(c2(torch.relu(p2(x))), ref) <= 1e-12
+        p3, c3 = fold.naive_preact_fold(prev, bn, conv)
+        assert _rel(c3(torch.relu(p3(x))), ref) > 0.01
+    assert conv.bias is not None and torch.equal(c2.bias, conv.bias)
+
+
+@pytest.mark.parametrize("gamma0", [-0.5, 0.0])
+def test_fold_preact_refuses_non_positive_scale(gamma0):
+    bn = _bn(3)
+    with torch.no_grad():
+        bn.weight[1] = gamma0
+    with pytest.raises(ValueError, match=r"s_c = γ_c/√\(σ²_c\+ε\) > 0.*channels \[1\]"):
+        fold.fold_preact(_rand_layer(nn.Conv2d(2, 3, 1)), bn, _rand_layer(nn.Conv2d(3, 2, 3)))
+
+
+def test_model_traffic_saved_counts_only_folded_pairs():
+    """Regression: every BN after a conv was counted, folded or not."""
+    model = _randomised(_OutputTwoReaders())
+    saved = fold.model_traffic_saved(model, (2, 4, 5, 5), 8)
+    assert saved == {"pairs": 0, "bytes": 0, "activation_bytes": 0}
+    model = _randomised(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 5, 1, bias=False), nn.BatchNorm2d(5)))
+    x = _x(2, 3, 4, 4)
+    measured = fold.module_traffic(model, x, 8) - fold.module_traffic(fold_model(model), x, 8)
+    # BN(3) -> conv: 2*96 + 12 - 5 (bias gained, 5 outputs); conv -> BN(5): 2*160 + 20 (bias already there)
+    assert measured == (2 * 96 + 12 - 5 + 2 * 160 + 20) * 8
+    assert fold.model_traffic_saved(model, (2, 3, 4, 4), 8)["bytes"] == measured
+
+
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1", "resnet18", "resnext50_32x4d"])
 def test_fold_model_on_library_models(name):
     net = fold._random_model(name, _gen(11), "cpu", num_classes=10)
@@ -303,6 +466,9 @@ def _fold_params_no_beta(weight, bias, mean, var, eps, gamma, beta, sqrt=torch.s
 _ORIG_CHAN = fold.output_channel_of_weight
 _ORIG_WIDTH = fold.border_band_width
 _ORIG_TRAFFIC = fold.bn_traffic_saved
+_ORIG_FOLD_CONV_BN = fold.fold_conv_bn
+_ORIG_FOLD_BN_CONV = fold.fold_bn_conv
+_ORIG_PREACT = fold.fold_preact
 
 
 def _chan_axis1_ignoring_groups(kind, shape, groups=1):
@@ -319,6 +485,14 @@ def _chan_axis1_for_conv(kind, shape, groups=1):
     return _ORIG_CHAN(kind, shape, groups)
 
 
+def _chan_within_group(kind, shape, groups=1):
+    """Wrong for groups > 1: a conv's output channel counted within its group (o mod C_out/g)."""
+    if kind == "conv":
+        per_group = int(shape[0]) // groups
+        return np.repeat((np.arange(int(shape[0])) % per_group)[:, None], int(shape[1]), axis=1)
+    return _ORIG_CHAN(kind, shape, groups)
+
+
 def _input_chan_ignoring_groups(kind, shape, groups):
     c_out, per_group_in = int(shape[0]), int(shape[1])
     return np.repeat(np.arange(per_group_in)[None, :], c_out, axis=0)
@@ -329,37 +503,164 @@ def _band_width_floor(size, kernel_size, stride=1, padding=0, dilation=1):
     return padding // stride, trail
 
 
+def _band_mask_axis0_everywhere(size, k, s, p, d):
+    """Wrong: the band computed with axis 0's kernel, stride, padding and dilation on every axis."""
+    nd = len(size)
+    return _ORIG_MASK(size, (k[0],) * nd, (s[0],) * nd, (p[0],) * nd, (d[0],) * nd)
+
+
+_ORIG_MASK = fold.border_band_mask
+
+
 def _fold_bn_conv_forgets_bn(bn, conv, *, exact=True):
     import copy
 
     return copy.deepcopy(conv)
 
 
-def _traffic_read_only(activation_shape, bytes_per_element=4, conv_has_bias=False):
-    return _ORIG_TRAFFIC(activation_shape, bytes_per_element, conv_has_bias) - int(np.prod(activation_shape)) * bytes_per_element
+def _traffic_read_only(activation_shape, bytes_per_element=4, conv_has_bias=False, bias_channels=None):
+    return (_ORIG_TRAFFIC(activation_shape, bytes_per_element, conv_has_bias, bias_channels)
+            - int(np.prod(activation_shape)) * bytes_per_element)
+
+
+def _traffic_bias_always_added(activation_shape, bytes_per_element=4, conv_has_bias=False, bias_channels=None):
+    """Wrong: counts the added bias even when the conv already had one."""
+    return _ORIG_TRAFFIC(activation_shape, bytes_per_element, False, bias_channels)
+
+
+def _traffic_bias_on_bn_channels(activation_shape, bytes_per_element=4, conv_has_bias=False, bias_channels=None):
+    """Wrong for BN → conv: the added bias counted with the BN's channels, not the conv's outputs."""
+    return _ORIG_TRAFFIC(activation_shape, bytes_per_element, conv_has_bias, None)
+
+
+def _scale_shift_no_eps(bn):
+    """Wrong: s = γ/√σ², ε ignored."""
+    fold._check_bn(bn)
+    mean, var = bn.running_mean.detach(), bn.running_var.detach()
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(mean)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(mean)
+    scale = gamma / torch.sqrt(var)
+    return scale, beta - mean * scale
+
+
+def _reset(original, attr, value):
+    """A fold that rebuilds the layer but forgets ``attr`` (set to its default ``value(layer)``)."""
+
+    def wrong(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if hasattr(out, attr):
+            setattr(out, attr, value(out))
+        return out
+
+    return wrong
+
+
+def _ones(m):
+    return (1,) * (m.weight.dim() - 2)
+
+
+def _zeros(m):
+    return (0,) * (m.weight.dim() - 2)
+
+
+def _fold_conv_bn_drops_bias(layer, bn):
+    import copy
+
+    layer = copy.deepcopy(layer)
+    layer.bias = None
+    return _ORIG_FOLD_CONV_BN(layer, bn)
+
+
+def _preact_refusing_zero_padding(prev, bn, conv):
+    """Wrong rule: refuses zero padding as BN → conv must (but only the scale crosses this conv)."""
+    if not fold.bn_conv_exact(conv):
+        raise ValueError("zero padding")
+    return _ORIG_PREACT(prev, bn, conv)
+
+
+_NO_EPS_FOLD = {"convbook.fold:fold_params": _fold_params_no_eps}
+_NO_EPS_SHIFT = {"convbook.fold:bn_scale_shift": _scale_shift_no_eps}
 
 
 PLANTS = [
-    Plant("bn.fold-symbolic", "ε left out", {"convbook.fold:fold_params": _fold_params_no_eps}),
+    Plant("bn.fold-symbolic", "ε left out", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-symbolic", "input channel ignores groups",
+          {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}, parameter="groups"),
     Plant("bn.fold-conv", "μ left out of the bias", {"convbook.fold:fold_params": _fold_params_no_mean}),
+    Plant("bn.fold-conv", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-conv", "output channel counted within its group",
+          {"convbook.fold:output_channel_of_weight": _chan_within_group}, parameter="groups"),
+    Plant("bn.fold-conv", "stride forgotten", {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "stride", _ones)},
+          parameter="stride"),
+    Plant("bn.fold-conv", "padding mode forgotten",
+          {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "padding_mode", lambda m: "zeros")},
+          parameter="padding_mode"),
+    Plant("bn.fold-conv", "dilation forgotten",
+          {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "dilation", _ones)}, parameter="dilation"),
+    Plant("bn.fold-conv", "conv bias dropped", {"convbook.fold:fold_conv_bn": _fold_conv_bn_drops_bias},
+          parameter="bias"),
     Plant("bn.fold-transpose", "scale on axis 1 ignoring groups",
-          {"convbook.fold:output_channel_of_weight": _chan_axis1_ignoring_groups}),
+          {"convbook.fold:output_channel_of_weight": _chan_axis1_ignoring_groups}, parameter="groups"),
+    Plant("bn.fold-transpose", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-transpose", "stride forgotten",
+          {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "stride", _ones)}, parameter="stride"),
+    Plant("bn.fold-transpose", "output padding forgotten",
+          {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "output_padding", _zeros)},
+          parameter="output_padding"),
+    Plant("bn.fold-transpose", "dilation forgotten",
+          {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "dilation", _ones)}, parameter="dilation"),
     Plant("bn.fold-linear", "variance instead of standard deviation", {"convbook.fold:fold_params": _fold_params_no_sqrt}),
+    Plant("bn.fold-linear", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-linear", "layer bias dropped", {"convbook.fold:fold_conv_bn": _fold_conv_bn_drops_bias},
+          parameter="bias"),
     Plant("bn.fold-bn-conv-exact", "input channel ignores groups",
-          {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}),
+          {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}, parameter="groups"),
+    Plant("bn.fold-bn-conv-exact", "eps ignored", _NO_EPS_SHIFT, parameter="eps"),
+    Plant("bn.fold-bn-conv-exact", "padding mode forgotten",
+          {"convbook.fold:fold_bn_conv": _reset(_ORIG_FOLD_BN_CONV, "padding_mode", lambda m: "zeros")},
+          parameter="padding_mode"),
+    Plant("bn.fold-bn-conv-exact", "stride forgotten",
+          {"convbook.fold:fold_bn_conv": _reset(_ORIG_FOLD_BN_CONV, "stride", _ones)}, parameter="stride"),
+    Plant("bn.fold-bn-conv-exact", "dilation forgotten",
+          {"convbook.fold:fold_bn_conv": _reset(_ORIG_FOLD_BN_CONV, "dilation", _ones)}, parameter="dilation"),
     Plant("bn.fold-bn-conv-border", "band width ⌊p/s⌋ instead of ⌈p/s⌉",
           {"convbook.fold:border_band_width": _band_width_floor}),
     Plant("bn.fold-bn-conv-border", "band predicted empty",
           {"convbook.fold:border_band_mask": lambda size, k, s, p, d: np.zeros(
               [(n + 2 * pj - dj * (kj - 1) - 1) // sj + 1 for n, kj, sj, pj, dj in zip(size, k, s, p, d)], dtype=bool)}),
+    Plant("bn.fold-bn-conv-border", "band from axis 0's parameters on every axis",
+          {"convbook.fold:border_band_mask": _band_mask_axis0_everywhere}, parameter="per-axis sizes"),
+    Plant("bn.fold-bn-conv-border", "eps ignored", _NO_EPS_SHIFT, parameter="eps"),
     Plant("bn.fuse-eval-agreement", "β left out", {"convbook.fold:fold_params": _fold_params_no_beta}),
+    Plant("bn.fuse-eval-agreement", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fuse-eval-agreement", "output channel counted within its group",
+          {"convbook.fold:output_channel_of_weight": _chan_within_group}, parameter="groups"),
     Plant("bn.fuse-eval-gaps", "BN→conv returns the conv unchanged", {"convbook.fold:fold_bn_conv": _fold_bn_conv_forgets_bn}),
-    Plant("bn.fold-model", "BN→conv folded through zero padding", {"convbook.fold:bn_conv_exact": lambda conv: True}),
+    Plant("bn.fuse-eval-gaps", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-model", "BN→conv folded through zero padding", {"convbook.fold:bn_conv_exact": lambda conv: True},
+          parameter="padding_mode"),
+    Plant("bn.fold-model", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
+    Plant("bn.fold-model", "shared and tied layers folded",
+          {"convbook.fold:_exclusive_reason": lambda calls, attr_reads, target: None}, parameter="shared modules"),
+    Plant("bn.fold-preact", "naive fold through the ReLU", {"convbook.fold:fold_preact": fold.naive_preact_fold}),
+    Plant("bn.fold-preact", "sign of s ignored", {"convbook.fold:_require_positive_scale": lambda s: None},
+          parameter="sign of s"),
+    Plant("bn.fold-preact", "eps ignored", _NO_EPS_SHIFT, parameter="eps"),
+    Plant("bn.fold-preact", "input channel ignores groups",
+          {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}, parameter="groups"),
+    Plant("bn.fold-preact", "zero padding refused", {"convbook.fold:fold_preact": _preact_refusing_zero_padding},
+          parameter="padding_mode"),
     Plant("bn.refuse-bad-input", "no BN checks", {"convbook.fold:_check_bn": lambda bn: None}),
     Plant("bn.traffic-saved", "only the write counted", {"convbook.fold:bn_traffic_saved": _traffic_read_only}),
+    Plant("bn.traffic-saved", "bias counted as added though the conv had one",
+          {"convbook.fold:bn_traffic_saved": _traffic_bias_always_added}, parameter="conv bias"),
+    Plant("bn.traffic-saved", "BN → conv: added bias counted on the BN's channels",
+          {"convbook.fold:bn_traffic_saved": _traffic_bias_on_bn_channels}, parameter="fold order"),
     Plant("bn.fold-model-resnet50", "β left out", {"convbook.fold:fold_params": _fold_params_no_beta}),
+    Plant("bn.fold-model-resnet50", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
     Plant("bn.fold-model-mobilenets", "scale on the input-channel axis",
           {"convbook.fold:output_channel_of_weight": _chan_axis1_for_conv}),
+    Plant("bn.fold-model-mobilenets", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
