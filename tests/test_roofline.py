@@ -78,11 +78,39 @@ def test_plot_roofline_draws_roof_and_points():
     plt.close("all")
 
 
+def test_streaming_schedule_reaches_the_roof():
+    """Regression: the roof was once checked only against sympy's Min of the same formula."""
+    finish, mem, cmp_ = roofline.simulate_streaming(Fraction(8), Fraction(2), Fraction(2), Fraction(1), 1)
+    assert (finish, mem, cmp_) == (6, 2, 4)  # load 2 s, then compute 4 s
+    finish, _, _ = roofline.simulate_streaming(Fraction(8), Fraction(2), Fraction(2), Fraction(1), 4)
+    assert finish == Fraction(9, 2)  # 0.5 s to load the first piece, then 4 s of compute
+    with pytest.raises(ValueError, match="chunks"):
+        roofline.simulate_streaming(1, 1, 1, 1, 0)
+
+
+_ORIG_PREDICT = roofline.predict_time
+
+
 PLANTS = [
     Plant("bench.roofline-bound", "max instead of min", {"convbook.roofline:attainable": lambda i, p, b: max(p, i * b)}),
     Plant("bench.roofline-bound", "ridge point inverted", {"convbook.roofline:ridge_point": lambda p, b: b / p}),
+    Plant("bench.roofline-bound", "no compute roof", {"convbook.roofline:attainable": lambda i, p, b: i * b}, parameter="P"),
+    Plant("bench.roofline-bound", "bandwidth left out of the memory roof",
+          {"convbook.roofline:attainable": lambda i, p, b: min(p, i)}, parameter="B"),
+    Plant("bench.roofline-bound", "intensity ignored", {"convbook.roofline:attainable": lambda i, p, b: min(p, b)},
+          parameter="I"),
     Plant("bench.roofline-time", "sum instead of max",
           {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: f / p + q / b + overhead}),
+    Plant("bench.roofline-time", "time from the bytes alone",
+          {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: q / b + overhead}, parameter="F"),
+    Plant("bench.roofline-time", "time from the FLOPs alone",
+          {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: f / p + overhead}, parameter="Q"),
+    Plant("bench.roofline-time", "peak ignored (1 FLOP/s)",
+          {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: _ORIG_PREDICT(f, q, 1, b, overhead)},
+          parameter="P"),
+    Plant("bench.roofline-time", "bandwidth ignored (1 byte/s)",
+          {"convbook.roofline:predict_time": lambda f, q, p, b, overhead=0: _ORIG_PREDICT(f, q, p, 1, overhead)},
+          parameter="B"),
     Plant("bench.roofline-time", "error relative to the prediction",
           {"convbook.roofline:prediction_error": lambda f, q, s, p, b, overhead=0:
            (predict_time(f, q, p, b, overhead) - s) / predict_time(f, q, p, b, overhead)}),

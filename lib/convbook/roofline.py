@@ -41,6 +41,7 @@ __all__ = [
     "fraction_of_roofline",
     "prediction_error",
     "bound_kind",
+    "simulate_streaming",
     "roofline_rows",
     "format_roofline_rows",
     "plot_roofline",
@@ -150,6 +151,27 @@ def bound_kind(flops, nbytes, peak, bandwidth) -> str:
     return "memory" if intensity(flops, nbytes) < ridge_point(peak, bandwidth) else "compute"
 
 
+def simulate_streaming(flops, nbytes, peak, bandwidth, chunks: int) -> tuple:
+    """Finish time of a double-buffered streaming schedule, event by event (exact for Fractions).
+
+    The kernel is cut into ``chunks`` equal pieces; piece ``i`` must be loaded (``Q/(n B)``
+    seconds on the memory link) before it is computed (``F/(n P)`` seconds on the arithmetic
+    units); the link loads piece ``i + 1`` while piece ``i`` is computed. Each unit does one
+    thing at a time. Returns ``(finish_time, memory_busy, compute_busy)``; no schedule can
+    finish before ``max(memory_busy, compute_busy)``, since each unit must do all its work.
+    """
+    if not isinstance(chunks, int) or chunks < 1:
+        raise ValueError(f"chunks must be an int >= 1, got {chunks!r}")
+    for name, v in (("flops", flops), ("bytes", nbytes), ("peak", peak), ("bandwidth", bandwidth)):
+        _positive(name, v)
+    load, work = nbytes / (chunks * bandwidth), flops / (chunks * peak)
+    load_done = compute_done = 0 * load
+    for _ in range(chunks):
+        load_done = load_done + load                            # the link loads piece after piece
+        compute_done = max(compute_done, load_done) + work      # compute waits for its piece
+    return compute_done, chunks * load, chunks * work
+
+
 def roofline_rows(cases, machine: Machine, overhead: float = 0.0) -> list[dict]:
     """Place measured cases (bench result records with status ``'ok'``) on ``machine``'s roofline.
 
@@ -217,11 +239,17 @@ def plot_roofline(machine: Machine, points=(), ax=None, title: str | None = None
 # --------------------------------------------------------------------------------------
 
 
+_GRID = [Fraction(n, d) for n in (1, 2, 3, 5, 8, 13) for d in (1, 4, 7)]
+
+
 @claim(
     "bench.roofline-bound",
     title="The roofline bound and its ridge point",
     chapter=12,
-    statement="A kernel of intensity I = F/Q on a machine with peak P and bandwidth B can reach at most min(P, I·B) FLOP/s; the two roofs meet at the ridge point I* = P/B, below which the kernel is memory bound.",
+    statement="For every intensity I = F/Q > 0, peak P > 0 and bandwidth B > 0, no schedule reaches more than min(P, I·B) FLOP/s and a streaming schedule comes arbitrarily close to it (within a factor 1 + 2/n with n pieces); the two roofs meet at the ridge point I* = P/B, below which the memory link is the unit that limits the kernel.",
+    parameters=("I", "P", "B"),
+    reference="a simulated double-buffered streaming schedule in exact rational arithmetic",
+    sympy_role="derived",
 )
 def check_roofline_bound(device: str = "cpu"):
     t = Tally()
@@ -234,25 +262,32 @@ def check_roofline_bound(device: str = "cpu"):
     t.exact(sp.simplify(F / t_compute - P) == 0, "compute-bound rate is P")
     ridge = sp.solve(sp.Eq(mem_rate, P), I)
     t.exact(len(ridge) == 1 and sp.simplify(ridge[0] - P / B) == 0, f"ridge point {ridge}")
-    roof = sp.Min(P, I * B)
-    values = [Fraction(n, d) for n in (1, 2, 3, 5, 8, 13) for d in (1, 4, 7)]
-    for p_, b_, i_ in itertools.product(values[::3], values[1::6], values[::2]):
-        expected = roof.subs({P: sp.Rational(p_.numerator, p_.denominator), B: sp.Rational(b_.numerator, b_.denominator),
-                              I: sp.Rational(i_.numerator, i_.denominator)})
-        got = attainable(i_, p_, b_)
-        t.exact(sp.Rational(got.numerator, got.denominator) == expected, f"attainable(I={i_}, P={p_}, B={b_}) = {got} ≠ {expected}")
+    # the roof against schedules: every kernel of F = I·Q FLOPs over Q bytes
+    for p_, b_, i_ in itertools.product(_GRID[::3], _GRID[1::6], _GRID[::2]):
+        q_ = Fraction(7)
+        f_ = i_ * q_
+        roof = attainable(i_, p_, b_)
+        for n in (1, 4, 64):
+            finish, mem_busy, cmp_busy = simulate_streaming(f_, q_, p_, b_, n)
+            rate = f_ / finish
+            t.exact(rate <= roof and rate * (1 + Fraction(2, n)) >= roof,
+                    f"I={i_}, P={p_}, B={b_}, {n} pieces: simulated {rate} vs roof {roof}")
+        limiter = "memory" if mem_busy > cmp_busy else "compute"
+        t.exact(bound_kind(f_, q_, p_, b_) == limiter, f"bound kind at I={i_}, P={p_}, B={b_}: simulated {limiter}")
         r = ridge_point(p_, b_)
-        kind = bound_kind(i_ * 7, Fraction(7), p_, b_)
-        t.exact(kind == ("memory" if i_ < p_ / b_ else "compute"), f"bound kind at I={i_}, ridge {r}")
-        t.exact(r == p_ / b_ and (i_ * b_ <= p_) == (i_ <= r), f"ridge {r} vs P/B")
-    return t.verdict("sympy derivation from the definitions, then exact rational grid vs sympy Min", case_unit="cases")
+        t.exact((i_ < r) == (limiter == "memory"), f"ridge {r} at I={i_}: simulated {limiter}")
+    return t.verdict("sympy derivation from the definitions, then exact rational grid vs simulated streaming schedules",
+                     case_unit="cases")
 
 
 @claim(
     "bench.roofline-time",
     title="Cost-model time, fraction of the roofline and prediction error",
     chapter=12,
-    statement="The cost-model time max(F/P, Q/B) equals F divided by the roofline bound min(P, (F/Q)·B), so a measurement's fraction of its roofline bound equals t_predicted / t_measured and the model's relative error is that fraction minus one.",
+    statement="For every F, Q, P, B > 0, the cost-model time max(F/P, Q/B) is the least time any schedule can take (a streaming schedule with n pieces comes within a factor 1 + 2/n) and equals F divided by the roofline bound min(P, (F/Q)·B), so a measurement's fraction of its roofline bound equals t_predicted / t_measured and the model's relative error is that fraction minus one.",
+    parameters=("F", "Q", "P", "B"),
+    reference="a simulated double-buffered streaming schedule in exact rational arithmetic",
+    sympy_role="proven for symbolic sizes",
 )
 def check_roofline_time(device: str = "cpu"):
     t = Tally()
@@ -267,11 +302,14 @@ def check_roofline_time(device: str = "cpu"):
     t.exact(sp.simplify((Q / B - F / P) * B * P - (P * Q - F * B)) == 0, "regime condition")
     values = [Fraction(n, d) for n in (1, 2, 3, 7, 11) for d in (1, 3, 10)]
     for f_, q_, p_, b_ in itertools.product(values[::2], values[1::3], values[::4], values[2::5]):
-        tm = f_ / p_ + q_ / b_  # a "measured" time at or above the bound
         pred = predict_time(f_, q_, p_, b_)
-        t.exact(pred == max(f_ / p_, q_ / b_) and pred == f_ / attainable(f_ / q_, p_, b_), f"predict_time(F={f_}, Q={q_}, P={p_}, B={b_}) = {pred}")
+        for n in (1, 8, 64):
+            finish, mem_busy, cmp_busy = simulate_streaming(f_, q_, p_, b_, n)
+            t.exact(max(mem_busy, cmp_busy) == pred and pred <= finish <= pred * (1 + Fraction(2, n)),
+                    f"predict_time(F={f_}, Q={q_}, P={p_}, B={b_}) = {pred}; schedule of {n} pieces {finish}")
+        t.exact(pred == f_ / attainable(f_ / q_, p_, b_), f"time = F / roof at F={f_}, Q={q_}, P={p_}, B={b_}")
+        tm = finish * 3  # a "measured" time above the bound
         frac = fraction_of_roofline(f_, q_, tm, p_, b_)
         err = prediction_error(f_, q_, tm, p_, b_)
         t.exact(frac == pred / tm and err == frac - 1 and 0 < frac <= 1, f"fraction {frac}, error {err}")
-    return t.verdict("sympy in both regimes, then exact rational grid", case_unit="cases")
-
+    return t.verdict("sympy in both regimes, then exact rational grid vs simulated streaming schedules", case_unit="cases")
