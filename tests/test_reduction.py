@@ -155,8 +155,8 @@ _ORIG_MACS = reduction.svd_macs
 _ORIG_EY = reduction.eckart_young_error
 
 
-def _cascade_relu_before_bn(conv_params, bn_params, ordering):
-    seq = _ORIG_CASCADE(conv_params, bn_params, ordering)
+def _cascade_relu_before_bn(conv_params, bn_params, ordering, eps=1e-5):
+    seq = _ORIG_CASCADE(conv_params, bn_params, ordering, eps)
     if ordering != "bn-relu-conv":
         return seq
     layers = list(seq)
@@ -182,20 +182,85 @@ def _factorise_sigma_twice(conv, rank):
 
 
 _ORIG_FACTORISE = reduction.svd_factorise
+_ORIG_RECUT = reduction.preactivation_recut
+_ORIG_EINSUM = reduction.conv1x1_einsum
+
+
+def _recut_default_eps(params, eps=1e-5):
+    """The BN's eps forgotten: every BN of the recut uses PyTorch's default 1e-5."""
+    return _ORIG_RECUT(params)
+
+
+def _recut_pairing_shifted(params, eps=1e-5):
+    """Body blocks pair B_k with C_k (instead of B_{k-1} with C_k)."""
+    head, _, tail = _ORIG_RECUT(params, eps)
+    body = _ORIG_CASCADE(params[1:], params[1:], "bn-relu-conv", eps) if len(params) > 1 else nn.Identity()
+    return head, body, tail
+
+
+def _cascade_default_eps(conv_params, bn_params, ordering, eps=1e-5):
+    return _ORIG_CASCADE(conv_params, bn_params, ordering)
+
+
+def _einsum_last_two_axes(x, weight, bias=None, stride=1):
+    """Stride applied to the last two axes, as if every input were 2-D."""
+    if stride != 1:
+        x = x[..., ::stride, ::stride]
+    return _ORIG_EINSUM(x, weight, bias)
+
+
+def _einsum_without_stride(x, weight, bias=None, stride=1):
+    return _ORIG_EINSUM(x, weight, bias)
+
+
+def _factorise_without_stride(conv, rank):
+    pair = _ORIG_FACTORISE(conv, rank)
+    pair[0].stride = (1, 1)
+    return pair
+
+
+def _factorise_without_bias(conv, rank):
+    pair = _ORIG_FACTORISE(conv, rank)
+    if pair[1].bias is not None:
+        with torch.no_grad():
+            pair[1].bias.zero_()
+    return pair
+
+
+def _factorise_full_rank(conv, rank):
+    """The rank argument ignored: the full SVD is kept."""
+    return _ORIG_FACTORISE(conv, min(conv.in_channels, conv.out_channels))
 
 
 PLANTS = [
-    Plant("reduce.conv1x1-linear", "groups ignored (dense tiling)", {"convbook.reduction:conv1x1_matrix": _matrix_ignoring_groups}),
+    Plant("reduce.conv1x1-linear", "groups ignored (dense tiling)", {"convbook.reduction:conv1x1_matrix": _matrix_ignoring_groups},
+          parameter="groups"),
+    Plant("reduce.conv1x1-linear", "stride ignored", {"convbook.reduction:conv1x1_einsum": _einsum_without_stride},
+          parameter="stride"),
+    Plant("reduce.conv1x1-linear", "stride on the last two axes whatever the dimension",
+          {"convbook.reduction:conv1x1_einsum": _einsum_last_two_axes}, parameter="dimension"),
     Plant("reduce.orderings-cascade", "ReLU before BN in the pre-activation block",
           {"convbook.reduction:cascade": _cascade_relu_before_bn}),
+    Plant("reduce.orderings-cascade", "BN eps forgotten in the recut",
+          {"convbook.reduction:preactivation_recut": _recut_default_eps}, parameter="eps"),
+    Plant("reduce.orderings-cascade", "BN eps forgotten in cascade (passed the old associativity-only check)",
+          {"convbook.reduction:cascade": _cascade_default_eps}),
+    Plant("reduce.orderings-cascade", "B_k paired with C_k in the body",
+          {"convbook.reduction:preactivation_recut": _recut_pairing_shifted}, parameter="depth"),
     Plant("reduce.conv-stack-collapses", "earlier biases dropped",
-          {"convbook.reduction:collapse_linear_stack": _collapse_drops_early_biases}),
+          {"convbook.reduction:collapse_linear_stack": _collapse_drops_early_biases}, parameter="depth"),
     Plant("reduce.svd-factorisation", "Σ applied in both layers", {"convbook.reduction:svd_factorise": _factorise_sigma_twice}),
+    Plant("reduce.svd-factorisation", "rank ignored", {"convbook.reduction:svd_factorise": _factorise_full_rank},
+          parameter="rank"),
+    Plant("reduce.svd-factorisation", "stride dropped", {"convbook.reduction:svd_factorise": _factorise_without_stride},
+          parameter="stride"),
+    Plant("reduce.svd-factorisation", "bias dropped", {"convbook.reduction:svd_factorise": _factorise_without_bias},
+          parameter="bias"),
     Plant("reduce.svd-factorisation", "MACs counted as r·(C_in+C_out+1)",
           {"convbook.reduction:svd_macs": lambda c_in, c_out, rank, pixels=1: (
               _ORIG_MACS(c_in, c_out, rank, pixels) + (rank or 0) * pixels)}),
     Plant("reduce.eckart-young", "σ_r instead of σ_{r+1}",
-          {"convbook.reduction:eckart_young_error": lambda s, rank: _ORIG_EY(s, rank - 1)}),
+          {"convbook.reduction:eckart_young_error": lambda s, rank: _ORIG_EY(s, rank - 1)}, parameter="rank"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -32,6 +32,7 @@ __all__ = [
     "conv1x1_matrix",
     "ORDERINGS",
     "cascade",
+    "preactivation_recut",
     "random_cascade_params",
     "collapse_linear_stack",
     "svd_factorise",
@@ -116,13 +117,14 @@ def random_cascade_params(widths: Sequence[int], gen: torch.Generator, device: s
     return params
 
 
-def cascade(conv_params: Sequence[dict], bn_params: Sequence[dict], ordering: str) -> nn.Sequential:
+def cascade(conv_params: Sequence[dict], bn_params: Sequence[dict], ordering: str, eps: float = 1e-5) -> nn.Sequential:
     """An eval-mode stack of 1×1 reduction blocks in one of :data:`ORDERINGS`.
 
     ``'conv-bn-relu'`` (ResNet): block k = conv_k, BN_k, ReLU.  ``'bn-relu-conv'``
     (DenseNet, pre-activation ResNet): block k = BN_k, ReLU, conv_k — so BN_k normalises the
     *input* of conv_k.  ``'conv'``: convs only.  Entry ``k`` of ``conv_params`` gives conv_k
-    (``weight``, ``bias``) and entry ``k`` of ``bn_params`` BN_k (``gamma, beta, mean, var``).
+    (``weight``, ``bias``) and entry ``k`` of ``bn_params`` BN_k (``gamma, beta, mean, var``);
+    every BN uses ``eps``.
     """
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
@@ -134,12 +136,28 @@ def cascade(conv_params: Sequence[dict], bn_params: Sequence[dict], ordering: st
         if ordering == "conv":
             layers.append(conv)
             continue
-        bn = _bn(bn_params[k])
+        bn = _bn(bn_params[k], eps)
         want = conv.out_channels if ordering == "conv-bn-relu" else conv.in_channels
         if bn.num_features != want:
             raise ValueError(f"block {k}: BN has {bn.num_features} channels but {ordering} needs {want}")
         layers += [conv, bn, nn.ReLU()] if ordering == "conv-bn-relu" else [bn, nn.ReLU(), conv]
     return nn.Sequential(*layers).eval()
+
+
+def preactivation_recut(params: Sequence[dict], eps: float = 1e-5) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """The ResNet-ordered stack ``conv-bn-relu(C_1…C_L; B_1…B_L)`` cut as ``(head, body, tail)``:
+
+    ``head = C_1``, ``body = bn-relu-conv(B_1…B_{L−1}; C_2…C_L)`` (block ``j`` is
+    ``B_j → ReLU → C_{j+1}``), ``tail = ReLU ∘ B_L``; ``tail(body(head(x)))`` is the ResNet
+    stack. ``params[k]`` holds conv ``k + 1``'s weight and bias and BN ``k + 1``'s statistics
+    (as :func:`random_cascade_params` makes them).
+    """
+    if not params:
+        raise ValueError("preactivation_recut needs at least one block")
+    head = cascade(params[:1], [], "conv")
+    body = cascade(params[1:], params[:-1], "bn-relu-conv", eps) if len(params) > 1 else nn.Identity()
+    tail = nn.Sequential(_bn(params[-1], eps), nn.ReLU()).eval()
+    return head, body, tail
 
 
 def collapse_linear_stack(weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,7 +287,9 @@ def plot_svd_error(curve: dict, axes=None):
     "reduce.conv1x1-linear",
     title="A 1×1 convolution is a per-pixel linear map",
     chapter=5,
-    statement="For 1-, 2- and 3-D inputs, any stride and groups, F.conv with a 1×1 kernel equals einsum('oi,bi...->bo...') with the (block-diagonal) channel matrix, and nn.Linear over the channels-last tensor.",
+    statement="For 1-, 2- and 3-D inputs (1 pixel and up), any stride and groups with any channel multipliers, F.conv with a 1×1 kernel equals einsum('oi,bi...->bo...') with the (block-diagonal) channel matrix, and nn.Linear over the channels-last tensor.",
+    parameters=("dimension", "stride", "groups"),
+    reference="PyTorch F.conv1d, F.conv2d, F.conv3d",
 )
 def check_conv1x1_linear(device: str = "cpu"):
     device = check_device(device)
@@ -283,57 +303,110 @@ def check_conv1x1_linear(device: str = "cpu"):
         stride = randint(1, 3, gen)
         w = randn(c_out, c_in // groups, *([1] * nd), gen=gen, device=device)
         b = randn(c_out, gen=gen, device=device) if case % 2 else None
-        x = randn(2, c_in, *([randint(1, 6, gen)] * nd), gen=gen, device=device)
+        x = randn(2, c_in, *[randint(1, 6, gen) for _ in range(nd)], gen=gen, device=device)
         ref = convs[nd](x, w, b, stride=stride, groups=groups)
         m = conv1x1_matrix(w, groups)
-        t.close(conv1x1_einsum(x, m, b, stride=stride), ref, f"einsum, nd={nd} g={groups} s={stride}")
+        got = _run(t, lambda: conv1x1_einsum(x, m, b, stride=stride), f"einsum, nd={nd} g={groups} s={stride}")
+        if got is not None:
+            t.close(got, ref, f"einsum, nd={nd} g={groups} s={stride}")
         if stride == 1:
             t.close(conv1x1_linear(x, m, b), ref, f"linear, nd={nd} g={groups}")
     return t.verdict("random 1×1 layers: einsum and F.linear vs F.conv1d/2d/3d", dtype="float64")
+
+
+def _torch_block_stack(params: Sequence[dict], eps: float, ordering: str) -> nn.Sequential:
+    """The reference: PyTorch's own modules, built here layer by layer (not through :func:`cascade`)."""
+    layers: list[nn.Module] = []
+    for k, q in enumerate(params):
+        c_out, c_in = q["weight"].shape
+        conv = nn.Conv2d(c_in, c_out, kernel_size=1, bias=True).to(q["weight"].device, q["weight"].dtype)
+        with torch.no_grad():
+            conv.weight.copy_(q["weight"][:, :, None, None])
+            conv.bias.copy_(q["bias"])
+        bn_src = q if ordering == "conv-bn-relu" else params[k - 1]
+        bn = nn.BatchNorm2d(bn_src["gamma"].numel(), eps=eps).to(q["weight"].device, q["weight"].dtype)
+        with torch.no_grad():
+            bn.weight.copy_(bn_src["gamma"])
+            bn.bias.copy_(bn_src["beta"])
+            bn.running_mean.copy_(bn_src["mean"])
+            bn.running_var.copy_(bn_src["var"])
+        if ordering == "conv-bn-relu":
+            layers += [conv, bn, nn.ReLU()]
+        elif k == 0:  # the pre-activation stack starts with the bare first conv
+            layers.append(conv)
+        else:
+            layers += [bn, nn.ReLU(), conv]
+    return nn.Sequential(*layers).eval()
+
+
+def _run(t: Tally, fn, what: str):
+    """Run ``fn()``; a wrong stack that cannot even run (mismatched widths) counts as a mismatch."""
+    try:
+        with torch.no_grad():
+            return fn()
+    except (RuntimeError, ValueError) as err:
+        t.exact(False, f"{what}: {err}")
+        return None
 
 
 @claim(
     "reduce.orderings-cascade",
     title="In a deep cascade, Conv→BN→ReLU and BN→ReLU→Conv are the same network cut differently",
     chapter=5,
-    statement="For L blocks, conv-bn-relu(C_1…C_L, B_1…B_L) = ReLU∘B_L ∘ bn-relu-conv(B_1…B_{L−1}; C_2…C_L) ∘ C_1: only the first conv and the last BN+ReLU differ.",
+    statement="For every depth L >= 1, widths C_0…C_L and BN eps > 0, conv-bn-relu(C_1…C_L, B_1…B_L) = ReLU∘B_L ∘ bn-relu-conv(B_1…B_{L−1}; C_2…C_L) ∘ C_1 in eval mode: only the first conv and the last BN+ReLU differ.",
+    parameters=("depth", "eps"),
+    reference="PyTorch nn.Conv2d, nn.BatchNorm2d and nn.ReLU stacked in each ordering",
 )
 def check_orderings_cascade(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-12)
     gen = generator(502)
-    for case in range(10):
-        depth = randint(2, 7, gen)
-        widths = [2 * randint(2, 8, gen)]
-        for _ in range(depth):  # reductions 2C -> C mixed with C -> C
-            widths.append(max(2, widths[-1] // 2) if randint(0, 1, gen) else widths[-1])
+    for case in range(16):
+        depth = 1 + case % 6
+        eps = (1e-5, 0.5, 1e-9, 3.0)[case % 4]
+        widths = [2 * randint(1, 8, gen)]
+        for _ in range(depth):  # reductions 2C -> C mixed with C -> C and widenings
+            widths.append((max(1, widths[-1] // 2), widths[-1], widths[-1] + 1)[randint(0, 2, gen)])
         p = random_cascade_params(widths, gen, device)
-        resnet = cascade(p, p, "conv-bn-relu")
-        preact = cascade(p[1:], p[:-1], "bn-relu-conv")
-        head = cascade(p[:1], [], "conv")
-        last = p[-1]
-        x = randn(2, widths[0], 4, 4, gen=gen, device=device)
+        # small variances, so that eps matters
+        for q in p:
+            q["var"] = q["var"] * (1e-3 if case % 2 else 1.0)
+        x = randn(2, widths[0], randint(1, 4, gen), randint(1, 4, gen), gen=gen, device=device)
+        what = f"depth {depth}, widths {widths}, eps {eps:g}"
         with torch.no_grad():
-            ref = resnet(x)
-            mid = preact(head(x))
-            got = F.relu(F.batch_norm(mid, last["mean"], last["var"], last["gamma"], last["beta"], False, 0.0, 1e-5))
-        t.close(got, ref, f"depth {depth}, widths {widths}")
-    return t.verdict("random deep cascades: ResNet ordering vs head + pre-activation stack + tail",
-                     case_unit="cascades", dtype="float64")
+            ref = _torch_block_stack(p, eps, "conv-bn-relu")(x)
+            pre = _torch_block_stack(p, eps, "bn-relu-conv")(x)
+        last = p[-1]
+        ref_tail = F.relu(F.batch_norm(pre, last["mean"], last["var"], last["gamma"], last["beta"], False, 0.0, eps))
+        t.close(ref_tail, ref, what + " (PyTorch modules: pre-activation stack + last BN, ReLU vs ResNet stack)")
+        resnet = _run(t, lambda: cascade(p, p, "conv-bn-relu", eps)(x), what)
+        if resnet is not None:
+            t.close(resnet, ref, what + " (cascade conv-bn-relu vs PyTorch modules)")
+
+        def recut():
+            head, body, tail = preactivation_recut(p, eps)
+            return tail(body(head(x)))
+        got = _run(t, recut, what)
+        if got is not None:
+            t.close(got, ref, what + " (recut vs PyTorch ResNet stack)")
+    return t.verdict("random cascades: library stacks and the recut vs PyTorch modules in each ordering",
+                     case_unit="comparisons", dtype="float64")
 
 
 @claim(
     "reduce.conv-stack-collapses",
     title="1×1 convolutions without a non-linearity collapse to one",
     chapter=5,
-    statement="A stack of 1×1 convs (the 'conv' ordering) equals the single 1×1 conv with W = W_L⋯W_1 and b = Σ_k W_L⋯W_{k+1} b_k, so its rank is at most its narrowest width.",
+    statement="For every depth L >= 1 and widths, a stack of 1×1 convs (the 'conv' ordering) equals the single 1×1 conv with W = W_L⋯W_1 and b = Σ_k W_L⋯W_{k+1} b_k, so its rank is at most its narrowest width.",
+    parameters=("depth",),
+    reference="the stack of PyTorch nn.Conv2d layers; torch.linalg.matrix_rank",
 )
 def check_conv_stack_collapses(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-12)
     gen = generator(503)
     for case in range(25):
-        widths = [randint(2, 12, gen) for _ in range(randint(2, 6, gen))]
+        widths = [randint(1, 12, gen) for _ in range(2 + case % 5)]
         p = random_cascade_params(widths, gen, device)
         stack = cascade(p, [], "conv")
         w, b = collapse_linear_stack([q["weight"] for q in p], [q["bias"] for q in p])
@@ -348,21 +421,23 @@ def check_conv_stack_collapses(device: str = "cpu"):
     "reduce.svd-factorisation",
     title="The truncated-SVD factorisation of a 1×1 conv is exact for the truncated matrix",
     chapter=5,
-    statement="svd_factorise(conv, r) is two 1×1 convs (C_in→r, r→C_out) whose composition equals the 1×1 conv with weight U_rΣ_rV_rᵀ, costing r(C_in+C_out) instead of C_in·C_out MACs per pixel.",
+    statement="For every rank 1 <= r <= min(C_in, C_out), stride and with or without bias, svd_factorise(conv, r) is two 1×1 convs (C_in→r, r→C_out) whose composition equals the 1×1 conv with weight U_rΣ_rV_rᵀ, costing r(C_in+C_out) instead of C_in·C_out MACs per pixel.",
+    parameters=("rank", "stride", "bias"),
+    reference="PyTorch F.conv2d with numpy's truncated SVD; MACs counted from the built layers",
 )
 def check_svd_factorisation(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-12)
     gen = generator(504)
     for case in range(30):
-        c_in, c_out = randint(2, 24, gen), randint(2, 24, gen)
-        r = randint(1, min(c_in, c_out), gen)
-        stride = randint(1, 2, gen)
+        c_in, c_out = randint(1, 24, gen), randint(1, 24, gen)
+        r = (1, min(c_in, c_out), randint(1, min(c_in, c_out), gen))[case % 3]
+        stride = randint(1, 3, gen)
         conv = nn.Conv2d(c_in, c_out, 1, stride=stride, bias=bool(case % 2)).to(device, DTYPE)
         with torch.no_grad():
             conv.weight.copy_(randn(*conv.weight.shape, gen=gen, device=device))
         pair = svd_factorise(conv, r)
-        x = randn(2, c_in, 6, 6, gen=gen, device=device)
+        x = randn(2, c_in, randint(1, 7, gen), randint(1, 7, gen), gen=gen, device=device)
         w = conv.weight.detach().reshape(c_out, c_in)
         # independent truncation: numpy's SVD of the same matrix
         u, s, vh = np.linalg.svd(w.cpu().numpy())
@@ -387,7 +462,9 @@ def check_svd_factorisation(device: str = "cpu"):
     "reduce.eckart-young",
     title="Truncated SVD is the best rank-r approximation, with error σ_{r+1}",
     chapter=5,
-    statement="‖W − W_r‖₂ = σ_{r+1} and ‖W − W_r‖_F = √(Σ_{i>r}σ_i²); no other rank-r matrix does better, so every pixel's output error is at most σ_{r+1}‖x‖.",
+    statement="For every matrix W and rank r, ‖W − W_r‖₂ = σ_{r+1} and ‖W − W_r‖_F = √(Σ_{i>r}σ_i²); no other rank-r matrix does better in these weight-space norms, so every pixel's output error is at most σ_{r+1}‖x‖.",
+    parameters=("rank",),
+    reference="singular values from eigvalsh([[0, W], [Wᵀ, 0]]); random rank-r competitors",
 )
 def check_eckart_young(device: str = "cpu"):
     device = check_device(device)
@@ -461,8 +538,8 @@ def _conv(p: dict) -> nn.Conv2d:
     return conv
 
 
-def _bn(p: dict) -> nn.BatchNorm2d:
-    bn = nn.BatchNorm2d(p["gamma"].numel()).to(p["gamma"].device, p["gamma"].dtype)
+def _bn(p: dict, eps: float = 1e-5) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(p["gamma"].numel(), eps=eps).to(p["gamma"].device, p["gamma"].dtype)
     with torch.no_grad():
         bn.weight.copy_(p["gamma"])
         bn.bias.copy_(p["beta"])
