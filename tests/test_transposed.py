@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from convbook import transposed as tr
 from convbook.transposed import (adjoint_inner_products, conv_transpose_by_scatter, equivalent_conv_padding,
                                  interior_overlap, nearest_resize_conv_kernel, overlap_count, overlap_count_2d,
-                                 overlap_is_uniform, pixel_shuffle_as_transposed, polyphase_sums,
+                                 overlap_count_nd, overlap_is_uniform, resize_conv_constant_region, pixel_shuffle_as_transposed, polyphase_sums,
                                  required_output_padding, resize_conv, subpixel_conv, transposed_as_conv,
                                  transposed_kernel_as_conv)
 from tests.planting import Plant, planted_failure_test
@@ -71,12 +71,45 @@ def test_overlap_counts_examples():
     assert overlap_is_uniform((4, 6), (2, 3)) and not overlap_is_uniform((4, 5), (2, 2))
 
 
-@given(k=st.integers(1, 12), s=st.integers(1, 6), n=st.integers(1, 6))
-def test_overlap_count_property(k, s, n):
+def test_overlap_with_dilation_regression():
+    # k = 2, s = 2, d = 2: taps 0 and 2 both land on even outputs; odd outputs get nothing.
+    # overlap_is_uniform(2, 2) used to say uniform, ignoring the dilation.
+    ref = F.conv_transpose1d(torch.ones(1, 1, 5, dtype=D), torch.ones(1, 1, 2, dtype=D), stride=2, dilation=2)[0, 0]
+    assert ref.tolist() == [1, 0, 2, 0, 2, 0, 2, 0, 2, 0, 1]
+    assert overlap_count(2, 2, 5, 2).tolist() == ref.tolist()
+    assert interior_overlap(2, 2, 2).tolist() == [2, 0]
+    assert not overlap_is_uniform(2, 2, 2) and overlap_is_uniform(2, 2, 1)
+    assert overlap_is_uniform(4, 2, 3) and not overlap_is_uniform(4, 2, 2)  # gcd(d, s) = 1 and s | k
+    assert overlap_is_uniform((4, 3), (2, 3), (1, 2)) and not overlap_is_uniform((4, 3), (2, 3), (1, 3))
+
+
+def test_overlap_nd_per_axis_and_3d():
+    k, s, d, n = (2, 3, 1), (2, 1, 3), (1, 2, 2), (3, 2, 2)
+    ref = F.conv_transpose3d(torch.ones(1, 1, *n, dtype=D), torch.ones(1, 1, *k, dtype=D), stride=s, dilation=d)[0, 0]
+    assert np.array_equal(overlap_count_nd(k, s, n, d), ref.numpy())
+    assert overlap_count_2d((3, 2), (2, 1), (3, 4), (1, 3)).shape == (7, 7)
+
+
+@given(k=st.integers(1, 12), s=st.integers(1, 6), n=st.integers(1, 6), d=st.integers(1, 5))
+def test_overlap_count_property(k, s, n, d):
     ones = torch.ones(1, 1, n, dtype=D)
-    ref = F.conv_transpose1d(ones, torch.ones(1, 1, k, dtype=D), stride=s)[0, 0].numpy()
-    assert np.array_equal(overlap_count(k, s, n), ref)
-    assert interior_overlap(k, s).sum() == k  # every tap lands on exactly one residue
+    ref = F.conv_transpose1d(ones, torch.ones(1, 1, k, dtype=D), stride=s, dilation=d)[0, 0].numpy()
+    assert np.array_equal(overlap_count(k, s, n, d), ref)
+    assert interior_overlap(k, s, d).sum() == k  # every tap lands on exactly one residue
+
+
+def test_resize_conv_zero_padding_border_regression():
+    # a constant input through nearest resize and a 3-tap ones conv with zero padding 1: 2, 3, ..., 3, 2
+    x = torch.ones(1, 1, 4, dtype=D)
+    out = resize_conv(x, torch.ones(1, 1, 3, dtype=D), 2, padding=1)[0, 0]
+    assert out.tolist() == [2, 3, 3, 3, 3, 3, 3, 2]
+    assert resize_conv_constant_region(8, 1) == slice(1, 7)
+    for mode in ("reflect", "replicate", "circular"):
+        out = resize_conv(x, torch.ones(1, 1, 3, dtype=D), 2, padding=1, padding_mode=mode)[0, 0]
+        assert out.tolist() == [3] * 8
+        assert resize_conv_constant_region(8, 1, mode) == slice(0, 8)
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        resize_conv(x, torch.ones(1, 1, 3, dtype=D), 2, padding_mode="wrap")
 
 
 def test_polyphase_sums_and_resize_kernel():
@@ -147,7 +180,7 @@ def test_invalid_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="kernel_size must be >= 1"):
         interior_overlap(0, 2)
     with pytest.raises(ValueError, match="same length"):
-        overlap_is_uniform((3, 3), 2)
+        overlap_is_uniform((3, 3), (2, 2, 2))
     with pytest.raises(ValueError, match="sequence of 2"):
         overlap_count_2d((3, 3, 3), (2, 2), (4, 4))
     with pytest.raises(ValueError, match="C_in × C_out × k"):
@@ -186,10 +219,13 @@ def _kernel_not_flipped(weight, groups=1):
     return _AS_CONV_KERNEL(weight, groups).flip(tuple(range(2, weight.dim())))
 
 
-def _resize_by_zero_insertion(x, weight, scale, mode="nearest", padding=0):
+def _resize_by_zero_insertion(x, weight, scale, mode="nearest", padding=0, padding_mode="zeros"):
     nd = x.dim() - 2
     up = x.new_zeros(*x.shape[:2], *[n * scale for n in x.shape[2:]])
     up[(slice(None), slice(None), *[slice(None, None, scale)] * nd)] = x * scale**nd
+    if padding_mode != "zeros":
+        up = F.pad(up, [padding] * (2 * nd), mode=padding_mode)
+        padding = 0
     return (F.conv1d if nd == 1 else F.conv2d)(up, weight, padding=padding)
 
 
@@ -201,37 +237,193 @@ def _pixel_kernel_no_flip(weight, scale, padding=0):
     return v.contiguous(), (scale * (kh - 1 - p[0]), scale * (kw - 1 - p[1]))
 
 
-def _overlap_floor(kernel_size, stride, length):
+def _pixel_phases_swapped(weight, scale, padding=0):
+    c_rr, c_in, kh, kw = weight.shape
+    c = c_rr // (scale * scale)
+    w = weight.reshape(c, scale, scale, c_in, kh, kw).transpose(1, 2).reshape(c_rr, c_in, kh, kw)
+    return _PIXEL(w, scale, padding)
+
+
+def _pixel_pad_axis0(weight, scale, padding=0):
+    v, pad = _PIXEL(weight, scale, padding)
+    p = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    return v, (pad[0], scale * (weight.shape[2] - 1 - p[1]))
+
+
+_OVERLAP = tr.overlap_count
+_OVERLAP_ND = tr.overlap_count_nd
+_INTERIOR = tr.interior_overlap
+_UNIFORM = tr.overlap_is_uniform
+_AS_CONV = tr.transposed_as_conv
+_REGION = tr.resize_conv_constant_region
+_NEAREST_KERNEL = tr.nearest_resize_conv_kernel
+_PIXEL = tr.pixel_shuffle_as_transposed
+
+
+def _scatter_with(**change):
+    """The scatter with one argument forced to a wrong value (the parameter ignored)."""
+    def wrong(y, weight, stride=1, padding=0, dilation=1, groups=1, output_padding=0):
+        args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, output_padding=output_padding)
+        nd = weight.dim() - 2
+        for name, fn in change.items():
+            args[name] = fn(args[name], nd)
+        return _SCATTER(y, weight, **args)
+    return wrong
+
+
+def _axis0(v, nd):
+    return (tuple(v) if not isinstance(v, int) else (v,) * nd)[0]
+
+
+def _scatter_groups_swapped(y, weight, stride=1, padding=0, dilation=1, groups=1, output_padding=0):
+    """Each group's output channels written to the other group's slots."""
+    out = _SCATTER(y, weight, stride, padding, dilation, groups, output_padding)
+    return out.reshape(out.shape[0], groups, -1, *out.shape[2:]).flip(1).reshape(out.shape)
+
+
+def _as_conv_with(**change):
+    def wrong(y, weight, stride=1, padding=0, dilation=1, groups=1, output_padding=0):
+        args = dict(stride=stride, padding=padding, dilation=dilation, groups=groups, output_padding=output_padding)
+        for name, fn in change.items():
+            args[name] = fn(args[name], weight.dim() - 2)
+        return _AS_CONV(y, weight, **args)
+    return wrong
+
+
+def _as_conv_kernel_no_groups(weight, groups=1):
+    """Channels swapped across the whole tensor instead of within each group."""
+    v = _AS_CONV_KERNEL(weight, 1)
+    return v.reshape(groups, -1, *v.shape[1:])[:, :, : v.shape[1] // groups].reshape(-1, v.shape[1] // groups, *v.shape[2:]) \
+        if v.shape[0] % groups == 0 and v.shape[1] % groups == 0 else v
+
+
+def _overlap_no_dilation(kernel_size, stride, length, dilation=1):
+    return _OVERLAP(kernel_size, stride, length, 1)
+
+
+def _overlap_floor(kernel_size, stride, length, dilation=1):
     """Every output gets floor(k/s) taps plus the border ramps: the 'average' belief."""
-    counts = _OVERLAP(kernel_size, stride, length).copy()
-    lo, hi = kernel_size - 1, (length - 1) * stride
+    counts = _OVERLAP(kernel_size, stride, length, dilation).copy()
+    lo, hi = dilation * (kernel_size - 1), (length - 1) * stride
     if hi >= lo:
         counts[lo : hi + 1] = kernel_size // stride
     return counts
 
 
-_OVERLAP = tr.overlap_count
+def _overlap_no_borders(kernel_size, stride, length, dilation=1):
+    """The interior pattern everywhere, as if the input were infinite."""
+    j = np.arange((length - 1) * stride + dilation * (kernel_size - 1) + 1)
+    return _INTERIOR(kernel_size, stride, dilation)[j % stride]
+
+
+def _overlap_nd_axis0(kernel_size, stride, length, dilation=1):
+    nd = len(tuple(kernel_size))
+    ds = dilation if isinstance(dilation, int) else tuple(dilation)[0]
+    return _OVERLAP_ND([tuple(kernel_size)[0]] * nd, [tuple(stride)[0]] * nd, length, ds)
+
 
 PLANTS = [
     Plant("transpose.adjoint", "kernel flipped in the scatter", {"convbook.transposed:conv_transpose_by_scatter": _scatter_flipped}),
+    Plant("transpose.adjoint", "stride ignored by the scatter",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(stride=lambda v, nd: 1, output_padding=lambda v, nd: 0)},
+          parameter="stride"),
+    Plant("transpose.adjoint", "padding not cropped",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(padding=lambda v, nd: 0)}, parameter="padding"),
+    Plant("transpose.adjoint", "taps placed 1 apart whatever the dilation",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(dilation=lambda v, nd: 1, output_padding=lambda v, nd: 0)},
+          parameter="dilation"),
+    Plant("transpose.adjoint", "groups' outputs swapped",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_groups_swapped}, parameter="groups"),
+    Plant("transpose.adjoint", "axis 0's stride on every axis",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(stride=_axis0, output_padding=lambda v, nd: 0)},
+          parameter="per-axis sizes"),
     Plant("transpose.gradient", "output_padding forgotten",
-          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: 0}),
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: 0}, parameter="output_padding"),
+    Plant("transpose.gradient", "stride ignored by the scatter",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(stride=lambda v, nd: 1, output_padding=lambda v, nd: 0)},
+          parameter="stride"),
+    Plant("transpose.gradient", "padding not cropped",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(padding=lambda v, nd: 0)}, parameter="padding"),
+    Plant("transpose.gradient", "taps placed 1 apart whatever the dilation",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_with(dilation=lambda v, nd: 1, output_padding=lambda v, nd: 0)},
+          parameter="dilation"),
+    Plant("transpose.gradient", "groups' outputs swapped",
+          {"convbook.transposed:conv_transpose_by_scatter": _scatter_groups_swapped}, parameter="groups"),
     Plant("transpose.as-conv", "padding k-1-p ignores dilation",
-          {"convbook.transposed:equivalent_conv_padding": lambda k, p=0, d=1: (k - 1) - p}),
+          {"convbook.transposed:equivalent_conv_padding": lambda k, p=0, d=1: (k - 1) - p}, parameter="dilation"),
+    Plant("transpose.as-conv", "padding d(k-1) ignores p",
+          {"convbook.transposed:equivalent_conv_padding": lambda k, p=0, d=1: d * (k - 1)}, parameter="padding"),
     Plant("transpose.as-conv", "kernel not flipped", {"convbook.transposed:transposed_kernel_as_conv": _kernel_not_flipped}),
+    Plant("transpose.as-conv", "no zeros inserted (stride ignored)",
+          {"convbook.transposed:transposed_as_conv": _as_conv_with(stride=lambda v, nd: 1, output_padding=lambda v, nd: 0)},
+          parameter="stride"),
+    Plant("transpose.as-conv", "output_padding dropped",
+          {"convbook.transposed:transposed_as_conv": _as_conv_with(output_padding=lambda v, nd: 0)}, parameter="output_padding"),
+    Plant("transpose.as-conv", "channels swapped across groups",
+          {"convbook.transposed:transposed_kernel_as_conv": _as_conv_kernel_no_groups}, parameter="groups"),
+    Plant("transpose.as-conv", "axis 0's padding on every axis",
+          {"convbook.transposed:transposed_as_conv": _as_conv_with(padding=_axis0)}, parameter="per-axis sizes"),
     Plant("transpose.output-size", "remainder mod (s+1)",
-          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: (n + 2 * p - d * (k - 1) - 1) % (s + 1)}),
-    Plant("transpose.overlap-count", "interior taken as floor(k/s)", {"convbook.transposed:overlap_count": _overlap_floor}),
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: (n + 2 * p - d * (k - 1) - 1) % (s + 1)},
+          parameter="stride"),
+    Plant("transpose.output-size", "dilation left out of the remainder",
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: (n + 2 * p - (k - 1) - 1) % s},
+          parameter="dilation"),
+    Plant("transpose.output-size", "padding left out of the remainder",
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: (n - d * (k - 1) - 1) % s},
+          parameter="padding"),
+    Plant("transpose.output-size", "d·k instead of d(k-1)",
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: (n + 2 * p - d * k - 1) % s},
+          parameter="kernel"),
+    Plant("transpose.output-size", "output_padding independent of the input size",
+          {"convbook.transposed:required_output_padding": lambda n, k, s=1, p=0, d=1: 0}, parameter="input size"),
+    Plant("transpose.overlap-count", "interior taken as floor(k/s)", {"convbook.transposed:overlap_count": _overlap_floor},
+          parameter="kernel"),
     Plant("transpose.overlap-count", "interior ceil((k-r-1)/s)",
-          {"convbook.transposed:interior_overlap": lambda k, s: (k - np.arange(s) + s - 2) // s}),
+          {"convbook.transposed:interior_overlap": lambda k, s, d=1: (k - np.arange(s) + s - 2) // s}, parameter="stride"),
+    Plant("transpose.overlap-count", "dilation ignored", {"convbook.transposed:overlap_count": _overlap_no_dilation},
+          parameter="dilation"),
+    Plant("transpose.overlap-count", "border ramps ignored", {"convbook.transposed:overlap_count": _overlap_no_borders},
+          parameter="input length"),
+    Plant("transpose.overlap-count", "axis 0's kernel and stride on every axis",
+          {"convbook.transposed:overlap_count_nd": _overlap_nd_axis0}, parameter="per-axis sizes"),
     Plant("transpose.uniform-iff-divides", "uniform once k >= s",
-          {"convbook.transposed:overlap_is_uniform": lambda k, s: all(a >= b for a, b in zip(np.atleast_1d(k), np.atleast_1d(s)))}),
+          {"convbook.transposed:overlap_is_uniform": lambda k, s, d=1: all(a >= b for a, b in zip(np.atleast_1d(k), np.atleast_1d(s)))},
+          parameter="kernel"),
+    Plant("transpose.uniform-iff-divides", "uniform iff k is even (the stride-2 rule for every stride)",
+          {"convbook.transposed:overlap_is_uniform": lambda k, s, d=1: all(a % 2 == 0 for a in np.atleast_1d(k))},
+          parameter="stride"),
+    Plant("transpose.uniform-iff-divides", "dilation ignored: s | k",
+          {"convbook.transposed:overlap_is_uniform": lambda k, s, d=1: _UNIFORM(k, s, 1)}, parameter="dilation"),
+    Plant("transpose.uniform-iff-divides", "only axis 0 examined",
+          {"convbook.transposed:overlap_is_uniform": lambda k, s, d=1: _UNIFORM(*(np.atleast_1d(v)[:1].tolist() for v in (k, s, d)))},
+          parameter="per-axis sizes"),
     Plant("transpose.constant-response", "residues without the padding shift",
-          {"convbook.transposed:polyphase_sums": lambda w, s, p=0: _POLY(w, s, 0)}),
+          {"convbook.transposed:polyphase_sums": lambda w, s, p=0: _POLY(w, s, 0)}, parameter="padding"),
+    Plant("transpose.constant-response", "residues mod 2 whatever the stride",
+          {"convbook.transposed:polyphase_sums": lambda w, s, p=0: _POLY(w, 2, p)[:, np.arange(s) % 2]}, parameter="stride"),
+    Plant("transpose.constant-response", "last tap left out",
+          {"convbook.transposed:polyphase_sums": lambda w, s, p=0: _POLY(w[:, :, :-1], s, p) if w.shape[2] > 1 else _POLY(0 * w, s, p)},
+          parameter="kernel"),
+    Plant("transpose.constant-response", "only the first input channel summed",
+          {"convbook.transposed:polyphase_sums": lambda w, s, p=0: _POLY(w[:1], s, p)}, parameter="channels"),
     Plant("transpose.resize-conv-uniform", "zero-insertion instead of resizing",
-          {"convbook.transposed:resize_conv": _resize_by_zero_insertion}),
+          {"convbook.transposed:resize_conv": _resize_by_zero_insertion}, parameter="interpolation"),
+    Plant("transpose.resize-conv-uniform", "zero padding treated as uniform",
+          {"convbook.transposed:resize_conv_constant_region": lambda n, p, mode="zeros": slice(0, n)}, parameter="padding"),
+    Plant("transpose.resize-conv-uniform", "padding mode ignored (always zeros)",
+          {"convbook.transposed:resize_conv": lambda x, w, s, mode="nearest", padding=0, padding_mode="zeros":
+           _RESIZE(x, w, s, mode, padding)}, parameter="padding_mode"),
+    Plant("transpose.resize-conv-uniform", "box of s + 1 ones",
+          {"convbook.transposed:nearest_resize_conv_kernel": lambda w, s: _NEAREST_KERNEL(w, s + 1)}, parameter="scale"),
     Plant("transpose.pixel-shuffle", "sub-kernels placed without the flip",
           {"convbook.transposed:pixel_shuffle_as_transposed": _pixel_kernel_no_flip}),
+    Plant("transpose.pixel-shuffle", "padding r(k-1) ignores p",
+          {"convbook.transposed:pixel_shuffle_as_transposed": lambda w, r, p=0: _PIXEL(w, r, 0)}, parameter="padding"),
+    Plant("transpose.pixel-shuffle", "phases φ and ψ swapped",
+          {"convbook.transposed:pixel_shuffle_as_transposed": _pixel_phases_swapped}, parameter="scale"),
+    Plant("transpose.pixel-shuffle", "axis 0's kernel size in both paddings",
+          {"convbook.transposed:pixel_shuffle_as_transposed": _pixel_pad_axis0}, parameter="per-axis sizes"),
 ]
 _POLY = tr.polyphase_sums
 
