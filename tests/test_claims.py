@@ -117,6 +117,21 @@ def test_tally_close_requires_tolerance():
         Tally().close(np.zeros(1), np.zeros(1))
 
 
+def test_tally_all_zero_reference_uses_the_absolute_error_and_says_so():
+    # was: a 1e-16 difference from an all-zero reference divided by 1e-300 gave a relative error of 1e284
+    t = Tally(tol=1e-12)
+    assert t.close(np.array([1e-16, -2e-16]), np.zeros(2)) == pytest.approx(2e-16)
+    v = t.verdict("zeros")
+    assert v.passed and v.max_error == pytest.approx(2e-16)
+    assert any("absolute error where the reference is zero" in n for n in v.notes)
+    bad = Tally(tol=1e-12)
+    bad.close(np.array([1e-6]), np.zeros(1))
+    assert not bad.passed  # a real difference still fails
+    plain = Tally(tol=1e-12)
+    plain.close(np.array([2.0]), np.array([2.0]))
+    assert not any("reference is zero" in n for n in plain.verdict("x").notes)
+
+
 def test_absolute_error_kind():
     t = Tally(tol=1e-3, kind="abs.")
     t.close(np.array([1000.0]), np.array([1000.0005]))

@@ -37,11 +37,13 @@ def test_worked_examples():
     # a transposed conv counts input positions: 8x8 input, 16 -> 32, k=4
     assert conv_macs(16, 32, (4, 4), (8, 8), 2, 1, transposed=True) == 64 * 16 * 16 * 32
     assert conv_out_size((8, 8), (4, 4), 2, 1, transposed=True) == (16, 16)
-    assert conv_out_size(7, 3, 2, 1, transposed=True, output_padding=1) == (14,)
+    assert conv_out_size(7, 3, 2, 1, transposed=True, output_padding=1) == (14, 14)  # ints: 2 axes, like nn.Conv2d
+    assert conv_out_size(7, 3, 2, 1, transposed=True, output_padding=1, ndim=1) == (14,)
     assert linear_params(2048, 1000) == 2_049_000 and linear_macs(2048, 1000, 3) == 3 * 2_048_000
     assert bn_params(64) == 128 and bn_params(64, affine=False) == 0 and bn_ops(64, (56, 56)) == 64 * 56 * 56
     assert pool_ops(64, 3, (112, 112), 2, 1) == 64 * 56 * 56 * 9
-    assert pool_ops(4, 2, 8) == 4 * 4 * 2  # stride defaults to the kernel
+    assert pool_ops(4, 2, 8) == 4 * 4 * 4 * 2 * 2  # stride defaults to the kernel; ints mean 2 axes
+    assert pool_ops(4, 2, 8, ndim=1) == 4 * 4 * 2
     assert separable_ratio(32, 64, 3) == Fraction(1, 64) + Fraction(1, 9)
     assert bottleneck_stride_delta() == 3 * (28**2 * 256 * 128 + 14**2 * 512 * 256 + 7**2 * 1024 * 512)
 
@@ -84,10 +86,10 @@ def test_pool_ops_by_enumeration(c, k, n, s, p):
     k2, s2 = ((1, v) if nd == 1 else tup(v) for v in (k, k if s is None else s))
     p2 = (0, p) if nd == 1 else tup(p)
     cols = torch.nn.functional.unfold(torch.ones(1, c, *n2), k2, stride=s2, padding=p2)
-    assert pool_ops(c, k, n, s, p) == cols.numel()
+    assert pool_ops(c, k, n, s, p, ndim=nd) == cols.numel()
     pool = (nn.MaxPool1d if nd == 1 else nn.MaxPool2d)(k, s, p)
     out = pool(torch.zeros(1, c, *(n2[1:] if nd == 1 else n2)))
-    assert pool_ops(c, k, n, s, p) == out.numel() * math.prod(k2)
+    assert pool_ops(c, k, n, s, p, ndim=nd) == out.numel() * math.prod(k2)
 
 
 def test_profile_static_trace_equals_hook_trace():
@@ -145,11 +147,11 @@ def test_third_party_counters_on_a_transposed_convolution():
 def test_invalid_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="groups must divide"):
         conv_params(6, 4, 3, groups=4)
-    with pytest.raises(ValueError, match="in_channels must be an int >= 1"):
+    with pytest.raises(ValueError, match="in_channels must be >= 1"):
         conv_params(0, 4, 3)
-    with pytest.raises(ValueError, match="kernel_size must be an int >= 1"):
+    with pytest.raises(ValueError, match=r"kernel_size\[1\] must be >= 1"):
         conv_params(3, 4, (3, 0))
-    with pytest.raises(ValueError, match="tuple of 3 ints"):
+    with pytest.raises(ValueError, match="disagree on the number of spatial axes"):
         conv_macs(3, 4, (3, 3), (8, 8, 8))
     with pytest.raises(ValueError, match="padding must be >= 0"):
         conv_macs(3, 4, 3, 8, padding=-1)
@@ -165,7 +167,7 @@ def test_invalid_inputs_raise_clear_errors():
         linear_macs(3, 4, 0)
     with pytest.raises(ValueError, match="channels"):
         bn_params(0)
-    with pytest.raises(ValueError, match="spatial_size"):
+    with pytest.raises(ValueError, match="at least one spatial axis"):
         bn_ops(4, ())
     with pytest.raises(ValueError, match="channels"):
         pool_ops(0, 2, 8)
@@ -271,3 +273,68 @@ def test_network_complexity_small_chain_and_refusals():
     grouped = [dict(name="g", in_channels=4, out_channels=4, kernel_size=(3, 3), output_size=(5, 5), groups=2)]
     with pytest.raises(ValueError, match="groups=1"):
         cost.chain_values(grouped)
+
+
+# --- argument conventions and profile() regressions ------------------------------------------
+
+
+def test_int_kernel_size_means_every_axis_like_nn_conv2d():
+    # was 80 (one spatial axis); nn.Conv2d(16, 4, 5, groups=4) has 4 * 4 * 25 weights + 4 biases
+    layer = nn.Conv2d(16, 4, 5, groups=4, device="meta")
+    assert conv_params(16, 4, 5, groups=4) == models.count_params(layer) == 404
+    assert conv_params(16, 4, 5, groups=4, bias=False) == 400
+    assert conv_params(16, 4, 5, groups=4, ndim=1) == models.count_params(nn.Conv1d(16, 4, 5, groups=4, device="meta"))
+    assert conv_macs(3, 8, 3, 10) == _flops(nn.Conv2d(3, 8, 3, device="meta"), (1, 3, 10, 10)) // 2
+
+
+def test_numpy_integers_and_padding_strings_are_accepted():
+    import numpy as np
+
+    assert conv_params(np.int64(16), np.int32(4), np.int64(5), groups=np.int64(4)) == 404
+    for padding in ("same", "valid"):
+        layer = nn.Conv2d(3, 8, (4, 3), dilation=(1, 2), padding=padding, device="meta")
+        assert 2 * conv_macs(3, 8, (4, 3), (9, 10), 1, padding, (1, 2)) == _flops(layer, (1, 3, 9, 10))
+        assert conv_out_size((9, 10), (4, 3), 1, padding, (1, 2)) == tuple(layer(torch.empty(1, 3, 9, 10, device="meta")).shape[2:])
+    with pytest.raises(ValueError, match="stride 1"):
+        conv_macs(3, 8, 3, 9, stride=2, padding="same")
+    with pytest.raises(ValueError, match="padding strings"):
+        conv_macs(3, 8, 3, 9, padding="same", transposed=True)
+    with pytest.raises(ValueError, match="integer"):
+        conv_params(3, 8, 3.0)
+
+
+def test_profile_counts_parameters_once_and_macs_per_call():
+    class Thrice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(8, 8, 3, padding="same")
+            self.gamma = nn.Parameter(torch.ones(8, 1, 1))  # held by the non-leaf root: a layer scale
+            self.head = nn.Linear(8, 4)
+
+        def forward(self, x):
+            for _ in range(3):
+                x = self.c(x) * self.gamma
+            return self.head(x.mean((2, 3)))
+
+    m = Thrice()
+    prof = profile(m, (2, 8, 16, 16))
+    assert prof.params == sum(p.numel() for p in m.parameters()) == 8 * 8 * 9 + 8 + 8 + 8 * 4 + 4
+    assert prof.extra_params == 8
+    assert prof.flops == sum(cost.flop_counter_flops(m, (2, 8, 16, 16)).values())
+    assert sum(r.macs for r in prof.rows if r.name == "c") == 3 * 2 * 16 * 16 * 9 * 8 * 8
+
+
+def test_profile_of_a_layer_returning_a_tuple():
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = nn.LSTM(4, 5, batch_first=True)
+            self.fc = nn.Linear(5, 2)
+
+        def forward(self, x):
+            return self.fc(self.lstm(x)[0])
+
+    m = Recurrent()
+    prof = profile(m, (2, 3, 4))
+    assert prof.params == sum(p.numel() for p in m.parameters())
+    assert prof.macs == 2 * 3 * 5 * 2  # the linear layer; the LSTM has no rule and counts no MACs

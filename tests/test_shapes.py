@@ -149,7 +149,7 @@ def test_invalid_inputs_raise_clear_errors():
         conv_output_shape((1, 3, 8), 4, 3, stride=2, padding="same")
     with pytest.raises(ValueError, match="padding must be an int"):
         conv_output_shape((1, 3, 8), 4, 3, padding="full")
-    with pytest.raises(ValueError, match="kernel_size must be an int or 2 ints"):
+    with pytest.raises(ValueError, match="kernel_size must be an int or a tuple of 2 ints"):
         conv_output_shape((1, 3, 8, 8), 4, (3, 3, 3))
     with pytest.raises(ValueError, match="expects"):
         layer_output_shape(nn.Conv2d(3, 4, 3), (1, 2, 8, 8))
@@ -294,3 +294,44 @@ def test_trace_shapes_concatenation_matches_running_it():
 
     rows = trace_shapes(Inception(), (2, 3, 9, 7))
     assert rows[-1][2] == tuple(Inception()(torch.zeros(2, 3, 9, 7)).shape) == (2, 13, 9, 7)
+
+
+# --- argument conventions (convbook.conventions) ----------------------------------------------
+
+
+def test_numpy_and_tensor_integers_are_accepted_floats_and_bools_refused():
+    import numpy as np
+
+    assert conv_output_size(np.int64(5), 3) == 3  # was: "size must be an int"
+    assert conv_output_size(torch.tensor(9), np.int32(3), torch.tensor(2)) == 4
+    assert conv_transpose_output_size(np.int64(4), 3, np.int64(2), 1, 1, np.int64(1)) == 8
+    assert pool_output_size(np.int16(7), 2, ceil_mode=np.bool_(True)) == 4
+    assert conv_output_shape(tuple(np.array([1, 3, 8, 9])), np.int64(4), np.array([3, 2])) == (1, 4, 6, 8)
+    for bad in (3.0, True, "3", torch.tensor(3.0), torch.tensor([3])):
+        with pytest.raises(ValueError, match="kernel_size"):
+            conv_output_size(9, bad)
+
+
+def test_padding_strings_in_the_size_functions():
+    for n, k, d in ((7, 4, 1), (7, 3, 2), (1, 1, 1), (6, 2, 3)):
+        x, w = torch.zeros(1, 1, n, dtype=D), torch.zeros(1, 1, k, dtype=D)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert conv_output_size(n, k, 1, "same", d) == F.conv1d(x, w, padding="same", dilation=d).shape[-1] == n
+        ref = _size(F.conv1d, n, w, padding="valid", dilation=d)
+        assert _ours(lambda: conv_output_size(n, k, 1, "valid", d)) == ref
+    with pytest.raises(ValueError, match="stride 1"):
+        conv_output_size(8, 3, 2, "same")
+    with pytest.raises(ValueError, match="padding strings"):
+        conv_transpose_output_size(8, 3, 1, "same")
+    with pytest.raises(ValueError, match="padding strings"):
+        conv_output_shape((1, 2, 8), 2, 3, padding="same", transposed=True)
+
+
+def test_transposed_size_below_one_is_refused_and_preimages_counted():
+    # n = 1, k = 1, s = 3, p = 1: m0 = -1, so only output_padding = 2 gives a size (1); PyTorch refuses the others
+    assert _ours(conv_transpose_output_size, 1, 1, 3, 1, 1, 0) is None
+    assert _ours(conv_transpose_output_size, 1, 1, 3, 1, 1, 1) is None
+    assert conv_transpose_output_size(1, 1, 3, 1, 1, 2) == 1
+    assert shapes.forward_preimages(1, 1, 3, 1, 1) == (1,)
+    assert shapes.forward_preimages(4, 3, 2, 1, 1) == (7, 8)

@@ -116,7 +116,9 @@ class Tally:
         Largest acceptable error for :meth:`close`; ``None`` for checks that only compare
         exactly.
     kind:
-        ``"rel."`` — error is ``max|a - b| / max(max|b|, 1e-300)`` per case;
+        ``"rel."`` — error is ``max|a - b| / max|b|`` per case, and ``max|a - b|`` (the absolute
+        error) when the reference ``b`` is all zero — dividing by a tiny floor instead would turn
+        a 1e-16 rounding error into 1e284; the verdict then says so in a note;
         ``"abs."`` — error is ``max|a - b|``.
     """
 
@@ -129,6 +131,8 @@ class Tally:
     compared_exact: bool = False
     notes: list[str] = field(default_factory=list)
     first_failure: str | None = None
+    zero_references: int = 0
+    """Cases of :meth:`close` (kind ``"rel."``) whose reference was all zero: absolute error used."""
 
     def close(self, actual, expected, what: str = "") -> float:
         """Compare two arrays (torch or numpy) of the same shape; returns the case's error."""
@@ -146,7 +150,11 @@ class Tally:
                 err = diff
             else:
                 scale = float(np.max(np.abs(b))) if b.size else 0.0
-                err = diff / max(scale, 1e-300)
+                if scale == 0.0:  # all-zero reference: no scale to be relative to
+                    self.zero_references += 1
+                    err = diff
+                else:
+                    err = diff / scale
             if not np.isfinite(err):
                 err = float("inf")
         if err > self.max_error:
@@ -181,6 +189,9 @@ class Tally:
 
     def verdict(self, method: str, *, case_unit: str = "cases", dtype: str | None = None) -> Verdict:
         notes = list(self.notes)
+        if self.zero_references:
+            notes.append(f"absolute error where the reference is zero ({self.zero_references:,} "
+                         f"{'case' if self.zero_references == 1 else 'cases'})")
         if self.cases == 0:
             notes.append("no case was tried: a check that tries nothing fails")
         if self.first_failure and not self.passed:

@@ -25,11 +25,13 @@ meta-device copy otherwise) and applies these formulas layer by layer.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
 
+import numpy as np
 import sympy as sp
 import torch
 from torch import nn
@@ -37,6 +39,7 @@ from torch import nn
 from . import models
 from .claims import Tally, claim
 from .numerics import generator, randint
+from .conventions import as_int, as_tuple, resolve_padding, spatial_ndim
 from .shapes import conv_output_size
 
 __all__ = [
@@ -88,88 +91,107 @@ MOBILENET_V1_TABLE2 = {
 
 
 def conv_params(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], groups: int = 1,
-                bias: bool = True) -> int:
+                bias: bool = True, ndim: int | None = None) -> int:
     """Parameters of a (transposed) convolution: ``Π k · (C_in/g) · C_out + (C_out if bias)``.
 
-    ``kernel_size`` is an int (one spatial axis) or a tuple, one entry per spatial axis.
-    Rules: channels, kernel sizes, groups ≥ 1; ``g`` divides ``C_in`` and ``C_out``.
-    (A transposed convolution's weight is ``(C_in, C_out/g, *k)``: the same count.)
+    ``kernel_size`` follows :mod:`convbook.conventions`: an int is the size on every one of
+    ``ndim`` spatial axes (default 2, as ``nn.Conv2d(16, 4, 5)`` has a 5×5 kernel), a tuple gives
+    one size per axis (its length sets ``ndim``). Rules: channels, kernel sizes, groups ≥ 1;
+    ``g`` divides ``C_in`` and ``C_out``. (A transposed convolution's weight is
+    ``(C_in, C_out/g, *k)``: the same count.)
     """
-    ks = _sizes("kernel_size", kernel_size)
-    _channels(in_channels, out_channels, groups)
-    return math.prod(ks) * (in_channels // groups) * out_channels + (out_channels if bias else 0)
+    nd = spatial_ndim(kernel_size, ndim=ndim)
+    ks = as_tuple(kernel_size, nd, "kernel_size", 1)
+    in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
+    return math.prod(ks) * (in_channels // groups) * out_channels + (out_channels if _flag(bias, "bias") else 0)
 
 
 def conv_out_size(input_size: int | Sequence[int], kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
-                  padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1, transposed: bool = False,
-                  output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
+                  padding: int | str | Sequence[int] = 0, dilation: int | Sequence[int] = 1, transposed: bool = False,
+                  output_padding: int | Sequence[int] = 0, ndim: int | None = None) -> tuple[int, ...]:
     """Output spatial size, per axis. Direct: ``⌊(n + 2p − d(k−1) − 1)/s⌋ + 1``;
-    transposed: ``(n − 1)s − 2p + d(k−1) + output_padding + 1``."""
-    n, k, s, p, d, op = _broadcast(input_size, kernel_size, stride, padding, dilation, output_padding)
+    transposed: ``(n − 1)s − 2p + d(k−1) + output_padding + 1``.
+
+    Per-axis arguments follow :mod:`convbook.conventions`: ``ndim`` is the common length of the
+    tuple arguments, else 2; ``padding`` may be ``'valid'`` or ``'same'`` (direct, stride 1)."""
+    nd, n, k, s, d, op = _axes(input_size, kernel_size, stride, dilation, output_padding, padding, ndim=ndim)
     if not transposed:
-        return tuple(conv_output_size(n[i], k[i], s[i], p[i], d[i]) for i in range(len(n)))
-    out = tuple((n[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(len(n)))
+        if isinstance(padding, str):  # 'valid' / 'same': checked once for all axes, then per axis
+            resolve_padding(padding, k, s, d, nd)
+            return tuple(conv_output_size(n[i], k[i], s[i], padding, d[i]) for i in range(nd))
+        p = as_tuple(padding, nd, "padding", 0)
+        return tuple(conv_output_size(n[i], k[i], s[i], p[i], d[i]) for i in range(nd))
+    p = tuple(left for left, _ in resolve_padding(padding, k, s, d, nd, allow_strings=False))
+    out = tuple((n[i] - 1) * s[i] - 2 * p[i] + d[i] * (k[i] - 1) + op[i] + 1 for i in range(nd))
     if any(o < 1 for o in out):
         raise ValueError(f"transposed convolution output must be >= 1 on every axis, got {out}")
     return out
 
 
 def conv_macs(in_channels: int, out_channels: int, kernel_size: int | Sequence[int], input_size: int | Sequence[int],
-              stride: int | Sequence[int] = 1, padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
-              groups: int = 1, transposed: bool = False, output_padding: int | Sequence[int] = 0) -> int:
+              stride: int | Sequence[int] = 1, padding: int | str | Sequence[int] = 0, dilation: int | Sequence[int] = 1,
+              groups: int = 1, transposed: bool = False, output_padding: int | Sequence[int] = 0,
+              ndim: int | None = None) -> int:
     """Multiply-accumulates of one (transposed) convolution for ONE input sample.
 
     Direct: ``Π n_out · Π k · (C_in/g) · C_out``. Depthwise is ``g = C_in = C_out``.
     Transposed: ``Π n_in · Π k · (C_in/g) · C_out`` (each input element times each tap).
     Taps on the padding are counted; the bias is not. Sizes are ints or per-axis tuples
-    (1-D/2-D/3-D: the length of a tuple argument sets the number of axes; all ints = 1 axis).
+    (:mod:`convbook.conventions`: the length of the tuple arguments sets the number of axes,
+    all ints mean ``ndim``, default 2); ``padding`` may be ``'valid'`` or ``'same'``.
     """
-    _channels(in_channels, out_channels, groups)
-    n, k, *_ = _broadcast(input_size, kernel_size, stride, padding, dilation, output_padding)
-    out = conv_out_size(input_size, kernel_size, stride, padding, dilation, transposed, output_padding)
-    positions = math.prod(n) if transposed else math.prod(out)
+    in_channels, out_channels, groups = _channels(in_channels, out_channels, groups)
+    nd, n, k, *_ = _axes(input_size, kernel_size, stride, dilation, output_padding, padding, ndim=ndim)
+    out = conv_out_size(input_size, kernel_size, stride, padding, dilation, transposed, output_padding, ndim=nd)
+    positions = math.prod(n) if _flag(transposed, "transposed") else math.prod(out)
     return positions * math.prod(k) * (in_channels // groups) * out_channels
 
 
 def linear_params(in_features: int, out_features: int, bias: bool = True) -> int:
     """``C_in · C_out (+ C_out)``."""
-    _positive(in_features=in_features, out_features=out_features)
-    return in_features * out_features + (out_features if bias else 0)
+    in_features, out_features = _positive(in_features=in_features, out_features=out_features)
+    return in_features * out_features + (out_features if _flag(bias, "bias") else 0)
 
 
 def linear_macs(in_features: int, out_features: int, rows: int = 1) -> int:
     """``rows · C_in · C_out`` (bias additions not counted)."""
-    _positive(in_features=in_features, out_features=out_features, rows=rows)
+    in_features, out_features, rows = _positive(in_features=in_features, out_features=out_features, rows=rows)
     return rows * in_features * out_features
 
 
 def bn_params(channels: int, affine: bool = True) -> int:
     """``2C`` learnable parameters (γ, β) — running mean and variance are buffers, not parameters."""
-    _positive(channels=channels)
-    return 2 * channels if affine else 0
+    (channels,) = _positive(channels=channels)
+    return 2 * channels if _flag(affine, "affine") else 0
 
 
-def bn_ops(channels: int, spatial_size: int | Sequence[int]) -> int:
-    """Inference batch norm: one multiply-add per element, ``C · Π n`` (scale and shift folded)."""
-    _positive(channels=channels)
-    return channels * math.prod(_sizes("spatial_size", spatial_size))
+def bn_ops(channels: int, spatial_size: int | Sequence[int], ndim: int | None = None) -> int:
+    """Inference batch norm: one multiply-add per element, ``C · Π n`` (scale and shift folded).
+    An int ``spatial_size`` is the size of each of ``ndim`` axes (default 2)."""
+    (channels,) = _positive(channels=channels)
+    nd = spatial_ndim(spatial_size, ndim=ndim)
+    return channels * math.prod(as_tuple(spatial_size, nd, "spatial_size", 1))
 
 
 def pool_ops(channels: int, kernel_size: int | Sequence[int], input_size: int | Sequence[int],
-             stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0) -> int:
+             stride: int | Sequence[int] | None = None, padding: int | Sequence[int] = 0,
+             ndim: int | None = None) -> int:
     """Pooling: ``C · Π n_out · Π k`` additions (average) or comparisons (max); no MACs.
-    ``stride`` defaults to the kernel size (PyTorch's default)."""
-    _positive(channels=channels)
+    ``stride`` defaults to the kernel size (PyTorch's default); per-axis arguments follow
+    :mod:`convbook.conventions` (no padding strings: pooling has none)."""
+    (channels,) = _positive(channels=channels)
     stride = kernel_size if stride is None else stride
-    out = conv_out_size(input_size, kernel_size, stride, padding)
-    n, k, *_ = _broadcast(input_size, kernel_size, stride, padding, 1, 0)
+    if isinstance(padding, str):
+        resolve_padding(padding, 1, 1, 1, 1, allow_strings=False)
+    nd, n, k, *_ = _axes(input_size, kernel_size, stride, 1, 0, padding, ndim=ndim)
+    out = conv_out_size(input_size, kernel_size, stride, padding, ndim=nd)
     return channels * math.prod(out) * math.prod(k)
 
 
 def separable_ratio(c_in: int, c_out: int, k: int) -> Fraction:
     """Cost of a depthwise (k×k) + pointwise (1×1) pair over a standard k×k convolution,
     same padding and stride: ``(k²C_in + C_in C_out) / (k² C_in C_out) = 1/C_out + 1/k²``."""
-    _positive(c_in=c_in, c_out=c_out, k=k)
+    c_in, c_out, k = _positive(c_in=c_in, c_out=c_out, k=k)
     return Fraction(1, c_out) + Fraction(1, k * k)
 
 
@@ -213,10 +235,15 @@ class Profile:
 
     rows: tuple[LayerCost, ...]
     bytes_per_element: int
+    extra_params: int = 0
+    """Parameters no leaf call accounts for: held by a module with children (a layer-scale γ on
+    a block) or by a layer the forward pass never calls."""
 
     @property
     def params(self) -> int:
-        return sum(r.params for r in self.rows)
+        """Every parameter once (``sum(p.numel() for p in model.parameters())``): a layer called
+        several times has its parameters in its first row only; plus :attr:`extra_params`."""
+        return sum(r.params for r in self.rows) + self.extra_params
 
     @property
     def macs(self) -> int:
@@ -272,8 +299,23 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), byt
         raise ValueError(f"input_shape must be (N, C, *spatial) with positive sizes, got {tuple(input_shape)}")
     if bytes_per_element < 1:
         raise ValueError(f"bytes_per_element must be >= 1, got {bytes_per_element}")
-    records = _trace(model, tuple(int(s) for s in input_shape))
-    return Profile(tuple(_cost(name, mod, i, o, bytes_per_element) for name, mod, i, o in records), bytes_per_element)
+    shape = tuple(as_int(v, f"input_shape[{j}]", 1) for j, v in enumerate(input_shape))
+    records = _trace(model, shape)
+    # parameters count once: by identity, through their names (the hook trace runs on a copy with the same names)
+    by_name = dict(model.named_parameters(remove_duplicate=False))
+    seen: set[int] = set()
+    rows = []
+    for name, mod, i, o in records:
+        row = _cost(name, mod, i, o, bytes_per_element)
+        prefix = f"{name}." if name else ""
+        own = [by_name[prefix + pn] for pn, _ in mod.named_parameters(remove_duplicate=False) if prefix + pn in by_name]
+        unseen = [q for q in own if id(q) not in seen]
+        if len({id(q) for q in unseen}) != len({id(q) for q in own}):  # a repeated call or a shared parameter
+            row = dataclasses.replace(row, params=sum(q.numel() for q in {id(q): q for q in unseen}.values()))
+        seen.update(id(q) for q in own)
+        rows.append(row)
+    extra = sum(q.numel() for q in model.parameters() if id(q) not in seen)
+    return Profile(tuple(rows), bytes_per_element, extra)
 
 
 def flop_counter_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> dict[str, int]:
@@ -732,39 +774,29 @@ def mobilenet_v1_shares() -> dict[str, tuple[float, float]]:
 # --------------------------------------------------------------------------------------
 
 
-def _positive(**values) -> None:
-    for name, v in values.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+def _positive(**values) -> tuple[int, ...]:
+    return tuple(as_int(v, name, 1) for name, v in values.items())
 
 
-def _sizes(name: str, value) -> tuple[int, ...]:
-    vals = (value,) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
-    if not vals or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in vals):
-        raise ValueError(f"{name} must be an int >= 1 or a non-empty tuple of them, got {value!r}")
-    return vals
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
 
 
-def _channels(c_in: int, c_out: int, groups: int) -> None:
-    _positive(in_channels=c_in, out_channels=c_out, groups=groups)
+def _channels(c_in: int, c_out: int, groups: int) -> tuple[int, int, int]:
+    c_in, c_out, groups = _positive(in_channels=c_in, out_channels=c_out, groups=groups)
     if c_in % groups or c_out % groups:
         raise ValueError(f"groups must divide in_channels and out_channels, got C_in={c_in}, C_out={c_out}, groups={groups}")
+    return c_in, c_out, groups
 
 
-def _broadcast(*args) -> list[tuple[int, ...]]:
-    """input_size, kernel_size, stride, padding, dilation, output_padding → tuples of one length."""
-    names = ("input_size", "kernel_size", "stride", "padding", "dilation", "output_padding")
-    nd = max((len(a) for a in args if not isinstance(a, int)), default=1)
-    out = []
-    for name, a in zip(names, args):
-        tup = (a,) * nd if isinstance(a, int) and not isinstance(a, bool) else tuple(a)
-        if len(tup) != nd or not all(isinstance(v, int) and not isinstance(v, bool) for v in tup):
-            raise ValueError(f"{name} must be an int or a tuple of {nd} ints (one per spatial axis), got {a!r}")
-        low = 0 if name in ("padding", "output_padding") else 1
-        if any(v < low for v in tup):
-            raise ValueError(f"{name} must be >= {low} on every axis, got {a!r}")
-        out.append(tup)
-    return out
+def _axes(input_size, kernel_size, stride, dilation, output_padding, padding, ndim=None):
+    """``(ndim, n, k, s, d, output_padding)`` as per-axis tuples (:mod:`convbook.conventions`)."""
+    nd = spatial_ndim(input_size, kernel_size, stride, dilation, output_padding, padding, ndim=ndim)
+    return (nd, as_tuple(input_size, nd, "input_size", 1), as_tuple(kernel_size, nd, "kernel_size", 1),
+            as_tuple(stride, nd, "stride", 1), as_tuple(dilation, nd, "dilation", 1),
+            as_tuple(output_padding, nd, "output_padding", 0))
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -783,7 +815,7 @@ def _cost(name: str, mod: nn.Module, i: tuple[int, ...], o: tuple[int, ...], bpe
         kind = "convT" if transposed else "conv"
         params = conv_params(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), mod.groups, mod.bias is not None)
         macs = n * conv_macs(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), tuple(i[2:]), tuple(mod.stride),
-                             tuple(mod.padding), tuple(mod.dilation), mod.groups, transposed,
+                             _padding(mod.padding), tuple(mod.dilation), mod.groups, transposed,
                              tuple(mod.output_padding) if transposed else 0)
     elif isinstance(mod, nn.Linear):
         kind = "linear"
@@ -807,6 +839,11 @@ def _cost(name: str, mod: nn.Module, i: tuple[int, ...], o: tuple[int, ...], bpe
     act = 0 if isinstance(mod, _ELEMENTWISE) else math.prod(o)
     moved = bpe * (math.prod(i) + params + act)
     return LayerCost(name, kind, i, o, params, macs, ops, act, moved)
+
+
+def _padding(p):
+    """A module's padding as the per-layer formulas take it: the string itself, or a tuple."""
+    return p if isinstance(p, str) else tuple(p)
 
 
 def _tup(v, nd: int) -> tuple[int, ...]:
@@ -860,7 +897,7 @@ def _static(mod: nn.Module, s: tuple, names: dict, out: list) -> tuple:
 
 def _leaf_shape(mod: nn.Module, s: tuple) -> tuple:
     if isinstance(mod, _CONV + _CONVT):
-        sp_out = conv_out_size(tuple(s[2:]), tuple(mod.kernel_size), tuple(mod.stride), tuple(mod.padding), tuple(mod.dilation),
+        sp_out = conv_out_size(tuple(s[2:]), tuple(mod.kernel_size), tuple(mod.stride), _padding(mod.padding), tuple(mod.dilation),
                                isinstance(mod, _CONVT), tuple(mod.output_padding) if isinstance(mod, _CONVT) else 0)
         return (s[0], mod.out_channels, *sp_out)
     if isinstance(mod, nn.Linear):
@@ -885,7 +922,10 @@ def _hook_trace(model: nn.Module, shape: tuple) -> list:
     out: list = []
 
     def hook(mod, inputs, output):
-        out.append((names[mod], mod, tuple(inputs[0].shape), tuple(output.shape)))
+        i, o = _first_tensor(inputs), _first_tensor(output)
+        if i is None or o is None:
+            raise ValueError(f"layer {names[mod]} ({type(mod).__name__}) has no tensor input or output to cost")
+        out.append((names[mod], mod, tuple(i.shape), tuple(o.shape)))
 
     handles = [m.register_forward_hook(hook) for m in traced.modules() if not list(m.children())]
     try:
@@ -895,6 +935,18 @@ def _hook_trace(model: nn.Module, shape: tuple) -> list:
         for h in handles:
             h.remove()
     return out
+
+
+def _first_tensor(value):
+    """The first tensor in a (nested) tuple/list output such as LSTM's ``(out, (h, c))``."""
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            t = _first_tensor(v)
+            if t is not None:
+                return t
+    return None
 
 
 def _fvcore(model, x):

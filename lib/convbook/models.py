@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from .conventions import as_int
+
 __all__ = [
     "BasicBlock",
     "Bottleneck",
@@ -76,6 +78,7 @@ class BasicBlock(nn.Module):
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64, stride_on: str = "3x3") -> None:
         super().__init__()
+        stride = as_int(stride, "stride", 1)  # one int for both axes (convbook.conventions)
         if groups != 1 or base_width != 64:
             raise ValueError(f"BasicBlock only supports groups=1 and base_width=64, got groups={groups}, base_width={base_width}")
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False)
@@ -107,6 +110,7 @@ class Bottleneck(nn.Module):
                  groups: int = 1, base_width: int = 64, stride_on: str = "3x3") -> None:
         super().__init__()
         _check_stride_on(stride_on)
+        stride = as_int(stride, "stride", 1)  # one int for both axes (convbook.conventions)
         width = int(planes * (base_width / 64.0)) * groups
         s1, s3 = (stride, 1) if stride_on == "1x1" else (1, stride)
         self.conv1 = nn.Conv2d(inplanes, width, 1, stride=s1, bias=False)
@@ -282,6 +286,7 @@ class InvertedResidual(nn.Module):
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: int) -> None:
         super().__init__()
+        stride = as_int(stride, "stride", 1)  # one int for both axes (convbook.conventions)
         if stride not in (1, 2):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         hidden = int(round(inp * expand_ratio))

@@ -26,6 +26,7 @@ import operator
 import warnings
 from typing import Sequence
 
+import numpy as np
 import sympy as sp
 import torch
 import torch.nn as nn
@@ -33,11 +34,13 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from .claims import Tally, claim
+from .conventions import as_int, as_tuple, padding_totals, resolve_padding
 from .numerics import DTYPE, check_device
 
 __all__ = [
     "conv_output_size",
     "conv_transpose_output_size",
+    "forward_preimages",
     "pool_output_size",
     "avg_pool_output_size",
     "same_padding",
@@ -58,28 +61,22 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 
 
-def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> int:
+def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int | str = 0, dilation: int = 1) -> int:
     """Output length of a convolution along one axis (PyTorch semantics).
 
     ``floor((size + 2*padding - dilation*(kernel_size - 1) - 1) / stride) + 1``
 
+    Arguments follow :mod:`convbook.conventions`: ints, numpy integers or 0-d integer tensors
+    (never floats or bools); ``padding`` may also be ``'valid'`` (0) or ``'same'`` (stride 1
+    only; total ``d(k-1)``, so the output size is ``size``).
     Rules (each raises ``ValueError`` naming it): size, kernel_size, stride, dilation ≥ 1;
     padding ≥ 0; the dilated kernel ``dilation*(kernel_size-1)+1`` must fit in the padded
     input ``size + 2*padding`` (otherwise the output would be empty).
     """
-    for name, value, low in (("size", size, 1), ("kernel_size", kernel_size, 1), ("stride", stride, 1),
-                             ("padding", padding, 0), ("dilation", dilation, 1)):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
-    effective = dilation * (kernel_size - 1) + 1
-    if effective > size + 2 * padding:
-        raise ValueError(
-            f"dilated kernel larger than padded input: dilation*(kernel_size-1)+1 = {effective} > "
-            f"size + 2*padding = {size + 2 * padding}"
-        )
-    return (size + 2 * padding - effective) // stride + 1
+    size, kernel_size, stride, dilation = _ints(size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1),
+                                                dilation=(dilation, 1))
+    (total,) = padding_totals(padding, kernel_size, stride, dilation, 1)
+    return _conv_size(size, kernel_size, stride, total, dilation)
 
 
 def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1,
@@ -88,17 +85,21 @@ def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, pad
 
     ``(size - 1)*stride - 2*padding + dilation*(kernel_size - 1) + output_padding + 1``
 
-    It is the smallest ``m`` whose forward convolution (same k, s, p, d) has ``size`` outputs,
-    plus ``output_padding``: the forward floor maps ``m, m+1, …, m+s-1`` all to ``size``, and
-    ``output_padding ∈ [0, s)`` picks one of them.
+    For ``output_padding < stride`` the result ``m`` satisfies ``conv_output_size(m, k, s, p, d)
+    == size``: the forward floor maps ``m0, m0+1, …, m0+s-1`` (``m0`` the value at
+    ``output_padding = 0``) to ``size``, and ``output_padding`` picks one of them — those that
+    are at least 1; when padding pushes ``m0 + output_padding`` below 1 the size is refused.
 
-    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding, output_padding ≥ 0;
+    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding, output_padding ≥ 0
+    (ints only: PyTorch's transposed convolutions take no padding strings);
     ``output_padding`` smaller than stride or smaller than dilation (PyTorch's rule — note that
     ``s ≤ output_padding < d`` is accepted and then the result is *not* a preimage size);
     the result must be ≥ 1 (padding can eat the whole output).
     """
-    _check_ints(size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
-                dilation=(dilation, 1), output_padding=(output_padding, 0))
+    _no_padding_string(padding)
+    size, kernel_size, stride, padding, dilation, output_padding = _ints(
+        size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
+        dilation=(dilation, 1), output_padding=(output_padding, 0))
     if not (output_padding < stride or output_padding < dilation):
         raise ValueError(f"output_padding must be smaller than stride or dilation: output_padding = {output_padding}, "
                          f"stride = {stride}, dilation = {dilation}")
@@ -110,6 +111,21 @@ def conv_transpose_output_size(size: int, kernel_size: int, stride: int = 1, pad
     return out
 
 
+def forward_preimages(size: int, kernel_size: int, stride: int = 1, padding: int = 0, dilation: int = 1) -> tuple[int, ...]:
+    """The input sizes ``m ≥ 1`` that a convolution (k, s, p, d) maps to ``size`` outputs, increasing.
+
+    With ``m0 = (size-1)s - 2p + d(k-1) + 1`` they are ``m0, m0+1, …, m0+s-1`` (the floor in
+    :func:`conv_output_size` takes the value ``size - 1`` on ``s`` consecutive numerators),
+    keeping those ``≥ 1``: all ``s`` of them when ``m0 ≥ 1``, fewer (possibly none) when the
+    padding is large. Every one of them fits the dilated kernel, since
+    ``m + 2p - d(k-1) - 1 = (size-1)s + a ≥ 0``.
+    """
+    size, kernel_size, stride, padding, dilation = _ints(size=(size, 1), kernel_size=(kernel_size, 1),
+                                                         stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1))
+    m0 = (size - 1) * stride - 2 * padding + dilation * (kernel_size - 1) + 1
+    return tuple(m for m in range(m0, m0 + stride) if m >= 1)
+
+
 def pool_output_size(size: int, kernel_size: int, stride: int | None = None, padding: int = 0, dilation: int = 1,
                      ceil_mode: bool = False) -> int:
     """Output length of max pooling along one axis (PyTorch's ``MaxPool*d`` semantics).
@@ -119,18 +135,20 @@ def pool_output_size(size: int, kernel_size: int, stride: int | None = None, pad
     start at or beyond** ``size + padding`` — i.e. in the right padding (the last window must
     start inside the input or the left padding). ``stride=None`` means ``stride=kernel_size``.
 
-    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding ≥ 0;
-    ``padding ≤ kernel_size // 2`` ("pad at most half the kernel", on the undilated kernel);
-    the output must be ≥ 1. With ``ceil_mode`` a window may overhang the input even when the
-    kernel is larger than the padded input (PyTorch allows it), so there is no separate
-    kernel-fits rule.
+    Rules (``ValueError``): size, kernel_size, stride, dilation ≥ 1; padding ≥ 0 (no padding
+    strings: pooling has none); ``padding ≤ kernel_size // 2`` ("pad at most half the kernel",
+    on the undilated kernel); the output must be ≥ 1. With ``ceil_mode`` a window may overhang
+    the input even when the kernel is larger than the padded input (PyTorch allows it), so there
+    is no separate kernel-fits rule.
     """
     if stride is None:
         stride = kernel_size
-    _check_ints(size=(size, 1), kernel_size=(kernel_size, 1), stride=(stride, 1), padding=(padding, 0),
-                dilation=(dilation, 1))
-    if not isinstance(ceil_mode, bool):
+    _no_padding_string(padding)
+    size, kernel_size, stride, padding, dilation = _ints(size=(size, 1), kernel_size=(kernel_size, 1),
+                                                         stride=(stride, 1), padding=(padding, 0), dilation=(dilation, 1))
+    if not isinstance(ceil_mode, (bool, np.bool_)):
         raise ValueError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    ceil_mode = bool(ceil_mode)
     if padding > kernel_size // 2:
         raise ValueError(f"pool padding must be at most half the kernel: padding = {padding} > "
                          f"kernel_size // 2 = {kernel_size // 2}")
@@ -164,15 +182,15 @@ def same_padding(kernel_size: int, stride: int = 1, dilation: int = 1, size: int
     ``size`` given this returns TensorFlow's ``'SAME'`` padding,
     ``total = max((ceil(size/s) - 1)s + d(k-1) + 1 - size, 0)``, split the same way.
     """
-    _check_ints(kernel_size=(kernel_size, 1), stride=(stride, 1), dilation=(dilation, 1))
+    kernel_size, stride, dilation = _ints(kernel_size=(kernel_size, 1), stride=(stride, 1), dilation=(dilation, 1))
     if stride == 1:
-        total = dilation * (kernel_size - 1)
-    else:
-        if size is None:
-            raise ValueError(f"same padding with stride {stride} > 1 depends on the input size (PyTorch refuses "
-                             f"padding='same' for strided convolutions): pass size=")
-        _check_ints(size=(size, 1))
-        total = max((-(-size // stride) - 1) * stride + dilation * (kernel_size - 1) + 1 - size, 0)
+        ((left, right),) = resolve_padding("same", kernel_size, 1, dilation, 1)
+        return left, right
+    if size is None:
+        raise ValueError(f"same padding with stride {stride} > 1 depends on the input size (PyTorch refuses "
+                         f"padding='same' for strided convolutions): pass size=")
+    size = as_int(size, "size", 1)
+    total = max((-(-size // stride) - 1) * stride + dilation * (kernel_size - 1) + 1 - size, 0)
     return total // 2, total - total // 2
 
 
@@ -182,36 +200,35 @@ def conv_output_shape(input_shape: Sequence[int], out_channels: int, kernel_size
                       output_padding: int | Sequence[int] = 0) -> tuple[int, ...]:
     """Shape ``(N, C_out, *spatial)`` of a (transposed) convolution of an ``(N, C_in, *spatial)`` input.
 
-    Each spatial axis follows :func:`conv_output_size` (or :func:`conv_transpose_output_size`);
-    ``padding`` may be ``'valid'`` (0) or ``'same'`` (stride 1 only). Rules (``ValueError``):
-    ``groups ≥ 1`` must divide both ``C_in`` and ``out_channels``; channels ≥ 1; plus each axis' rules.
+    The number of spatial axes is ``len(input_shape) - 2``; an int kernel size, stride, padding
+    or dilation applies to every axis, a tuple must give one value per axis
+    (:mod:`convbook.conventions`). Each axis follows :func:`conv_output_size` (or
+    :func:`conv_transpose_output_size`); ``padding`` may be ``'valid'`` or ``'same'`` (stride 1
+    only, not transposed). Rules (``ValueError``): ``groups ≥ 1`` must divide both ``C_in`` and
+    ``out_channels``; channels ≥ 1; plus each axis' rules.
     """
+    if isinstance(input_shape, (str, bytes)) or _is_scalar_like(input_shape):
+        raise ValueError(f"input_shape must be (N, C_in, *spatial) with positive ints, got {input_shape!r}")
     shape = tuple(input_shape)
-    if len(shape) < 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+    if len(shape) < 3:
         raise ValueError(f"input_shape must be (N, C_in, *spatial) with positive ints, got {shape!r}")
+    shape = tuple(as_int(v, f"input_shape[{i}]", 1) for i, v in enumerate(shape))
     nd = len(shape) - 2
     n, c_in, spatial = shape[0], shape[1], shape[2:]
-    _check_ints(out_channels=(out_channels, 1), groups=(groups, 1))
+    out_channels, groups = _ints(out_channels=(out_channels, 1), groups=(groups, 1))
     if c_in % groups or out_channels % groups:
         raise ValueError(f"groups must divide the channels: in_channels = {c_in}, out_channels = {out_channels}, "
                          f"groups = {groups}")
-    k, s, d = _tuple(kernel_size, nd, "kernel_size"), _tuple(stride, nd, "stride"), _tuple(dilation, nd, "dilation")
-    if isinstance(padding, str):
-        if transposed or padding not in ("same", "valid"):
-            raise ValueError(f"padding must be an int, a tuple, 'valid' or 'same' (not transposed), got {padding!r}")
-        if padding == "valid":
-            p: tuple[int, ...] = (0,) * nd
-        else:
-            if any(v != 1 for v in s):
-                raise ValueError(f"padding='same' needs stride 1 (PyTorch refuses strided 'same'), got stride {s}")
-            return (n, out_channels, *spatial)
-    else:
-        p = _tuple(padding, nd, "padding")
+    k = as_tuple(kernel_size, nd, "kernel_size", 1)
+    s = as_tuple(stride, nd, "stride", 1)
+    d = as_tuple(dilation, nd, "dilation", 1)
     if transposed:
-        op = _tuple(output_padding, nd, "output_padding")
+        p = tuple(left for left, _ in resolve_padding(padding, k, s, d, nd, allow_strings=False))
+        op = as_tuple(output_padding, nd, "output_padding", 0)
         out = tuple(conv_transpose_output_size(spatial[j], k[j], s[j], p[j], d[j], op[j]) for j in range(nd))
     else:
-        out = tuple(conv_output_size(spatial[j], k[j], s[j], p[j], d[j]) for j in range(nd))
+        totals = padding_totals(padding, k, s, d, nd)
+        out = tuple(_conv_size(spatial[j], k[j], s[j], totals[j], d[j]) for j in range(nd))
     return (n, out_channels, *out)
 
 
@@ -236,16 +253,16 @@ def layer_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[i
         nd = int(type(module).__name__[-2])
         if len(shape) != nd + 2:
             raise ValueError(f"{type(module).__name__} needs an input of rank {nd + 2} (N, C, *spatial), got {shape}")
-        k = _tuple(module.kernel_size, nd, "kernel_size")
-        s = _tuple(module.stride if module.stride is not None else module.kernel_size, nd, "stride")
-        p = _tuple(module.padding, nd, "padding")
-        d = _tuple(getattr(module, "dilation", 1), nd, "dilation")
+        k = as_tuple(module.kernel_size, nd, "kernel_size", 1)
+        s = as_tuple(module.stride if module.stride is not None else module.kernel_size, nd, "stride", 1)
+        p = as_tuple(module.padding, nd, "padding", 0)
+        d = as_tuple(getattr(module, "dilation", 1), nd, "dilation", 1)
         out = tuple(pool_output_size(shape[2 + j], k[j], s[j], p[j], d[j], bool(module.ceil_mode)) for j in range(nd))
         return (*shape[:2], *out)
     if isinstance(module, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
                            nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)):
         nd = len(shape) - 2
-        size = _tuple(module.output_size, nd, "output_size") if not isinstance(module.output_size, tuple) \
+        size = as_tuple(module.output_size, nd, "output_size", 1) if not isinstance(module.output_size, tuple) \
             else tuple(shape[2 + j] if v is None else v for j, v in enumerate(module.output_size))
         return (*shape[:2], *size)
     if isinstance(module, nn.Linear):
@@ -829,23 +846,29 @@ _SHAPE_PRESERVING = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn
                      nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
-def _check_ints(**values: tuple[int, int]) -> None:
-    for name, (value, low) in values.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+def _ints(**values: tuple[object, int]) -> tuple[int, ...]:
+    """Each ``name=(value, minimum)`` through :func:`convbook.conventions.as_int`, in order."""
+    return tuple(as_int(value, name, low) for name, (value, low) in values.items())
 
 
-def _tuple(value, n: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value,) * n
-    out = tuple(value)
-    if len(out) == 1 and n > 1:
-        out = out * n
-    if len(out) != n:
-        raise ValueError(f"{name} must be an int or {n} ints, got {value!r}")
-    return out
+def _no_padding_string(padding) -> None:
+    if isinstance(padding, str):  # the refusal of convbook.conventions, with its message
+        resolve_padding(padding, 1, 1, 1, 1, allow_strings=False)
+
+
+def _is_scalar_like(value) -> bool:
+    return isinstance(value, (int, np.integer)) or (isinstance(value, torch.Tensor) and value.dim() == 0)
+
+
+def _conv_size(size: int, kernel_size: int, stride: int, total_padding: int, dilation: int) -> int:
+    """``floor((size + total_padding - d(k-1) - 1)/s) + 1`` after the kernel-fits rule."""
+    effective = dilation * (kernel_size - 1) + 1
+    if effective > size + total_padding:
+        raise ValueError(
+            f"dilated kernel larger than padded input: dilation*(kernel_size-1)+1 = {effective} > "
+            f"size + padding (both sides) = {size + total_padding}"
+        )
+    return (size + total_padding - effective) // stride + 1
 
 
 def _expect_channels(module: nn.Module, shape: tuple[int, ...], c_in: int) -> None:
