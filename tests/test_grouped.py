@@ -92,6 +92,39 @@ def test_resnext_block_default_shapes_and_projection_shortcut():
         assert a(x).shape == (1, 8, 4, 4)
 
 
+def test_convert_block_keeps_every_bn_setting_regression():
+    """Regression: the projection shortcut was copied with load_state_dict, losing eps and momentum
+    (a→c differed by 0.25 relative with eps = 0.5)."""
+    block = resnext_block("a", 4, 2, 2, 8).double()
+    grouped._randomize(block, torch.Generator().manual_seed(0))
+    block.shortcut[1].eps, block.shortcut[1].momentum = 0.5, 0.3
+    block.bn3.eps, block.bn3.momentum = 0.05, None
+    for path in block.paths:
+        path[1].eps, path[1].momentum = 0.2, 0.6
+        path[4].eps = 1e-6
+    block.eval()
+    x = _rand(2, 4, 5, 5)
+    for dst in ("a", "b", "c"):
+        other = convert_block(block, dst)
+        assert grouped._bn_settings(other) == grouped._bn_settings(block)
+        with torch.no_grad():
+            ref = block(x)
+            assert float((other(x) - ref).abs().max() / ref.abs().max()) <= 1e-12
+    assert convert_block(block, "c").bn1.momentum == 0.6
+
+
+def test_convert_block_affine_false_and_no_running_stats():
+    block = resnext_block("c", 4, 2, 2, 4).double()
+    block.bn1 = nn.BatchNorm2d(4, affine=False).double()
+    block.bn2 = nn.BatchNorm2d(4, track_running_stats=False).double()
+    block.train()
+    x = _rand(3, 4, 5, 5)
+    a = convert_block(block, "a")
+    assert not a.paths[0][1].affine and not a.paths[1][4].track_running_stats
+    with torch.no_grad():
+        assert torch.allclose(a(x), block(x), rtol=1e-12, atol=1e-12)
+
+
 def test_resnext_params_and_table2():
     assert resnext_params(32, 4) == 70144
     assert resnext_params(1, 64) == 69632
@@ -184,12 +217,16 @@ def test_invalid_inputs_raise_clear_errors():
     uneven.paths[1][1].eps = 1e-3
     with pytest.raises(ValueError, match="same eps and momentum"):
         convert_block(uneven, "c")
+    uneven = resnext_block("b", 4, 2, 1, 4)
+    uneven.paths[0][4].momentum = 0.5
+    with pytest.raises(ValueError, match="same eps and momentum"):
+        convert_block(uneven, "a")
 
 
 # --- planted failures: each check must fail on a wrong formula -------------------------------
 
 _ORIG_TO_DENSE = grouped.grouped_to_dense
-_ORIG_SET_BN = grouped._set_bn
+_ORIG_MAKE_BN = grouped._make_bn
 _ORIG_CONN = grouped.group_connectivity
 
 
@@ -202,10 +239,22 @@ def _to_dense_blocks_rolled(conv):
     return dense
 
 
-def _set_bn_without_statistics(bn, state, lo, hi):
+def _make_bn_without_statistics(state, lo, hi):
     """Wrong: copies γ and β but forgets the running statistics."""
-    bn.weight.copy_(state["weight"][lo:hi])
-    bn.bias.copy_(state["bias"][lo:hi])
+    return _ORIG_MAKE_BN({**state, "running_mean": None, "running_var": None}, lo, hi)
+
+
+def _make_bn_default_momentum(state, lo, hi):
+    """Wrong: the paths' BNs rebuilt with PyTorch's default momentum 0.1."""
+    return _ORIG_MAKE_BN({**state, "momentum": 0.1}, lo, hi)
+
+
+def _shortcut_by_state_dict(block):
+    """The old conversion: a fresh shortcut with the tensors copied by load_state_dict (eps, momentum lost)."""
+    fresh = resnext_block("a", block.in_channels, 1, 1, block.out_channels).shortcut
+    fresh = fresh.to(dtype=next(block.parameters()).dtype)
+    fresh.load_state_dict(block.shortcut.state_dict())
+    return fresh
 
 
 def _cost_not_divided(in_channels, out_channels, kernel_size, groups, out_size):
@@ -230,19 +279,37 @@ def _shuffle_wrong_axis(x, groups):
     return x.reshape(x.shape[0], c // groups, groups, *x.shape[2:]).transpose(1, 2).reshape(x.shape)
 
 
+def _canonical_paths_reversed(block):
+    """Wrong: path i's weights taken from path C−1−i for the first layer only."""
+    parts = _ORIG_CANONICAL(block)
+    return {**parts, "w1": parts["w1"][::-1]}
+
+
+_ORIG_CANONICAL = grouped._canonical
+
+
 PLANTS = [
-    Plant("group.block-diagonal", "blocks wired to the next group", {"convbook.grouped:grouped_to_dense": _to_dense_blocks_rolled}),
-    Plant("group.cost-divided-by-g", "cost not divided by g", {"convbook.grouped:grouped_cost": _cost_not_divided}),
+    Plant("group.block-diagonal", "blocks wired to the next group", {"convbook.grouped:grouped_to_dense": _to_dense_blocks_rolled},
+          parameter="groups"),
+    Plant("group.cost-divided-by-g", "cost not divided by g", {"convbook.grouped:grouped_cost": _cost_not_divided},
+          parameter="groups"),
     Plant("group.resnext-forms-linear", "grouped mask taken as dense",
-          {"convbook.grouped:block_diagonal_mask": lambda o, i, g: torch.ones(o, i, dtype=torch.bool)}),
-    Plant("group.resnext-forms-equal", "BN running statistics not copied", {"convbook.grouped:_set_bn": _set_bn_without_statistics}),
+          {"convbook.grouped:block_diagonal_mask": lambda o, i, g: torch.ones(o, i, dtype=torch.bool)},
+          parameter="cardinality"),
+    Plant("group.resnext-forms-linear", "convert_block pairs first layers with the wrong paths",
+          {"convbook.grouped:_canonical": _canonical_paths_reversed}),
+    Plant("group.resnext-forms-equal", "BN running statistics not copied", {"convbook.grouped:_make_bn": _make_bn_without_statistics}),
+    Plant("group.resnext-forms-equal", "shortcut eps dropped (state_dict copy)",
+          {"convbook.grouped:_clone_shortcut": _shortcut_by_state_dict}, parameter="eps"),
+    Plant("group.resnext-forms-equal", "paths' BN momentum reset to 0.1",
+          {"convbook.grouped:_make_bn": _make_bn_default_momentum}, parameter="momentum"),
     Plant("group.resnext-table2", "3x3 term not squared in d", {"convbook.grouped:resnext_params": _params_missing_square}),
     Plant("group.resnext-table2", "last 1x1 left out of the count", {"convbook.grouped:resnext_params_symbolic": _symbolic_missing_last_layer}),
-    Plant("group.depthwise-separable-ratio", "pointwise cost forgotten",
-          {"convbook.grouped:depthwise_separable_ratio": lambda: 1 / sp.Symbol("k", positive=True) ** 2}),
-    Plant("group.channel-shuffle", "reshape on the wrong axis", {"convbook.grouped:channel_shuffle": _shuffle_wrong_axis}),
-    Plant("group.channel-shuffle", "shuffle believed to connect everything",
-          {"convbook.grouped:group_connectivity": lambda g, n, s: torch.ones(g, g, dtype=torch.bool) if s else _ORIG_CONN(g, n, s)}),
+    Plant("group.channel-shuffle", "reshape on the wrong axis (n groups instead of g)",
+          {"convbook.grouped:channel_shuffle": _shuffle_wrong_axis}, parameter="groups"),
+    Plant("group.channel-shuffle", "shuffle believed to connect everything (n ignored)",
+          {"convbook.grouped:group_connectivity": lambda g, n, s: torch.ones(g, g, dtype=torch.bool) if s else _ORIG_CONN(g, n, s)},
+          parameter="channels per group"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from fractions import Fraction
 from typing import Sequence
 
@@ -32,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .claims import Tally, claim
+from .claims import Tally, alias, claim
 from .numerics import DTYPE, check_device, generator, randint, randn
 
 __all__ = [
@@ -254,29 +255,24 @@ def convert_block(block: ResNeXtBlock, form: str) -> ResNeXtBlock:
     p = next(block.parameters())
     out = resnext_block(form, block.in_channels, C, d, block.out_channels).to(dtype=p.dtype, device=p.device)
     with torch.no_grad():
-        if form == "a":
+        if form in ("a", "b"):
             for i, path in enumerate(out.paths):
                 path[0].weight.copy_(parts["w1"][i])
-                _set_bn(path[1], parts["bn1"], i * d, (i + 1) * d)
+                path[1] = _make_bn(parts["bn1"], i * d, (i + 1) * d)
                 path[3].weight.copy_(parts["w2"][i])
-                _set_bn(path[4], parts["bn2"], i * d, (i + 1) * d)
-                path[6].weight.copy_(parts["w3"][:, i * d:(i + 1) * d])
-        elif form == "b":
-            for i, path in enumerate(out.paths):
-                path[0].weight.copy_(parts["w1"][i])
-                _set_bn(path[1], parts["bn1"], i * d, (i + 1) * d)
-                path[3].weight.copy_(parts["w2"][i])
-                _set_bn(path[4], parts["bn2"], i * d, (i + 1) * d)
-            out.conv3.weight.copy_(parts["w3"])
+                path[4] = _make_bn(parts["bn2"], i * d, (i + 1) * d)
+                if form == "a":
+                    path[6].weight.copy_(parts["w3"][:, i * d:(i + 1) * d])
+            if form == "b":
+                out.conv3.weight.copy_(parts["w3"])
         else:
             out.conv1.weight.copy_(torch.cat(parts["w1"], dim=0))
-            _set_bn(out.bn1, parts["bn1"], 0, C * d)
+            out.bn1 = _make_bn(parts["bn1"], 0, C * d)
             out.conv2.weight.copy_(torch.cat(parts["w2"], dim=0))
-            _set_bn(out.bn2, parts["bn2"], 0, C * d)
+            out.bn2 = _make_bn(parts["bn2"], 0, C * d)
             out.conv3.weight.copy_(parts["w3"])
-        out.bn3.load_state_dict(copy.deepcopy(block.bn3.state_dict()))
-        out.bn3.eps, out.bn3.momentum = block.bn3.eps, block.bn3.momentum
-        out.shortcut.load_state_dict(copy.deepcopy(block.shortcut.state_dict()))
+    out.bn3 = copy.deepcopy(block.bn3)
+    out.shortcut = _clone_shortcut(block)
     out.train(block.training)
     return out
 
@@ -355,7 +351,9 @@ def resnext_linear_identities(in_channels: int, cardinality: int, width: int, ou
     * ``'first'``: ``[W1_1 x; …; W1_C x] − [W1_1; …; W1_C]·x`` (form (b) vs (c));
     * ``'middle'``: ``[W2_1 z_1; …; W2_C z_C] − diag(W2_1, …, W2_C)·[z_1; …; z_C]``;
 
-    and ``'merged_middle'``, the block-diagonal ``diag(W2_1, …, W2_C)`` (the grouped 3×3 tap).
+    and ``'merged_middle'``, the block-diagonal ``diag(W2_1, …, W2_C)`` (the grouped 3×3 tap),
+    ``'merged_first'`` = ``[W1_1; …; W1_C]``, ``'merged_last'`` = ``[W3_1 … W3_C]`` and the per-path
+    symbol matrices ``'w1'``, ``'w2'``, ``'w3'`` (to substitute numbers for).
     """
     for name, v in (("in_channels", in_channels), ("cardinality", cardinality), ("width", width),
                     ("out_channels", out_channels)):
@@ -372,7 +370,8 @@ def resnext_linear_identities(in_channels: int, cardinality: int, width: int, ou
     w2 = [sp.Matrix(d, d, lambda r, s, i=i: sp.Symbol(f"m{i}_{r}_{s}")) for i in range(C)]
     merged = sp.diag(*w2)
     middle = (sp.Matrix.vstack(*[w2[i] * z[i] for i in range(C)]) - merged * sp.Matrix.vstack(*z)).expand()
-    return {"last": last, "first": first, "middle": middle, "merged_middle": merged}
+    return {"last": last, "first": first, "middle": middle, "merged_middle": merged,
+            "merged_first": sp.Matrix.vstack(*w1), "merged_last": sp.Matrix.hstack(*w3), "w1": w1, "w2": w2, "w3": w3}
 
 
 # --------------------------------------------------------------------------------------
@@ -458,7 +457,9 @@ def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None):
     "group.block-diagonal",
     title="A grouped convolution is a dense convolution with a block-diagonal weight",
     chapter=7,
-    statement="grouped_to_dense gives a groups=1 convolution whose weight is zero outside the g diagonal blocks and whose output equals the grouped convolution's; dense_to_grouped inverts it exactly.",
+    statement="For every g ≥ 1 dividing C_in and C_out, and any kernel, stride and padding, grouped_to_dense gives a groups=1 convolution whose weight is zero outside the g diagonal blocks and whose output equals the grouped convolution's; dense_to_grouped inverts it exactly.",
+    parameters=("groups",),
+    reference="PyTorch F.conv2d with groups=g vs groups=1",
 )
 def check_block_diagonal(device: str = "cpu"):
     device = check_device(device)
@@ -491,7 +492,10 @@ def check_block_diagonal(device: str = "cpu"):
     "group.cost-divided-by-g",
     title="Grouping divides parameters and MACs by g",
     chapter=7,
-    statement="A grouped convolution has C_out·(C_in/g)·k² weights and C_out·(C_in/g)·k²·H_out·W_out multiply-adds: the dense cost divided by g.",
+    statement="For every g dividing C_in and C_out, a grouped convolution has C_out·(C_in/g)·k² weights and C_out·(C_in/g)·k²·H_out·W_out multiply-adds: the dense cost divided by g.",
+    parameters=("groups",),
+    reference="weight count of the built layer and non-zeros of its autograd Jacobian",
+    sympy_role="proven for symbolic sizes",
 )
 def check_cost_divided_by_g(device: str = "cpu"):
     device = check_device(device)
@@ -520,14 +524,18 @@ def check_cost_divided_by_g(device: str = "cpu"):
 
 @claim(
     "group.resnext-forms-linear",
-    title="ResNeXt forms: summed 1×1 paths = one 1×1 over the concatenation (symbolic)",
+    title="ResNeXt forms: summed 1×1 paths = one 1×1 over the concatenation; convert_block builds exactly those weights",
     chapter=7,
-    statement="Σ_i W3_i z_i = [W3_1 … W3_C]·[z_1; …; z_C], the stacked first 1×1s are one 1×1 with stacked rows, and the per-path 3×3s are one grouped 3×3 whose dense weight is block-diagonal — identities in the entries of the weights.",
+    statement="Σ_i W3_i z_i = [W3_1 … W3_C]·[z_1; …; z_C], the stacked first 1×1s are one 1×1 with stacked rows, and the per-path 3×3s are one grouped 3×3 (C groups) whose dense weight is block-diagonal — identities in the entries of the weights, checked for several (C, d); and convert_block's merged weights are these matrices with the paths' weights substituted.",
+    parameters=("cardinality",),
+    reference="sympy identities on symbolic weights; convert_block's weights vs the symbolic matrices evaluated",
+    sympy_role="verified for finitely many sizes",
 )
 def check_resnext_forms_linear(device: str = "cpu"):
-    check_device(device)
+    device = check_device(device)
     t = Tally()
-    for c_in, C, d, c_out in [(3, 2, 2, 3), (2, 3, 1, 2), (4, 2, 3, 2)]:
+    gen = generator(703)
+    for c_in, C, d, c_out in [(3, 2, 2, 3), (2, 3, 1, 2), (4, 2, 3, 2), (3, 4, 2, 5)]:
         ids = resnext_linear_identities(c_in, C, d, c_out)
         for layer in ("last", "first", "middle"):
             diff = ids[layer]
@@ -536,14 +544,39 @@ def check_resnext_forms_linear(device: str = "cpu"):
         merged = ids["merged_middle"]
         pattern = torch.tensor([[merged[r, s] != 0 for s in range(C * d)] for r in range(C * d)])
         t.exact(torch.equal(pattern, block_diagonal_mask(C * d, C * d, C)), "mask = grouped pattern")
-    return t.verdict("sympy identities on symbolic weights", case_unit="identities")
+        # convert_block: form (a) -> (b), (c); the merged weights are the symbolic matrices evaluated
+        a = resnext_block("a", c_in, C, d, c_out).to(DTYPE).to(device)
+        _randomize(a, gen)
+        b, c = convert_block(a, "b"), convert_block(a, "c")
+        syms = [s for mats in (ids["w1"], ids["w2"], ids["w3"]) for m in mats for s in m]
+        evaluate = {name: sp.lambdify(syms, ids[name], "numpy") for name in ("merged_middle", "merged_first", "merged_last")}
+        for tap in range(9):
+            vals = []
+            for key in ("w1", "w2", "w3"):
+                for i, path in enumerate(a.paths):
+                    w = {"w1": path[0].weight[:, :, 0, 0], "w2": path[3].weight.flatten(2)[:, :, tap],
+                         "w3": path[6].weight[:, :, 0, 0]}[key]
+                    vals += w.detach().cpu().flatten().tolist()
+            as_tensor = lambda name: torch.tensor(evaluate[name](*vals).tolist(), dtype=DTYPE)  # noqa: E731
+            dense2 = grouped_to_dense(c.conv2).weight.detach().cpu().flatten(2)[:, :, tap]
+            t.exact(torch.equal(dense2, as_tensor("merged_middle")), f"grouped 3×3 tap {tap} = diag(W2_i), C={C} d={d}")
+            if tap == 0:
+                t.exact(torch.equal(c.conv1.weight.detach().cpu()[:, :, 0, 0], as_tensor("merged_first")),
+                        f"form (c) first 1×1 = [W1_1; …; W1_C], C={C} d={d}")
+                for blk in (b, c):
+                    t.exact(torch.equal(blk.conv3.weight.detach().cpu()[:, :, 0, 0], as_tensor("merged_last")),
+                            f"form ({blk.form}) last 1×1 = [W3_1 … W3_C], C={C} d={d}")
+    return t.verdict("sympy identities on symbolic weights; convert_block's weights = the matrices evaluated",
+                     case_unit="identities")
 
 
 @claim(
     "group.resnext-forms-equal",
     title="ResNeXt's three forms compute the same function, BN and ReLU included",
     chapter=7,
-    statement="For random weights and BN statistics, convert_block between any two of the forms (a), (b), (c) gives a block whose output equals the original's in float64 to 1e-12, in eval mode and in training mode.",
+    statement="For random weights and BN statistics, with every BN's eps drawn log-uniformly from [1e-6, 1] and momentum from [0.01, 0.99] (the paths' BNs of one layer sharing theirs), identity and projection shortcuts: convert_block between any two of the forms (a), (b), (c) gives a block whose output equals the original's in float64 to 1e-12, in eval mode and in training mode, and whose running statistics after a training step equal the original's.",
+    parameters=("eps", "momentum"),
+    reference="the original block run in PyTorch (eval and training mode)",
 )
 def check_resnext_forms_equal(device: str = "cpu"):
     device = check_device(device)
@@ -554,6 +587,7 @@ def check_resnext_forms_equal(device: str = "cpu"):
         for src in FORMS:
             block = resnext_block(src, c_in, C, d, c_out).to(DTYPE).to(device)
             _randomize(block, gen)
+            _randomize_bn_settings(block, gen)
             block.eval()
             hw = 6 if c_in > 16 else 5
             x = randn(2, c_in, hw, hw, gen=gen, device=device)
@@ -568,6 +602,7 @@ def check_resnext_forms_equal(device: str = "cpu"):
                 back = convert_block(convert_block(others[nxt], nxt2), src)
                 sd0, sd1 = block.state_dict(), back.state_dict()
                 t.exact(sd0.keys() == sd1.keys() and all(torch.equal(sd0[k], sd1[k]) for k in sd0), "round trip")
+                t.exact(_bn_settings(back) == _bn_settings(block), f"round trip keeps eps/momentum, {src}")
                 for dst, other in others.items():
                     t.exact(other.form == dst and other is not block and not other.training,
                             "new module of the target form, eval mode kept")
@@ -575,7 +610,11 @@ def check_resnext_forms_equal(device: str = "cpu"):
                     # batch statistics are per channel, so the converted block still agrees in training mode
                     other.train()
                     t.close(other(x), ref_train, f"train {src}->{dst} C={C} d={d}")
-                    t.close(other.bn3.running_mean, trained.bn3.running_mean, "running stats updated alike")
+                    # running statistics after the step, every BN (momentum), read back in the source form
+                    stepped = convert_block(other.eval(), src).state_dict()
+                    for k, v in trained.state_dict().items():
+                        if "running" in k:
+                            t.close(stepped[k], v, f"running stats {k} {src}->{dst}")
     return t.verdict("random blocks, every pair of forms, eval and train mode", dtype="float64")
 
 
@@ -583,6 +622,8 @@ def check_resnext_forms_equal(device: str = "cpu"):
     "group.resnext-table2",
     title="ResNeXt Table 2: width d for each cardinality C at about constant parameters",
     chapter=7,
+    reference="conv weight count of the built form-(c) blocks; the integer d with the closest count by enumeration",
+    sympy_role="derived",
     statement="Solving C·(256·d + 9·d² + 256·d) = 69,632 (the C = 1, d = 64 block) for d and rounding to the nearest integer (equivalently: rounding up, or picking the integer d with the closest parameter count) gives the paper's d = 64, 40, 24, 14, 4 for C = 1, 2, 4, 8, 32; the table's blocks then have 0 % to 2.7 % more parameters than the baseline (truncating the root would give none of the d for C > 1).",
 )
 def check_resnext_table2(device: str = "cpu"):
@@ -616,51 +657,17 @@ def check_resnext_table2(device: str = "cpu"):
     return t.verdict("sympy root of the parameter equation + weight count of built blocks")
 
 
-@claim(
-    "group.depthwise-separable-ratio",
-    title="Depthwise separable convolution costs 1/C_out + 1/k² of a dense one",
-    chapter=7,
-    statement="A depthwise k×k convolution (groups = C_in) followed by a pointwise 1×1 has (1/C_out + 1/k²) times the parameters and MACs of a dense k×k convolution with the same input and output sizes, and a factorised layer of that form computes what its dense equivalent computes.",
-)
-def check_depthwise_separable_ratio(device: str = "cpu"):
-    device = check_device(device)
-    t = Tally(tol=1e-12)
-    ratio = depthwise_separable_ratio()
-    c_out_s, k_s = sp.Symbol("C_out", positive=True), sp.Symbol("k", positive=True)
-    gen = generator(706)
-    for _ in range(20):
-        c_in, c_out, k = randint(1, 6, gen), randint(1, 6, gen), 2 * randint(0, 2, gen) + 1
-        h = randint(k, 6, gen)
-        dw = nn.Conv2d(c_in, c_in, k, groups=c_in, bias=False).to(DTYPE).to(device)
-        pw = nn.Conv2d(c_in, c_out, 1, bias=False).to(DTYPE).to(device)
-        with torch.no_grad():
-            dw.weight.copy_(randn(*dw.weight.shape, gen=gen, device=device))
-            pw.weight.copy_(randn(*pw.weight.shape, gen=gen, device=device))
-        x = randn(1, c_in, h, h, gen=gen, device=device)
-        f = lambda z: pw(dw(z))  # noqa: E731
-        jac = torch.autograd.functional.jacobian(f, x)
-        ho = h - k + 1
-        # MACs counted from the two layers' Jacobians (one non-zero per multiply-add)
-        macs = int((torch.autograd.functional.jacobian(dw, x) != 0).sum()) + c_in * c_out * ho * ho
-        dense_macs = c_out * c_in * k * k * ho * ho
-        params = dw.weight.numel() + pw.weight.numel()
-        expected = ratio.subs({c_out_s: c_out, k_s: k})
-        t.exact(Fraction(params, c_out * c_in * k * k) == Fraction(str(expected)), f"params c_in={c_in} c_out={c_out} k={k}")
-        t.exact(Fraction(macs, dense_macs) == Fraction(str(expected)), f"MACs c_in={c_in} c_out={c_out} k={k}")
-        # the factorised layer is the dense conv with W[o, i] = P[o, i] · D[i]
-        dense_w = pw.weight[:, :, 0, 0, None, None] * dw.weight[:, 0][None]
-        with torch.no_grad():
-            t.close(f(x), F.conv2d(x, dense_w), "factorised = dense with rank-1 channel structure")
-        t.exact(jac.shape == (1, c_out, ho, ho, 1, c_in, h, h), "shape")
-    t.note(f"derived ratio: {ratio}")
-    return t.verdict("sympy ratio vs weight counts and Jacobian non-zeros; output vs F.conv2d", dtype="float64")
+alias("group.depthwise-separable-ratio", "cost.depthwise-ratio",
+      "the depthwise separable cost ratio 1/C_out + 1/k² is chapter 4's claim; chapter 7 cites it")
 
 
 @claim(
     "group.channel-shuffle",
     title="Channel shuffle is a permutation that lets information cross groups",
     chapter=7,
-    statement="channel_shuffle equals nn.ChannelShuffle and channel_unshuffle inverts it; composing grouped 1×1 convolutions with g groups of n channels, each output group depends on exactly one input group without a shuffle and on exactly min(n, g) input groups with one.",
+    statement="For all g, n ≤ 5 (g groups of n channels): channel_shuffle equals nn.ChannelShuffle and channel_unshuffle inverts it; composing grouped 1×1 convolutions, each output group depends on exactly one input group without a shuffle and on exactly min(n, g) input groups with one.",
+    parameters=("groups", "channels per group"),
+    reference="torch.nn.ChannelShuffle; non-zero blocks of the composed weight read off PyTorch",
 )
 def check_channel_shuffle(device: str = "cpu"):
     device = check_device(device)
@@ -714,28 +721,52 @@ def _conv_like(conv: nn.Conv2d, groups: int) -> nn.Conv2d:
 
 
 def _bn_state(bns: list[nn.BatchNorm2d]) -> dict:
-    """The per-path BNs concatenated into one; they must share ``eps`` and ``momentum`` (one BN has one of each)."""
-    settings = {(b.eps, b.momentum) for b in bns}
+    """The per-path BNs concatenated into one.  They must share ``eps``, ``momentum``, ``affine`` and
+    ``track_running_stats`` (one BN has one of each); ``ValueError`` otherwise."""
+    settings = {(b.eps, b.momentum, b.affine, b.track_running_stats) for b in bns}
     if len(settings) != 1:
-        raise ValueError(f"the paths' BNs must have the same eps and momentum to merge into one BN, got {sorted(settings, key=str)}")
+        raise ValueError("the paths' BNs must have the same eps and momentum (and affine, track_running_stats) to "
+                         f"merge into one BN, got (eps, momentum, affine, track_running_stats) = "
+                         f"{sorted(settings, key=str)}")
+    b0 = bns[0]
+    cat = lambda name: (torch.cat([getattr(b, name).detach() for b in bns])  # noqa: E731
+                        if getattr(b0, name) is not None else None)
     return {
-        "weight": torch.cat([b.weight.detach() for b in bns]),
-        "bias": torch.cat([b.bias.detach() for b in bns]),
-        "running_mean": torch.cat([b.running_mean for b in bns]),
-        "running_var": torch.cat([b.running_var for b in bns]),
-        "num_batches_tracked": bns[0].num_batches_tracked.clone(),
-        "eps": bns[0].eps,
-        "momentum": bns[0].momentum,
+        "weight": cat("weight"),
+        "bias": cat("bias"),
+        "running_mean": cat("running_mean"),
+        "running_var": cat("running_var"),
+        "num_batches_tracked": b0.num_batches_tracked.clone() if b0.num_batches_tracked is not None else None,
+        "eps": b0.eps,
+        "momentum": b0.momentum,
+        "affine": b0.affine,
+        "track_running_stats": b0.track_running_stats,
+        "like": b0.running_mean if b0.running_mean is not None else next(iter(b0.parameters()), None),
+        "training": b0.training,
     }
 
 
-def _set_bn(bn: nn.BatchNorm2d, state: dict, lo: int, hi: int) -> None:
-    bn.weight.copy_(state["weight"][lo:hi])
-    bn.bias.copy_(state["bias"][lo:hi])
-    bn.running_mean.copy_(state["running_mean"][lo:hi])
-    bn.running_var.copy_(state["running_var"][lo:hi])
-    bn.num_batches_tracked.copy_(state["num_batches_tracked"])
-    bn.eps, bn.momentum = state["eps"], state["momentum"]
+def _make_bn(state: dict, lo: int, hi: int) -> nn.BatchNorm2d:
+    """A BN over channels ``lo:hi`` of ``state``, built with the source's ``eps``, ``momentum``,
+    ``affine`` and ``track_running_stats``, holding its parameters and running statistics."""
+    bn = nn.BatchNorm2d(hi - lo, eps=state["eps"], momentum=state["momentum"], affine=state["affine"],
+                        track_running_stats=state["track_running_stats"])
+    like = state["like"]
+    if like is not None:
+        bn = bn.to(dtype=like.dtype, device=like.device)
+    with torch.no_grad():
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            if state[name] is not None:
+                getattr(bn, name).copy_(state[name][lo:hi])
+        if state["num_batches_tracked"] is not None:
+            bn.num_batches_tracked.copy_(state["num_batches_tracked"])
+    return bn.train(state["training"])
+
+
+def _clone_shortcut(block: ResNeXtBlock) -> nn.Module:
+    """The block's shortcut as an independent copy: the same modules with the same configuration
+    (the projection BN's eps, momentum, ...), parameters and statistics."""
+    return copy.deepcopy(block.shortcut)
 
 
 def _canonical(block: ResNeXtBlock) -> dict:
@@ -772,6 +803,28 @@ def _randomize(block: nn.Module, gen: torch.Generator) -> None:
                 m.bias.copy_(0.3 * randn(n, gen=gen, device=dev))
                 m.running_mean.copy_(0.2 * randn(n, gen=gen, device=dev))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=gen, dtype=DTYPE).to(dev))
+
+
+def _randomize_bn_settings(block: "ResNeXtBlock", gen: torch.Generator) -> None:
+    """Random eps (log-uniform on [1e-6, 1]) and momentum (uniform on [0.01, 0.99]) for every BN role of
+    the block; the paths' BNs of one layer share theirs (they merge into one BN)."""
+    roles: dict[str, list[nn.Module]] = {}
+    for name, m in block.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            role = name.split(".")[-1] if not name.startswith("paths.") else "paths." + name.split(".")[-1]
+            roles.setdefault(role, []).append(m)
+    for role in sorted(roles):
+        u = torch.rand(2, generator=gen, dtype=torch.float64)
+        eps = float(torch.exp(math.log(1e-6) + u[0] * (math.log(1.0) - math.log(1e-6))))
+        momentum = float(0.01 + 0.98 * u[1])
+        for m in roles[role]:
+            m.eps, m.momentum = eps, momentum
+
+
+def _bn_settings(block: nn.Module) -> set[tuple]:
+    """The distinct ``(eps, momentum, affine, track_running_stats)`` of the block's BNs."""
+    return {(m.eps, m.momentum, m.affine, m.track_running_stats) for m in block.modules()
+            if isinstance(m, nn.BatchNorm2d)}
 
 
 def _composed_matrix(w1: torch.Tensor, w2: torch.Tensor, groups: int, shuffle: bool, device: str) -> torch.Tensor:
