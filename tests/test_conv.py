@@ -187,13 +187,105 @@ def _zero_padded_conv(x, weight, dilation=1):
     return F.conv2d(x, weight, padding=p, dilation=dilation)
 
 
+def _flip_last_axis_only(weight, spatial_dims=None):
+    return _ORIG_FLIP(weight, 1)
+
+
+_ORIG_FLIP = conv.flip_kernel
+
+
+def _by_channels_one_value(name, pick):
+    def wrong(x, weight, bias=None, stride=1, padding=0, dilation=1):
+        kw = {"stride": stride, "padding": padding, "dilation": dilation}
+        v = kw[name]
+        v = pick(v) if isinstance(v, (tuple, list)) else v
+        kw[name] = (v, v)
+        return _ORIG_BY_CHANNELS(x, weight, bias, **kw)
+    return wrong
+
+
+def _by_channels_first_input_only(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    return _ORIG_BY_CHANNELS(x[:, :1], weight[:, :1], bias, stride, padding, dilation)
+
+
+def _matrix_one_value(name, pick):
+    def wrong(weight, input_size, stride=1, padding=0, dilation=1):
+        kw = {"stride": stride, "padding": padding, "dilation": dilation}
+        v = kw[name]
+        kw[name] = pick(v) if isinstance(v, (tuple, list)) else v
+        return _ORIG_MATRIX(weight, input_size, **kw)
+    return wrong
+
+
+def _circular_without_dilation(x, weight, dilation=1):
+    """Circular padding (k-1)/2 computed without the dilation, convolution dilated."""
+    p = tuple((k - 1) // 2 for k in weight.shape[2:])
+    return F.conv2d(F.pad(x, (p[1], p[1], p[0], p[0]), mode="circular"), weight, dilation=dilation)
+
+
+def _masks_ignore(name):
+    """The band rule with one parameter mishandled (the output grid itself is kept)."""
+    import itertools
+
+    def wrong(input_size, kernel_size, padding, dilation, offsets):
+        comparable, _ = _ORIG_MASKS(input_size, kernel_size, padding, dilation, offsets)
+        nd = len(input_size)
+        size, ks, p, d, t = (list(v) for v in (input_size, kernel_size, padding, dilation, offsets))
+        if name == "padding":
+            p = [0] * nd
+        elif name == "dilation":
+            d = [1] * nd
+        elif name == "offsets":
+            t = [0] * nd
+        else:  # axis 0's kernel, padding and dilation on every axis
+            ks, p, d = [ks[0]] * nd, [p[0]] * nd, [d[0]] * nd
+        grids = np.meshgrid(*[np.arange(n) for n in comparable.shape], indexing="ij")
+        differs = np.zeros(comparable.shape, dtype=bool)
+        for taps in itertools.product(*[range(k) for k in ks]):
+            m = [grids[j] - p[j] + d[j] * taps[j] for j in range(nd)]
+            inside = np.all([(m[j] >= 0) & (m[j] < size[j]) for j in range(nd)], axis=0)
+            src = np.all([(m[j] - t[j] >= 0) & (m[j] - t[j] < size[j]) for j in range(nd)], axis=0)
+            differs |= src & ~inside
+        return comparable, comparable & ~differs
+    return wrong
+
+
 PLANTS = [
-    Plant("conv.cross-correlation", "no flip", {"convbook.conv:flip_kernel": lambda w, spatial_dims=None: w}),
-    Plant("conv.multichannel-sum", "bias dropped", {"convbook.conv:conv2d_by_channels": _conv2d_by_channels_without_bias}),
+    Plant("conv.cross-correlation", "no flip", {"convbook.conv:flip_kernel": lambda w, spatial_dims=None: w},
+          parameter="kernel size"),
+    Plant("conv.cross-correlation", "flipped along the last axis only", {"convbook.conv:flip_kernel": _flip_last_axis_only},
+          parameter="axes"),
+    Plant("conv.multichannel-sum", "bias dropped", {"convbook.conv:conv2d_by_channels": _conv2d_by_channels_without_bias},
+          parameter="bias"),
+    Plant("conv.multichannel-sum", "row stride on both axes",
+          {"convbook.conv:conv2d_by_channels": _by_channels_one_value("stride", min)}, parameter="stride"),
+    Plant("conv.multichannel-sum", "larger padding on both axes",
+          {"convbook.conv:conv2d_by_channels": _by_channels_one_value("padding", max)}, parameter="padding"),
+    Plant("conv.multichannel-sum", "smaller dilation on both axes",
+          {"convbook.conv:conv2d_by_channels": _by_channels_one_value("dilation", min)}, parameter="dilation"),
+    Plant("conv.multichannel-sum", "only the first input channel summed",
+          {"convbook.conv:conv2d_by_channels": _by_channels_first_input_only}, parameter="channels"),
     Plant("conv.matrix", "kernel flipped in the matrix", {"convbook.conv:conv_matrix": _matrix_transposed_taps}),
-    Plant("conv.equivariance-circular", "zero instead of circular padding", {"convbook.conv:circular_conv2d": _zero_padded_conv}),
+    Plant("conv.matrix", "smaller stride on both axes", {"convbook.conv:conv_matrix": _matrix_one_value("stride", min)},
+          parameter="stride"),
+    Plant("conv.matrix", "larger padding on both axes", {"convbook.conv:conv_matrix": _matrix_one_value("padding", max)},
+          parameter="padding"),
+    Plant("conv.matrix", "smaller dilation on both axes", {"convbook.conv:conv_matrix": _matrix_one_value("dilation", min)},
+          parameter="dilation"),
+    Plant("conv.equivariance-circular", "zero instead of circular padding", {"convbook.conv:circular_conv2d": _zero_padded_conv},
+          parameter="shift"),
+    Plant("conv.equivariance-circular", "dilation ignored", {"convbook.conv:circular_conv2d": _circular_without_dilation},
+          parameter="dilation"),
     Plant("conv.equivariance-border", "band predicted empty", {"convbook.conv:equivariance_masks": _masks_all_equal}),
     Plant("conv.equivariance-border", "one failure too many predicted", {"convbook.conv:equivariance_masks": _masks_one_extra_failure}),
+    Plant("conv.equivariance-border", "padding ignored", {"convbook.conv:equivariance_masks": _masks_ignore("padding")},
+          parameter="padding"),
+    Plant("conv.equivariance-border", "dilation ignored", {"convbook.conv:equivariance_masks": _masks_ignore("dilation")},
+          parameter="dilation"),
+    Plant("conv.equivariance-border", "shift ignored", {"convbook.conv:equivariance_masks": _masks_ignore("offsets")},
+          parameter="shift"),
+    Plant("conv.equivariance-border", "axis 0's kernel used on every axis",
+          {"convbook.conv:equivariance_masks": _masks_ignore("per-axis sizes")}, parameter="per-axis sizes"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -352,7 +352,10 @@ def plot_equivariance(input_size: Sequence[int], kernel_size: Sequence[int], pad
     "conv.cross-correlation",
     title="PyTorch's convolution is cross-correlation",
     chapter=1,
-    statement="F.conv1d/F.conv2d compute cross-correlation: they equal the true convolution with the kernel flipped, and differ from it otherwise.",
+    statement="For every input length N and kernel length K <= N (and every H × W input with k_h × k_w kernel in 2-D), F.conv1d/F.conv2d compute cross-correlation: they equal the true convolution with the kernel flipped along every spatial axis, and differ from it otherwise.",
+    parameters=("kernel size", "axes"),
+    reference="numpy.convolve, PyTorch F.conv1d and F.conv2d; exact arithmetic (sympy) for N <= 6",
+    sympy_role="verified for finitely many sizes",
 )
 def check_cross_correlation(device: str = "cpu"):
     """Symbolic identity for small lengths; numbers against numpy.convolve, F.conv1d, F.conv2d."""
@@ -381,7 +384,7 @@ def check_cross_correlation(device: str = "cpu"):
             plain = convolve1d(x.numpy(), w.numpy(), "valid")
             t.exact(np.max(np.abs(torch_out.cpu().numpy() - plain)) > 1e-6, "unflipped kernel should differ")
     for case in range(40):
-        h, wd = randint(3, 12, gen), randint(3, 12, gen)
+        h, wd = randint(1, 12, gen), randint(1, 12, gen)
         kh, kw = randint(1, min(h, 5), gen), randint(1, min(wd, 5), gen)
         x = randn(2, 1, h, wd, gen=gen)
         w = randn(1, 1, kh, kw, gen=gen)
@@ -394,7 +397,9 @@ def check_cross_correlation(device: str = "cpu"):
     "conv.multichannel-sum",
     title="A multi-channel convolution sums single-channel cross-correlations",
     chapter=1,
-    statement="y[:, o] = b[o] + Σ_i x[:, i] ⋆ W[o, i]: each output channel has one filter, a stack of C_in kernels, and adds up their cross-correlations.",
+    statement="For every C_in, C_out, per-axis kernel size, stride, padding and dilation, y[:, o] = b[o] + Σ_i x[:, i] ⋆ W[o, i]: each output channel has one filter, a stack of C_in kernels, and adds up their cross-correlations.",
+    parameters=("stride", "padding", "dilation", "bias", "channels"),
+    reference="PyTorch F.conv2d",
 )
 def check_multichannel_sum(device: str = "cpu"):
     device = check_device(device)
@@ -402,9 +407,9 @@ def check_multichannel_sum(device: str = "cpu"):
     gen = generator(202)
     for _ in range(60):
         c_in, c_out = randint(1, 4, gen), randint(1, 4, gen)
-        h, wd = randint(4, 11, gen), randint(4, 11, gen)
+        h, wd = randint(1, 11, gen), randint(1, 11, gen)
         kh, kw = randint(1, 4, gen), randint(1, 4, gen)
-        s, d, p = (randint(1, 3, gen), randint(1, 3, gen)), (randint(1, 2, gen), randint(1, 2, gen)), (randint(0, 2, gen), randint(0, 2, gen))
+        s, d, p = (randint(1, 3, gen), randint(1, 3, gen)), (randint(1, 3, gen), randint(1, 3, gen)), (randint(0, 2, gen), randint(0, 2, gen))
         if any(d[j] * ((kh, kw)[j] - 1) + 1 > (h, wd)[j] + 2 * p[j] for j in range(2)):
             continue
         x = randn(2, c_in, h, wd, gen=gen, device=device)
@@ -419,19 +424,23 @@ def check_multichannel_sum(device: str = "cpu"):
     "conv.matrix",
     title="Convolution is a linear map with a (doubly block) Toeplitz matrix",
     chapter=1,
-    statement="For every weight and input size there is a sparse matrix M with M·vec(x) = vec(conv(x)); for one channel and stride 1 it is Toeplitz (1-D) or doubly block Toeplitz (2-D).",
+    statement="For every 1-D or 2-D weight, input size, per-axis stride, padding and dilation there is a sparse matrix M with M·vec(x) = vec(conv(x)), M[(o, u), (i, s·u − p + d·a)] = w[o, i, a]; for one channel and stride 1 it is Toeplitz (1-D) or doubly block Toeplitz (2-D).",
+    parameters=("stride", "padding", "dilation"),
+    reference="PyTorch F.conv1d and F.conv2d",
 )
 def check_conv_matrix(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-12)
     gen = generator(303)
-    for case in range(40):
+    for case in range(60):
         nd = 1 + case % 2
         c_in, c_out = randint(1, 3, gen), randint(1, 3, gen)
-        size = tuple(randint(3, 8, gen) for _ in range(nd))
+        size = tuple(randint(1, 8, gen) for _ in range(nd))
         ks = tuple(randint(1, 3, gen) for _ in range(nd))
-        s, p, d = randint(1, 2, gen), randint(0, 2, gen), randint(1, 2, gen)
-        if any(d * (k - 1) + 1 > n + 2 * p for n, k in zip(size, ks)):
+        s, p, d = (tuple(randint(lo, hi, gen) for _ in range(nd)) for lo, hi in ((1, 3), (0, 2), (1, 3)))
+        if nd == 1:
+            s, p, d = s[0], p[0], d[0]
+        if any(dj * (k - 1) + 1 > n + 2 * pj for n, k, pj, dj in zip(size, ks, _tup(p, nd), _tup(d, nd))):
             continue
         w = randn(c_out, c_in, *ks, gen=gen, device=device)
         x = randn(c_in, *size, gen=gen, device=device)
@@ -455,7 +464,9 @@ def check_conv_matrix(device: str = "cpu"):
     "conv.equivariance-circular",
     title="With circular padding, convolution commutes with every translation",
     chapter=1,
-    statement="With circular padding p = d(k-1)/2 and stride 1, conv(roll(x, t)) = roll(conv(x), t) exactly, for every shift t.",
+    statement="For every odd kernel k_h × k_w, dilation d and shift t, with circular padding p = d(k-1)/2 and stride 1, conv(roll(x, t)) = roll(conv(x), t) exactly.",
+    parameters=("shift", "dilation"),
+    reference="PyTorch F.conv2d on circularly padded input, torch.roll",
 )
 def check_equivariance_circular(device: str = "cpu"):
     device = check_device(device)
@@ -480,7 +491,9 @@ def check_equivariance_circular(device: str = "cpu"):
     "conv.equivariance-border",
     title="With zero padding, translation equivariance fails exactly in a border band",
     chapter=1,
-    statement="With zero padding and stride 1, conv(shift(x, t))[o] = conv(x)[o - t] exactly where no kernel tap reads a sample that the shift pushed into the padding, and generically fails everywhere else.",
+    statement="For 1-D and 2-D inputs, every per-axis kernel size, zero padding, dilation and shift t, at stride 1, conv(shift(x, t))[o] = conv(x)[o - t] exactly where no kernel tap reads a sample that the shift pushed into the padding, and generically fails everywhere else.",
+    parameters=("padding", "dilation", "shift", "per-axis sizes"),
+    reference="PyTorch F.conv1d and F.conv2d on shifted random inputs",
 )
 def check_equivariance_border(device: str = "cpu"):
     device = check_device(device)
@@ -519,6 +532,10 @@ def check_equivariance_border(device: str = "cpu"):
 # --------------------------------------------------------------------------------------
 # Private helpers
 # --------------------------------------------------------------------------------------
+
+
+def _tup(v, n: int) -> tuple:
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
 def _as_1d(x: Sequence, name: str) -> np.ndarray:
