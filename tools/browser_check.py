@@ -12,7 +12,14 @@ request to another host is blocked and reported), and for every page
 * fails on unrendered TeX: a MathJax error node, or ``$``, ``\\(``, ``\\[``, ``\\begin{``
   left in the visible text outside code (after MathJax has run);
 * records the page's element ids, then checks every internal link of every page: the target
-  page exists and, for ``#fragment`` links, holds an element with that id.
+  page exists and, for ``#fragment`` links, holds an element with that id;
+* reads every page at two widths, a laptop (1280 px) and a phone (390 px), and fails on evidence a reader
+  cannot read whole: an output, formula, table or other element of the text that is clipped (content wider than
+  a box with ``overflow: hidden``), an element that needs sideways scrolling at 1280 px, anything sticking out of
+  the text column, or a page wider than the viewport at 390 px. At 390 px only a display equation
+  (``div.math``) or a table (its scroll wrapper) may scroll, inside its own box;
+* fails on a link to a claim (a ``div.proof`` block whose id is a claim id) whose text does not show the
+  claim's id: readers cite the id.
 
 It also runs a search (``search.html?q=convolution``) and expects results, and saves
 screenshots of the first chapter (its top, and its first claim block) for a human to look
@@ -50,6 +57,10 @@ CHROMIUM_ARGS = [
 FIRST_CHAPTER = "notebooks/01-convolution.html"
 SKIP_DIRS = ("_static", "_sources", "_images")
 PAGE_TIMEOUT_MS = 30_000
+WIDTHS = (1280, 390)  # a laptop and a phone (iPhone 12-15: 390 x 844 CSS px)
+HEIGHTS = {1280: 900, 390: 844}
+MAX_LAYOUT_LINES = 6  # per page and width: the first few problems are listed, the rest counted
+CLAIM_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")  # convbook.claims.ID_PATTERN
 
 # Runs in the page after load: wait for MathJax (when the page loads it), make lazy images
 # load, then report what a reader would see wrong.
@@ -84,6 +95,72 @@ async () => {
   out.ids = Array.from(document.querySelectorAll('[id]'), e => e.id)
     .concat(Array.from(document.querySelectorAll('a[name]'), e => e.getAttribute('name')));
   out.links = Array.from(document.querySelectorAll('a[href]'), a => a.href);
+  // Claim blocks (their id is the claim id) and the text of every link into a page (permalinks excluded).
+  out.claims = Array.from(document.querySelectorAll('div.proof[id]'), e => e.id);
+  out.anchor_links = Array.from(document.querySelectorAll('a[href*="#"]:not(.headerlink)'),
+    a => [a.href, a.textContent.replace(/\s+/g, ' ').trim()]);
+  return out;
+}
+"""
+
+# Runs in the page at the current viewport width: is every piece of the text readable whole?
+# Returns {checked, page_width, viewport, problems: [[kind, where], ...]}.
+_LAYOUT_JS = r"""
+async (narrow) => {
+  // Let the page react to the new width first (convbook.js fits formulas on 'resize').
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const out = {checked: 0, page_width: 0, viewport: 0, problems: []};
+  const de = document.documentElement;
+  out.viewport = de.clientWidth;
+  out.page_width = Math.max(de.scrollWidth, document.body ? document.body.scrollWidth : 0);
+  const root = document.querySelector('article.bd-article') || document.querySelector('main') || document.body;
+  const rootRight = root.getBoundingClientRect().right;
+  // What a reader reads: outputs, code, formulas, tables, blocks and paragraphs of the text.
+  const SEL = 'div.cell_output, div.output, pre, div.highlight, span.math, div.math, mjx-container, table, ' +
+              '.pst-scrollable-table-container, .table-wrapper, div.admonition, div.proof, img, figure, ' +
+              'p, li, dd, dt, blockquote, h1, h2, h3, h4, code';
+  // At 390 px, only a display equation or a table may scroll, inside its own box.
+  const MAY_SCROLL = 'div.math, span.math.math-wide, .pst-scrollable-table-container, .table-wrapper';
+  const describe = (el) => {
+    let tag = el.tagName.toLowerCase();
+    if (el.classList.length) tag += '.' + Array.from(el.classList).slice(0, 2).join('.');
+    const mml = el.querySelector('mjx-assistive-mml');
+    let text = mml ? 'formula ' + mml.textContent : el.textContent;
+    text = (text || '').replace(/\s+/g, ' ').trim().slice(0, 70);
+    return `${tag} «${text}»`;
+  };
+  const scrollsInside = (el) => {  // an ancestor inside the text that scrolls sideways holds it
+    for (let a = el.parentElement; a && a !== root; a = a.parentElement) {
+      const ox = getComputedStyle(a).overflowX;
+      if (ox === 'auto' || ox === 'scroll') return true;
+    }
+    return false;
+  };
+  for (const el of root.querySelectorAll(SEL)) {
+    if (el.closest('mjx-assistive-mml, .visually-hidden, .sr-only, [hidden]')) continue;
+    if (el.tagName.toLowerCase() === 'mjx-container' && el.parentElement && el.parentElement.closest('mjx-container')) continue;
+    const cs = getComputedStyle(el);
+    if (cs.display === 'none' || cs.visibility === 'hidden') continue;
+    const rect = el.getBoundingClientRect();
+    if (rect.width === 0 && rect.height === 0) continue;
+    out.checked += 1;
+    const ox = cs.overflowX, sw = el.scrollWidth, cw = el.clientWidth;
+    if (cw > 0 && sw > cw + 1) {
+      if (ox === 'hidden' || ox === 'clip') {
+        out.problems.push(['clipped', `${describe(el)} is cut off: ${sw}px of content in a ${cw}px box`]);
+        continue;
+      }
+      if (ox === 'auto' || ox === 'scroll') {
+        if (!narrow || !el.matches(MAY_SCROLL)) {
+          out.problems.push(['scroll', `${describe(el)} needs sideways scrolling: ${sw}px of content in a ${cw}px box`]);
+        }
+        continue;
+      }
+    }
+    if (rect.right > rootRight + 1 && !scrollsInside(el)) {
+      out.problems.push(['sticks out', `${describe(el)} sticks out of the text column by ${Math.round(rect.right - rootRight)}px`]);
+    }
+  }
   return out;
 }
 """
@@ -105,6 +182,9 @@ class Report:
     math_pages: int = 0
     formulas: int = 0
     links: int = 0
+    claim_links: int = 0
+    elements: dict[int, int] = field(default_factory=dict)  # width -> elements checked for layout
+    layout_problems: dict[int, int] = field(default_factory=dict)  # width -> problems found at that width
     problems: list[str] = field(default_factory=list)
     screenshots: list[Path] = field(default_factory=list)
     seconds: float = 0.0
@@ -115,9 +195,14 @@ class Report:
 
     def summary(self) -> str:
         status = "ok" if self.ok else f"{len(self.problems)} problem(s)"
+        widths = "; ".join(
+            f"{w} px: {self.elements.get(w, 0)} elements, {self.layout_problems.get(w, 0)} layout problems"
+            for w in sorted(self.elements, reverse=True)
+        )
         return (
             f"browser check: {self.pages} pages in Chromium, {self.formulas} formulas typeset by MathJax on "
-            f"{self.math_pages} pages, {self.links} internal links followed, {status} ({self.seconds:.1f} s)"
+            f"{self.math_pages} pages, {self.links} internal links followed, {self.claim_links} claim links show "
+            f"their id; {widths or 'layout not checked'}; {status} ({self.seconds:.1f} s)"
         )
 
 
@@ -168,8 +253,13 @@ def check_book(
     screenshot_dir: Path | str | None = None,
     chromium: str = CHROMIUM,
     search_term: str | None = "convolution",
+    widths: tuple[int, ...] = WIDTHS,
 ) -> Report:
-    """Open every page of the built book in headless Chromium and report what is wrong."""
+    """Open every page of the built book in headless Chromium and report what is wrong.
+
+    Each page is loaded once at ``widths[0]`` and then re-laid out at every other width (the
+    viewport is resized; MathJax's output does not depend on it).
+    """
     from playwright.sync_api import sync_playwright
 
     root = Path(html_dir).resolve()
@@ -182,6 +272,8 @@ def check_book(
     start = time.perf_counter()
     ids: dict[str, set[str]] = {}
     links: dict[str, set[str]] = {}  # internal link (without the base) -> pages that hold it
+    claims: dict[str, set[str]] = {}  # page path -> claim ids anchored there
+    anchor_links: list[tuple[str, str, str]] = []  # (page, link without the base, link text)
     current = {"page": ""}
 
     def problem(msg: str) -> None:
@@ -195,7 +287,7 @@ def check_book(
                 executable_path=chromium,
                 args=CHROMIUM_ARGS,
                 headless=True,
-                viewport={"width": 1280, "height": 900},
+                viewport={"width": widths[0], "height": HEIGHTS.get(widths[0], 900)},
                 offline=False,
             )
             host = urlsplit(base).netloc
@@ -244,6 +336,16 @@ def check_book(
                 for href in info["links"]:
                     if href.startswith(base):
                         links.setdefault(href[len(base) - 1 :], set()).add(rel)
+                claims[urlsplit(page.url).path] = {c for c in info["claims"] if CLAIM_ID.match(c)}
+                for href, text in info["anchor_links"]:
+                    if href.startswith(base):
+                        anchor_links.append((rel, href[len(base) - 1 :], text))
+                for i, width in enumerate(widths):
+                    if i:
+                        page.set_viewport_size({"width": width, "height": HEIGHTS.get(width, 900)})
+                    _check_layout(page, width, narrow=width < 600, report=report, problem=problem)
+                if len(widths) > 1:
+                    page.set_viewport_size({"width": widths[0], "height": HEIGHTS.get(widths[0], 900)})
                 if rel == FIRST_CHAPTER and screenshot_dir is not None:
                     out = Path(screenshot_dir)
                     out.mkdir(parents=True, exist_ok=True)
@@ -264,8 +366,19 @@ def check_book(
                 except Exception:  # noqa: BLE001 - reported as a problem, not raised
                     problem(f"searching for '{search_term}' found nothing")
 
-            # Every internal link: the file exists (an HTTP 200 from the server), and its fragment is an id.
+            # Every link to a claim shows the claim's id: readers cite the id, not "Proposition 8.1".
             current["page"] = ""
+            for where, link, text in anchor_links:
+                path, frag = urldefrag(link)
+                if path.endswith("/"):
+                    path += "index.html"
+                claim = unquote(frag)
+                if claim in claims.get(path, ()):
+                    report.claim_links += 1
+                    if claim not in text:
+                        report.problems.append(f"{where}: the link to claim {claim} reads «{text}», not the claim id")
+
+            # Every internal link: the file exists (an HTTP 200 from the server), and its fragment is an id.
             for link in sorted(links):
                 path, frag = urldefrag(link)
                 report.links += 1
@@ -286,6 +399,20 @@ def check_book(
         shutil.rmtree(profile, ignore_errors=True)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _check_layout(page, width: int, *, narrow: bool, report: Report, problem) -> None:  # noqa: ANN001
+    """Lay the page out at ``width`` and record what a reader could not read whole."""
+    info = page.evaluate(_LAYOUT_JS, narrow)
+    report.elements[width] = report.elements.get(width, 0) + info["checked"]
+    found = [f"at {width} px: {where}" for _, where in info["problems"]]
+    if narrow and info["page_width"] > info["viewport"] + 1:
+        found.insert(0, f"at {width} px: the page is {info['page_width']}px wide, wider than the {info['viewport']}px screen")
+    report.layout_problems[width] = report.layout_problems.get(width, 0) + len(found)
+    for msg in found[:MAX_LAYOUT_LINES]:
+        problem(msg)
+    if len(found) > MAX_LAYOUT_LINES:
+        problem(f"at {width} px: … and {len(found) - MAX_LAYOUT_LINES} more layout problems on this page")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,3 +208,137 @@ def test_repository_links_must_name_files_of_the_checkout(tmp_path):
     checked, broken = linkcheck.check_repository_links(root, repo)
     assert checked == 3
     assert sorted(b.target.rsplit("/", 1)[1] for b in broken) == ["01-one.ipynb", "02-two.md"]
+
+
+def test_config_loads_the_local_extension_and_the_stylesheet():
+    """_ext/convbook_claims.py must be on sys.path (local_extensions) AND in the extension list Sphinx loads."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    local = cfg["sphinx"].get("local_extensions", {})
+    assert local.get("convbook_claims") == "_ext" and (ROOT / "_ext" / "convbook_claims.py").is_file()
+    assert "convbook_claims" in cfg["sphinx"]["config"]["extensions"]
+    static = cfg["sphinx"]["config"]["html_static_path"]
+    for name in cfg["sphinx"]["config"]["html_css_files"] + cfg["sphinx"]["config"]["html_js_files"]:
+        assert any((ROOT / d / name).is_file() for d in static), name
+
+
+# --------------------------------------------------------------------------- claim ids in links (build time)
+
+sys.path.insert(0, str(ROOT / "_ext"))
+import convbook_claims  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "claim, text, expected",
+    [
+        ("shortcut.rank", "Proposition 8.3", ("shortcut.rank", "Prop. 8.3")),
+        ("bn.fold-conv", "Theorem 6.1", ("bn.fold-conv", "Thm. 6.1")),
+        ("conv.matrix", "the matrix form", ("conv.matrix", "the matrix form")),
+        ("conv.matrix", "claim conv.matrix", None),  # already shows the id
+    ],
+)
+def test_claim_link_text(claim, text, expected):
+    assert convbook_claims.link_text(claim, text) == expected
+
+
+def test_claim_ids_follow_the_library_pattern():
+    from convbook.claims import ID_PATTERN
+
+    assert convbook_claims.CLAIM_ID.pattern == ID_PATTERN
+    assert browser_check.CLAIM_ID.pattern == ID_PATTERN
+    assert convbook_claims.is_claim_id("shortcut.bottleneck-shapes") and not convbook_claims.is_claim_id("proof-content")
+
+
+def test_sphinx_build_shows_the_claim_id_in_links(tmp_path):
+    """A tiny Sphinx project with a sphinx-proof claim and a {prf:ref} to it: the built link reads the id."""
+    from sphinx.application import Sphinx
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        f"import sys; sys.path.insert(0, {str(ROOT / '_ext')!r})\n"
+        "extensions = ['sphinx_proof', 'convbook_claims']\nnumfig = True\n", encoding="utf-8")
+    (src / "index.rst").write_text(
+        "Book\n====\n\n.. toctree::\n   :numbered:\n\n   one\n", encoding="utf-8")
+    (src / "one.rst").write_text(
+        "One\n===\n\n.. prf:proposition:: Shapes match — claim ``shortcut.bottleneck-shapes``\n"
+        "   :label: shortcut.bottleneck-shapes\n\n   Text.\n\n"
+        ".. prf:definition:: Not a claim\n   :label: notaclaim\n\n   Text.\n\n"
+        "See :prf:ref:`shortcut.bottleneck-shapes` and :prf:ref:`notaclaim`.\n", encoding="utf-8")
+    out = tmp_path / "html"
+    app = Sphinx(str(src), str(src), str(out), str(tmp_path / "doctrees"), "html", status=None, warning=None,
+                 freshenv=True)
+    app.build()
+    html = (out / "one.html").read_text(encoding="utf-8")
+    link = html[html.index('href="#shortcut.bottleneck-shapes"') - 60:]
+    link = link[: link.index("</a>")]
+    assert "claim-ref" in link and "shortcut.bottleneck-shapes" in link and "(Prop. 1.1)" in link, link
+    assert '<a class="reference internal" href="#notaclaim">Definition 1.1</a>' in html  # labels that are not ids
+    index = (out / "prf-prf.html").read_text(encoding="utf-8")
+    assert "Claims index" in index and "Shapes match" in index and "shortcut.bottleneck-shapes" in index
+    assert "notaclaim" not in index
+
+
+# --------------------------------------------------------------------------- readable whole at 1280 and 390 px
+
+ARTICLE = '<main><article class="bd-article" style="max-width: {w}px">{body}</article></main>'
+LONG = "✓ claim.a — random layers vs F.conv2d, float64, 59 layers, max rel. error 4.1e-16 (tol 1e-12) " * 3
+
+
+def _layout_site(tmp_path: Path, body: str, width: int = 700) -> Path:
+    html = _page(ARTICLE.format(w=width, body=body), '<meta name="viewport" content="width=device-width">')
+    return _site(tmp_path, {"index.html": html})
+
+
+@needs_chromium
+def test_layout_wrapped_output_passes_at_both_widths(tmp_path):
+    body = f'<div class="cell_output"><pre style="white-space: pre-wrap; overflow-wrap: anywhere">{LONG}</pre></div>'
+    report = browser_check.check_book(_layout_site(tmp_path, body), search_term=None)
+    assert report.problems == [], report.problems
+    assert report.elements[1280] >= 2 and report.elements[390] >= 2
+    assert report.layout_problems == {1280: 0, 390: 0}
+
+
+@needs_chromium
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # a verdict line scrolling sideways at 1280 px (the theme's default for output)
+        (f'<div class="cell_output"><pre style="white-space: pre; overflow-x: auto">{LONG}</pre></div>',
+         "at 1280 px: pre «✓ claim.a — random layers vs F.conv2d"),
+        # inline maths cut off by overflow: hidden (the theme's span.math)
+        (f'<p><span class="math" style="display: inline-flex; max-width: 100%; overflow: hidden">'
+         f'<span style="white-space: nowrap">{LONG}</span></span></p>', "is cut off"),
+        # a block that widens the page on a phone
+        ('<p><span style="display: inline-block; width: 600px">wide</span></p>',
+         "at 390 px: the page is"),
+    ],
+)
+def test_layout_reports_what_a_reader_cannot_read_whole(tmp_path, body, expected):
+    report = browser_check.check_book(_layout_site(tmp_path, body), search_term=None)
+    assert any(expected in p and ("cut off" in p or "scrolling" in p or "page is" in p) for p in report.problems), report.problems
+
+
+@needs_chromium
+def test_layout_display_maths_may_scroll_in_its_box_on_a_phone_only(tmp_path):
+    body = '<div class="math" style="overflow-x: auto"><span style="display: inline-block; width: 600px">x</span></div>'
+    report = browser_check.check_book(_layout_site(tmp_path, body), search_term=None)
+    report.problems = [p for p in report.problems if "MathJax did not load" not in p]  # no MathJax on this page
+    assert report.layout_problems[390] == 0, report.problems
+    assert report.layout_problems[1280] == 0  # 600 px fits the 700 px column
+    report = browser_check.check_book(_layout_site(tmp_path / "narrow", body, width=500), search_term=None)
+    assert report.layout_problems[1280] == 1
+    assert any("at 1280 px: div.math «x» needs sideways scrolling" in p for p in report.problems), report.problems
+
+
+@needs_chromium
+def test_browser_fails_a_claim_link_that_hides_the_id(tmp_path):
+    root = _site(tmp_path, {
+        "index.html": _page('<a href="ch/one.html#claim.a">Proposition 1.1</a> <a href="ch/one.html#claim.b">claim.b</a>'),
+        "ch/one.html": _page('<div class="proof" id="claim.a">A</div><div class="proof" id="claim.b">B</div>'
+                             '<a class="headerlink" href="#claim.a">#</a>'),
+    })
+    report = browser_check.check_book(root, search_term=None)
+    assert report.claim_links == 2
+    assert report.problems == ["index.html: the link to claim claim.a reads «Proposition 1.1», not the claim id"]
