@@ -133,7 +133,8 @@ class Finding:
 class FoldReport:
     """Result of :meth:`Review.fold`: the folded eval-mode copy, what was folded, what was left and why."""
 
-    model: nn.Module
+    model: nn.Module  # in the model's dtype and device
+    model_float64: nn.Module  # the float64 CPU copy that was compared with the model
     folded: list[tuple[str, str, str]]  # (layer, bn, "conv→BN" | "BN→conv")
     left: list[tuple[str, str]]  # (bn, reason)
     max_rel_error: float
@@ -141,7 +142,7 @@ class FoldReport:
     bns_after: int
 
     def to_text(self) -> str:
-        lines = [f"folded {len(self.folded)} of {self.bns_before} BatchNorm calls; "
+        lines = [f"folded {len(self.folded)} of {self.bns_before} BatchNorm modules; "
                  f"{self.bns_after} BatchNorm modules remain; float64 comparison within 1e-10"]
         for layer, bn, how in self.folded:
             lines.append(f"  folded  {bn} into {layer} ({how})")
@@ -276,6 +277,7 @@ def review(model: nn.Module, input_shape: Sequence[int], *, name: str | None = N
     for c in graph.calls:
         macs = call_macs(c)
         f, note = fields[c.index]
+        f = None if f is None else tuple((axis.size, axis.jump) for axis in f)
         ai = None
         if macs:
             moved = sum(math.prod(s) for s, src in zip(c.input_shapes, c.inputs) if src is not None)
@@ -327,10 +329,10 @@ def call_macs(c: Call) -> int:
 
 
 def receptive_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
-    """``(field, note)`` for every call: ``field`` a tuple of ``(size, jump)`` per spatial axis, or
+    """``(field, note)`` for every call: ``field`` a tuple of :class:`AxisField` per spatial axis, or
     ``None`` with ``note`` naming the global operation (or saying the field is not tracked)."""
     nd = len(graph.input_shape) - 2
-    start = tuple((1, Fraction(1)) for _ in range(nd))
+    start = tuple(_UNIT for _ in range(nd))
     res: list[tuple[tuple | None, str]] = []
 
     def of(src):
@@ -428,52 +430,63 @@ def findings(rev: Review) -> list[Finding]:
 
 
 def _gridding(g: Graph) -> list[Finding]:
-    """Chains of stride-1 dilated convolutions (through pointwise layers) whose dilations share a factor > 1."""
+    """Runs of stride-1 convolutions (k > 1, joined through pointwise layers) containing a dilated
+    one whose read offsets — the Minkowski sum of ``d·{0, …, k−1}`` per axis — have holes."""
     calls = g.calls
 
-    def dil(c):
+    def geometry(c):
         m = c.module
-        if isinstance(m, _CONV) and all(s == 1 for s in _tuple(m.stride, 1)) and max(m.kernel_size) > 1:
-            return max(m.dilation)
+        if isinstance(m, _CONV) and all(s == 1 for s in m.stride) and max(m.kernel_size) > 1:
+            return tuple(m.kernel_size), tuple(m.dilation)
         return None
 
     def previous_conv(c):
         src = c.inputs[0] if c.inputs else None
         while src is not None and src >= 0:
             p = calls[src]
-            if dil(p) is not None:
+            if geometry(p) is not None:
                 return p
-            if p.output_shape != p.input_shape or len([i for i in p.inputs if i is not None]) != 1:
+            if p.module is not None and not _pointwise(p):
+                return None
+            if p.module is None and (p.output_shape != p.input_shape or len([i for i in p.inputs if i is not None]) != 1):
                 return None
             src = p.inputs[0]
         return None
 
-    chains, nxt = {}, {}
+    chains, has_next = {}, set()
     for c in calls:
-        if dil(c) is None:
+        if geometry(c) is None:
             continue
         p = previous_conv(c)
         chains[c.index] = (chains[p.index] if p is not None and p.index in chains else []) + [c]
         if p is not None:
-            nxt[p.index] = c.index
+            has_next.add(p.index)
     out = []
     for idx, chain in chains.items():
-        if idx in nxt:
+        if idx in has_next or len(chain) < 2 or not any(max(geometry(x)[1]) > 1 for x in chain):
             continue
-        # the longest run at the end of the chain whose dilations share a factor > 1
-        run = []
-        for c in reversed(chain):
-            if math.gcd(*(dil(x) for x in run + [c])) > 1:
-                run.insert(0, c)
-            else:
-                break
-        if len(run) >= 2:
-            ds = [dil(x) for x in run]
-            out.append(Finding("gridding", "warning", [x.name for x in run],
-                               f"stacked dilated convolutions {', '.join(f'`{x.name}`' for x in run)} with dilations "
-                               f"{ds} share the factor {math.gcd(*ds)}: their outputs read only every "
-                               f"{math.gcd(*ds)}-th input position (gridding)", CLAIMS["gridding"]))
+        holes = []
+        for axis in range(len(geometry(chain[0])[0])):
+            reach = {0}
+            for x in chain:
+                k, d = geometry(x)[0][axis], geometry(x)[1][axis]
+                reach = {r + d * t for r in reach for t in range(k)}
+            holes.append(sorted(set(range(max(reach) + 1)) - reach))
+        if any(holes):
+            ds = [geometry(x)[1][0] if len(set(geometry(x)[1])) == 1 else geometry(x)[1] for x in chain]
+            gaps = holes[0] or holes[-1]
+            out.append(Finding("gridding", "warning", [x.name for x in chain],
+                               f"stacked stride-1 convolutions {', '.join(f'`{x.name}`' for x in chain)} with dilations "
+                               f"{ds}: their outputs never read input offsets {gaps[:6]}"
+                               f"{' …' if len(gaps) > 6 else ''} of the stack's span (gridding)", CLAIMS["gridding"]))
     return out
+
+
+def _pointwise(c: Call) -> bool:
+    """A module call that maps each position independently and keeps the shape (BN, activations, dropout)."""
+    return (c.output_shape == c.input_shape and len([i for i in c.inputs if i is not None]) == 1
+            and not isinstance(c.module, _CONV + _CONVT + _POOL + _ADAPTIVE + _GLOBAL_NORMS)
+            and type(c.module).__name__ not in {"Upsample", "LayerNorm"} and not list(c.module.children()))
 
 
 # ==================================================================================== folding
@@ -497,7 +510,8 @@ def fold_plan(g: Graph) -> dict:
         if not isinstance(bn, _BatchNorm):
             continue
         if count[c.name] > 1:
-            left.append((c.name, f"the module is called {count[c.name]} times"))
+            if c.name not in {bn_name for bn_name, _ in left}:
+                left.append((c.name, f"the module is called {count[c.name]} times"))
             continue
         if not bn.track_running_stats or bn.running_mean is None:
             left.append((c.name, "it has no running statistics (it normalises with batch statistics)"))
@@ -573,10 +587,10 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
         if ref_t else 0.0
     if len(ref_t) != len(got_t) or err > tol:
         raise RuntimeError(f"the folded copy differs from the model: relative error {err:.2e} > {tol:g}")
-    work = work.to(device, dtype).eval()
+    out = copy.deepcopy(work).to(device, dtype).eval()
     folded = [(layer, bn, "conv→BN") for layer, bn in plan["after"]] + [(conv, bn, "BN→conv") for bn, conv in plan["before"]]
-    n_bn = sum(1 for c in g.calls if isinstance(c.module, _BatchNorm))
-    return FoldReport(work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work))
+    n_bn = len({c.name for c in g.calls if isinstance(c.module, _BatchNorm)})
+    return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work))
 
 
 def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
@@ -721,17 +735,163 @@ def _sizes_equal(a, b) -> bool:
     return tuple(a[2:]) == tuple(b[2:])
 
 
-def _window(field, ks, ss, ds):
-    return tuple((r + (k - 1) * d * j, j * s) for (r, j), k, s, d in zip(field, ks, ss, ds))
+@dataclass(frozen=True)
+class AxisField:
+    """The exact field along one axis: output unit ``u`` reads input pixels ``lo(u) … hi(u)``.
+
+    ``lo``/``hi`` are stored for one period ``u = 0 … q−1`` and extended by
+    ``lo(u + q) = lo(u) + jump·q`` (``jump·q`` is an integer).  With integer jumps ``q = 1``
+    and this is the classical recurrence; after upsampling or a transposed convolution
+    (fractional jumps) the field depends on the unit's phase, and ``size`` is the largest.
+    """
+
+    jump: Fraction
+    lo: tuple
+    hi: tuple
+
+    def at(self, u: int) -> tuple[int, int]:
+        q = len(self.lo)
+        a, i = divmod(u, q)
+        shift = int(self.jump * q) * a
+        return self.lo[i] + shift, self.hi[i] + shift
+
+    @property
+    def size(self) -> int:
+        return max(h - l + 1 for l, h in zip(self.lo, self.hi))
+
+    @staticmethod
+    def make(jump: Fraction, fn, q: int) -> "AxisField":
+        lo, hi = zip(*(fn(v) for v in range(q)))
+        for d in range(1, q + 1):  # the shortest period
+            if q % d or (jump * d).denominator != 1:
+                continue
+            sh = int(jump * d)
+            if all(lo[i + d] == lo[i] + sh and hi[i + d] == hi[i] + sh for i in range(q - d)):
+                return AxisField(Fraction(jump), tuple(lo[:d]), tuple(hi[:d]))
+        return AxisField(Fraction(jump), tuple(lo), tuple(hi))
+
+
+_UNIT = AxisField(Fraction(1), (0,), (0,))
+
+
+def _reads(f: AxisField, us) -> tuple[int, int]:
+    spans = [f.at(u) for u in us]
+    return min(l for l, _ in spans), max(h for _, h in spans)
+
+
+def _window(f: AxisField, k: int, s: int, p: int, d: int) -> AxisField:
+    """Convolution or pooling: output ``v`` reads units ``v·s − p + t·d``, ``t < k``."""
+    return AxisField.make(f.jump * s, lambda v: _reads(f, [v * s - p + t * d for t in range(k)]), len(f.lo))
+
+
+def _transpose(f: AxisField, k: int, s: int, p: int, d: int) -> AxisField:
+    """Transposed convolution: output ``v`` reads the units ``u`` with ``u·s − p + t·d = v``."""
+    def fn(v):
+        us = [(v + p - t * d) // s for t in range(k) if (v + p - t * d) % s == 0]
+        return _reads(f, us or [(v + p) // s])
+    return AxisField.make(f.jump / s, fn, len(f.lo) * s)
+
+
+def _resample(f: AxisField, n_in: int, n_out: int, taps: int, align_corners: bool = False) -> AxisField:
+    """Upsampling/interpolation: nearest reads 1 unit, linear 2 (1 where the weight of the second is 0), cubic 4."""
+    r = Fraction(n_in - 1, n_out - 1) if align_corners and n_out > 1 else Fraction(n_in, n_out)
+
+    def fn(v):
+        src = v * r if (align_corners or taps == 1) else (v + Fraction(1, 2)) * r - Fraction(1, 2)
+        i0 = math.floor(src)
+        if taps == 1:
+            return _reads(f, [i0])
+        if taps == 2:
+            return _reads(f, [i0] if src == i0 else [i0, i0 + 1])
+        return _reads(f, [i0 - 1, i0, i0 + 1, i0 + 2])
+    return AxisField.make(f.jump * r, fn, len(f.lo) * r.denominator)
+
+
+def _adaptive(f: AxisField, n: int, o: int) -> AxisField:
+    """Adaptive pooling: output ``v`` reads ``⌊v n/o⌋ … ⌈(v+1) n/o⌉ − 1``."""
+    def fn(v):
+        return _reads(f, range(math.floor(Fraction(v * n, o)), math.ceil(Fraction((v + 1) * n, o))))
+    r = Fraction(n, o)
+    return AxisField.make(f.jump * r, fn, len(f.lo) * r.denominator)
+
+
+def _shift(f: AxisField, offset: int) -> AxisField:
+    return AxisField.make(f.jump, lambda v: f.at(v + offset), len(f.lo))
 
 
 def _combine(fields):
+    """Join of branches (add, cat, …): per unit the union of the input spans; ``None`` if the jumps differ."""
     nd = len(fields[0])
-    return tuple((max(f[a][0] for f in fields), min(f[a][1] for f in fields)) for a in range(nd))
+    out = []
+    for a in range(nd):
+        fs = [f[a] for f in fields]
+        if any(g.jump != fs[0].jump for g in fs):
+            return None
+        q = reduce(math.lcm, (len(g.lo) for g in fs))
+        out.append(AxisField.make(fs[0].jump, lambda v, fs=fs: (min(g.at(v)[0] for g in fs), max(g.at(v)[1] for g in fs)), q))
+    return tuple(out)
 
 
-def _ceil(v) -> int:
-    return int(math.ceil(v))
+def _pad_left(value, k: int, d: int, nd: int):
+    if value == "same":
+        return (d * (k - 1)) // 2
+    if value == "valid":
+        return 0
+    return value
+
+
+def _conv_geometry(c: Call, nd: int):
+    """``(k, s, p, d)`` per axis of a convolution, transposed convolution or pooling call."""
+    m, kind = c.module, c.kind
+    if m is not None:
+        ks = _tuple(m.kernel_size, nd)
+        ss = _tuple(m.stride if m.stride is not None and m.stride != () else m.kernel_size, nd)
+        ds = _tuple(getattr(m, "dilation", 1), nd)
+        pad = m.padding
+    elif kind in _FUNC_CONV or kind in _FUNC_CONVT:
+        w = _arg(c, 1, "weight")
+        ks = tuple(w[1][2:]) if _is_t(w) else (1,) * nd
+        ss = _tuple(_arg(c, 3, "stride", 1), nd)
+        pad = _arg(c, 4, "padding", 0)
+        ds = _tuple(_arg(c, 5 if kind in _FUNC_CONV else 7, "dilation", 1), nd)
+    else:
+        ks = _tuple(_arg(c, 1, "kernel_size"), nd)
+        st = _arg(c, 2, "stride", None)
+        ss = ks if st in (None, [], ()) else _tuple(st, nd)
+        pad = _arg(c, 3, "padding", 0)
+        ds = _tuple(_arg(c, 4, "dilation", 1), nd) if "max" in kind else (1,) * nd
+    if isinstance(pad, str):
+        ps = tuple(_pad_left(pad, k, d, nd) for k, d in zip(ks, ds))
+    else:
+        ps = _tuple(pad, nd)
+    return ks, ss, ps, ds
+
+
+def _getitem_offsets(c: Call, nd: int, s0, out):
+    index = _arg(c, 1, "idx", None)
+    if not isinstance(index, tuple):
+        index = (index,)
+    if any(i is Ellipsis or i is None for i in index):
+        return None
+    offs = []
+    for a in range(nd):
+        pos = 2 + a
+        item = index[pos] if pos < len(index) else slice(None)
+        if not isinstance(item, slice) or item.step not in (None, 1):
+            return None
+        start = item.start or 0
+        offs.append(start + s0[pos] if start < 0 else start)
+    return offs
+
+
+def _pad_offsets(c: Call, nd: int):
+    pads = c.module.padding if c.module is not None else _arg(c, 1, "pad", ())
+    pads = _tuple(pads, 2 * nd) if not isinstance(pads, (tuple, list)) else tuple(pads)
+    lefts = []
+    for a in range(nd):
+        j = 2 * (nd - 1 - a)
+        lefts.append(-pads[j] if j < len(pads) else 0)
+    return lefts
 
 
 def _field_step(c: Call, tracked, nd: int):
@@ -740,62 +900,47 @@ def _field_step(c: Call, tracked, nd: int):
     f0, s0 = tracked[0]
     out = c.output_shape
     if isinstance(m, _CONV + _POOL) or kind in _FUNC_CONV or kind in _FUNC_POOL:
-        if m is not None:
-            ks, ss = _tuple(m.kernel_size, nd), _tuple(m.stride if m.stride is not None else m.kernel_size, nd)
-            ds = _tuple(getattr(m, "dilation", 1), nd)
-        elif kind in _FUNC_CONV:
-            w = _arg(c, 1, "weight")
-            ks = tuple(w[1][2:]) if _is_t(w) else (1,) * nd
-            ss, ds = _tuple(_arg(c, 3, "stride", 1), nd), _tuple(_arg(c, 5, "dilation", 1), nd)
-        else:
-            ks = _tuple(_arg(c, 1, "kernel_size"), nd)
-            st = _arg(c, 2, "stride", None)
-            ss = ks if st in (None, [], ()) else _tuple(st, nd)
-            ds = _tuple(_arg(c, 4, "dilation", 1), nd) if "max" in kind else (1,) * nd
-        return _window(f0, ks, ss, ds), ""
+        ks, ss, ps, ds = _conv_geometry(c, nd)
+        return tuple(_window(f, k, s, p, d) for f, k, s, p, d in zip(f0, ks, ss, ps, ds)), ""
     if isinstance(m, _CONVT) or kind in _FUNC_CONVT:
-        if m is not None:
-            ks, ss, ds = _tuple(m.kernel_size, nd), _tuple(m.stride, nd), _tuple(m.dilation, nd)
-        else:
-            w = _arg(c, 1, "weight")
-            ks = tuple(w[1][2:])
-            ss, ds = _tuple(_arg(c, 3, "stride", 1), nd), _tuple(_arg(c, 7, "dilation", 1), nd)
-        f = tuple((r + (_ceil(Fraction((k - 1) * d + 1, s)) - 1) * j, j / s) for (r, j), k, s, d in zip(f0, ks, ss, ds))
-        return f, ""
+        ks, ss, ps, ds = _conv_geometry(c, nd)
+        return tuple(_transpose(f, k, s, p, d) for f, k, s, p, d in zip(f0, ks, ss, ps, ds)), ""
     if isinstance(m, _ADAPTIVE) or kind.startswith("adaptive_"):
         if all(v == 1 for v in out[2:]) and any(v > 1 for v in s0[2:]):
             return None, f"whole input: {c.name} ({kind} to 1)"
-        f = []
-        for (r, j), n, o in zip(f0, s0[2:], out[2:]):
-            win = max(_ceil(Fraction((i + 1) * n, o)) - (i * n) // o for i in range(o))
-            f.append((r + (win - 1) * j, j * Fraction(n, o) if n % o == 0 else j * (n // o)))
-        return tuple(f), ""
+        return tuple(_adaptive(f, n, o) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "interpolate", "upsample"}:
-        mode = getattr(m, "mode", None) if m is not None else _arg(c, 3, "mode", "nearest")
+        if m is not None:
+            mode, align = getattr(m, "mode", "nearest"), bool(getattr(m, "align_corners", False))
+        else:
+            mode, align = _arg(c, 3, "mode", "nearest"), bool(_arg(c, 4, "align_corners", False))
         if kind == "UpsamplingBilinear2d":
-            mode = "bilinear"
-        taps = 1 if mode in (None, "nearest", "nearest-exact") else (4 if mode == "bicubic" else 2)
-        f = tuple((r + (taps - 1) * j, j * Fraction(n, o)) for (r, j), n, o in zip(f0, s0[2:], out[2:]))
-        return f, ""
+            mode, align = "bilinear", True
+        if all(n == 1 for n in s0[2:]):
+            return tuple(_resample(f, 1, o, 1) for f, o in zip(f0, out[2:])), ""
+        taps = 1 if mode in (None, "nearest") else (4 if mode == "bicubic" else 2)
+        if mode == "nearest-exact":
+            return None, f"not tracked past {c.name} (nearest-exact resampling)"
+        return tuple(_resample(f, n, o, taps, align) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"pixel_shuffle", "PixelShuffle"}:
         r_ = out[2] // s0[2]
-        return tuple((r, j / r_) for r, j in f0), ""
+        return tuple(_resample(f, 1, r_, 1) if False else AxisField.make(f.jump / r_, lambda v, f=f: f.at(v // r_),
+                                                                          len(f.lo) * r_) for f in f0), ""
     if kind in {"pixel_unshuffle", "PixelUnshuffle"}:
         r_ = s0[2] // out[2]
-        return _window(f0, (r_,) * nd, (r_,) * nd, (1,) * nd), ""
+        return tuple(_window(f, r_, r_, 0, 1) for f in f0), ""
     if isinstance(m, _GLOBAL_NORMS) or kind in {"group_norm", "instance_norm"}:
         return None, f"whole input: {c.name} ({kind} statistics over the map)"
     if isinstance(m, nn.LayerNorm) or kind == "layer_norm":
         ns = tuple(m.normalized_shape) if m is not None else tuple(_arg(c, 1, "normalized_shape", ()))
-        if any(a >= 2 for a in range(len(s0) - len(ns), len(s0))):
+        if len(s0) == nd + 2 and any(a >= 2 for a in range(len(s0) - len(ns), len(s0))):
             return None, f"whole input: {c.name} (LayerNorm over spatial axes)"
     if kind in {"softmax", "Softmax", "log_softmax", "LogSoftmax"}:
         dim = getattr(m, "dim", None) if m is not None else _arg(c, 1, "dim")
         if dim is not None and (dim % len(s0)) >= 2:
             return None, f"whole input: {c.name} (softmax over a spatial axis)"
-    if kind in _REDUCTIONS and out is not None and len(out) < len(s0) or (
-            kind in _REDUCTIONS and out is not None and len(out) == len(s0)
-            and all(o == 1 for o in out[2:]) and any(v > 1 for v in s0[2:])):
+    if kind in _REDUCTIONS and out is not None and (len(out) < len(s0) or (
+            all(o == 1 for o in out[2:]) and any(v > 1 for v in s0[2:]))):
         return None, f"whole input: {c.name} ({kind} over spatial axes)"
     if out is None or len(out) != nd + 2:
         return None, f"not tracked past {c.name} ({kind}: output has {len(out) if out else 0} axes)"
@@ -803,15 +948,19 @@ def _field_step(c: Call, tracked, nd: int):
         dim = _arg(c, 1, "dim", 0)
         if dim % len(out) >= 2:
             return None, f"not tracked past {c.name} (concatenation along a spatial axis)"
-        return _combine([f for f, _ in tracked]), ""
+    if kind in {"getitem", "narrow"} or kind == "pad" or kind.endswith(("Pad1d", "Pad2d", "Pad3d")):
+        offs = _getitem_offsets(c, nd, s0, out) if kind == "getitem" else (
+            None if kind == "narrow" else _pad_offsets(c, nd))
+        if offs is None and not _sizes_equal(s0, out):
+            return None, f"not tracked past {c.name} ({kind} with an index the review does not read)"
+        offs = offs or [0] * nd
+        return tuple(_shift(f, o) for f, o in zip(f0, offs)), ""
     same = [f for f, s in tracked if _sizes_equal(s, out)]
-    if same and len(same) == len(tracked):
-        return _combine(same), ""
-    if kind in _CROP_OR_PAD or (kind.endswith("Pad1d") or kind.endswith("Pad2d") or kind.endswith("Pad3d")):
-        return _combine([f for f, _ in tracked]), ""
-    bcast = [f for f, s in tracked if all(a == b or a == 1 for a, b in zip(s[2:], out[2:]))]
-    if bcast and len(bcast) == len(tracked):
-        return _combine(bcast), ""
+    if same:
+        joined = _combine(same)
+        if joined is None:
+            return None, f"not tracked past {c.name} (its inputs have different jumps)"
+        return joined, ""
     return None, f"not tracked past {c.name} ({kind} changes the spatial size)"
 
 
@@ -868,7 +1017,7 @@ def load_model(spec: str) -> tuple[nn.Module, str]:
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` → ``(1, 3, 224, 224)``; ``ValueError`` for anything else."""
     try:
-        shape = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+        shape = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise ValueError(f"--input must be comma-separated positive ints such as 1,3,224,224, got {text!r}") from None
     if not shape or any(v < 1 for v in shape):
