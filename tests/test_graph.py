@@ -1,0 +1,111 @@
+"""convbook.graph: the calls a model executes, with names, shapes and data-flow edges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from convbook.graph import is_leaf, trace
+from tests.test_review import ASPP, ControlFlow, LSTMHead, SharedNet, UNet, build
+
+torch.set_num_threads(1)
+
+
+def test_module_calls_are_named_as_named_modules():
+    model, shape = build("unet")
+    g = trace(model, shape)
+    names = dict(model.named_modules())
+    for c in g.calls:
+        if c.is_module:
+            assert c.name in names and type(names[c.name]) is type(c.module)
+        else:
+            assert c.module is None and c.name == c.kind
+    assert g.run_on == "meta"
+
+
+def test_data_flow_edges_of_the_skip_concatenations():
+    model, shape = build("unet")
+    g = trace(model, shape)
+    by_name = {}
+    for c in g.calls:
+        by_name.setdefault(c.name, []).append(c)
+    cats = by_name["cat"]
+    assert len(cats) == 2
+    # the first concatenation reads up2's output and enc2's ReLU; the second up1's and enc1's ReLU
+    assert [g.calls[i].name for i in cats[0].inputs] == ["up2", "enc2.2"]
+    assert [g.calls[i].name for i in cats[1].inputs] == ["up1", "enc1.2"]
+    assert by_name["enc1.0"][0].inputs == [-1]
+    assert g.readers(by_name["enc1.2"][0].index) == [by_name["pool"][0].index, cats[1].index]
+    assert g.output_sources == [by_name["out"][0].index]
+
+
+def test_shared_module_gives_one_record_per_call():
+    g = trace(SharedNet(), (1, 3, 12, 12))
+    steps = g.module_calls("step")
+    assert len(steps) == 3 and len({c.index for c in steps}) == 3
+    assert all(c.params == 8 * 8 * 9 + 8 for c in steps)
+    # each step reads the previous residual sum
+    adds = [c for c in g.calls if c.kind == "add"]
+    assert [s.inputs[0] for s in steps[1:]] == [a.index for a in adds[:2]]
+
+
+def test_tuple_returning_leaf_and_its_readers():
+    g = trace(LSTMHead(), (2, 1, 8, 12))
+    lstm = g.module_calls("lstm")[0]
+    assert lstm.output_shapes == [(2, 12, 16), (1, 2, 16), (1, 2, 16)]
+    fc = g.module_calls("fc")[0]
+    assert fc.inputs == [lstm.index]
+
+
+def test_functions_inside_user_modules_have_their_scope():
+    g = trace(ASPP(), (1, 8, 12, 12))
+    interp = [c for c in g.calls if c.kind == "interpolate"]
+    assert len(interp) == 1 and interp[0].scope == "" and interp[0].output_shapes == [(1, 8, 12, 12)]
+    cat = [c for c in g.calls if c.kind == "cat"][0]
+    assert len(cat.inputs) == 5 and cat.input_shapes == [(1, 8, 12, 12)] * 5
+
+
+def test_control_flow_falls_back_to_a_real_run():
+    g = trace(ControlFlow(), (1, 3, 20, 20))
+    assert g.run_on == "cpu"
+    assert [c.name for c in g.calls if c.is_module] == ["inner.0", "inner.1", "inner.2", "refine", "refine"]
+    pool = g.calls[0]
+    assert pool.kind == "avg_pool2d" and pool.output_shapes == [(1, 3, 10, 10)]
+
+
+def test_parameters_read_by_functions_are_recorded():
+    class Scale(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 1)
+            self.gamma = nn.Parameter(torch.ones(4, 1, 1))
+
+        def forward(self, x):
+            return self.gamma * self.conv(x)
+
+    g = trace(Scale(), (1, 2, 3, 3))
+    mul = g.calls[-1]
+    assert mul.kind == "mul" and mul.param_names == ["gamma"] and mul.params == 4
+    assert mul.inputs == [0]  # γ is a parameter, not a data-flow input
+
+
+def test_leaves_and_scopes():
+    assert is_leaf(nn.Conv2d(1, 1, 1)) and is_leaf(nn.LSTM(2, 2)) and is_leaf(nn.Upsample(scale_factor=2))
+    assert not is_leaf(nn.Sequential()) and not is_leaf(UNet())
+
+    class MyConv(nn.Conv2d):
+        pass
+
+    assert is_leaf(MyConv(1, 1, 1))
+
+
+def test_input_model_is_untouched_and_errors_name_the_shape():
+    model = UNet().train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trace(model, (1, 3, 16, 16))
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match=r"fails on an input of shape \(1, 5, 16, 16\)"):
+        trace(model, (1, 5, 16, 16))
+    with pytest.raises(ValueError, match="input_shape"):
+        trace(model, (1, 0, 16))
