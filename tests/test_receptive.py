@@ -133,6 +133,21 @@ def test_non_chain_models_are_refused():
         receptive_field(nn.Sequential(nn.Conv1d(1, 1, 3), nn.Flatten()))
 
 
+def test_stacked_and_effective_examples():
+    assert receptive.stacked_vs_single(3, 3, 4) == (7, 27 * 16, 49 * 16)
+    assert receptive.tap_variance([1, 1, 1]) == pytest.approx(2 / 3, rel=1e-12)
+    assert receptive.tap_variance([1, 1, 1], 2) == pytest.approx(8 / 3, rel=1e-12)
+    g = receptive.gradient_profile([np.ones(3)] * 4)
+    assert g.size == 9 and g.sum() == pytest.approx(1.0, rel=1e-12)
+    assert receptive.effective_field_variance([np.ones(3)] * 4) == pytest.approx(8 / 3, rel=1e-12)
+    with pytest.raises(ValueError, match="non-negative"):
+        receptive.tap_variance([1, -1])
+    with pytest.raises(ValueError, match="same length"):
+        receptive.effective_field_variance([np.ones(3)], [1, 2])
+    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+        receptive.stacked_vs_single(0)
+
+
 def test_closed_form_inductive_step_vanishes():
     assert closed_form_inductive_step() == (0, 0, 0)
 
@@ -235,6 +250,7 @@ def test_plots_run():
     import matplotlib.pyplot as plt
 
     receptive.plot_receptive_growth({"VGG-16": vgg16_layers()})
+    receptive.plot_effective_field((1, 4))
     axes = receptive.plot_gridding(3, {"d = 2, 2": [2, 2], "d = 1, 2": [1, 2]})
     assert "25 of 81" in axes[0].get_title()
     plt.close("all")
@@ -411,5 +427,39 @@ PLANTS = [
           {"convbook.receptive:resnet50_layers": lambda variant="v1.5": _RESNET("v1.5")}, parameter="variant"),
 ]
 
+
+_STACKED = receptive.stacked_vs_single
+_TAP_VARIANCE = receptive.tap_variance
+_EFFECTIVE = receptive.effective_field_variance
+
+
+def _variance_last_layer_times_depth(kernels, dilations=None):
+    ds = [1] * len(kernels) if dilations is None else list(dilations)
+    return len(kernels) * _TAP_VARIANCE(kernels[-1], ds[-1])
+
+
+def _tap_variance_uniform(kernel, dilation=1):
+    """The uniform-kernel variance whatever the weights: d²(k² - 1)/12."""
+    k = len(np.asarray(kernel).ravel())
+    return dilation**2 * (k * k - 1) / 12
+
+
+PLANTS += [
+    Plant("rf.stacked-3x3", "field n·k", {"convbook.receptive:stacked_vs_single": lambda n, k=3, c=1: (n * k, *_STACKED(n, k, c)[1:])},
+          parameter="kernel"),
+    Plant("rf.stacked-3x3", "weights of one layer only",
+          {"convbook.receptive:stacked_vs_single": lambda n, k=3, c=1: (_STACKED(n, k, c)[0], k * k * c * c, _STACKED(n, k, c)[2])},
+          parameter="depth"),
+    Plant("rf.stacked-3x3", "weights linear in the width",
+          {"convbook.receptive:stacked_vs_single": lambda n, k=3, c=1: (_STACKED(n, k, c)[0], n * k * k * c, _STACKED(n, k, c)[2] // c)},
+          parameter="channels"),
+    Plant("rf.effective", "last layer's variance times depth",
+          {"convbook.receptive:effective_field_variance": _variance_last_layer_times_depth}, parameter="depth"),
+    Plant("rf.effective", "every kernel taken as uniform", {"convbook.receptive:tap_variance": _tap_variance_uniform},
+          parameter="kernel"),
+    Plant("rf.effective", "dilation ignored",
+          {"convbook.receptive:effective_field_variance": lambda kernels, dilations=None: _EFFECTIVE(kernels)},
+          parameter="dilation"),
+]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -59,6 +59,11 @@ __all__ = [
     "receptive_support",
     "gradient_support",
     "chain_module",
+    "stacked_vs_single",
+    "tap_variance",
+    "effective_field_variance",
+    "gradient_profile",
+    "plot_effective_field",
     "vgg16_layers",
     "resnet50_layers",
     "resnet50_1d",
@@ -256,6 +261,103 @@ def chain_module(layers: Sequence, nd: int = 1, pool: Sequence[bool] | None = No
                 c.weight.fill_(1.0)
             mods.append(c)
     return nn.Sequential(*mods)
+
+
+def stacked_vs_single(depth: int, kernel_size: int = 3, channels: int = 1) -> tuple[int, int, int]:
+    """``(field, stacked_weights, single_weights)`` for ``depth`` stacked ``k×k`` stride-1 convolutions
+    ``C → C`` (no bias) against the one ``field×field`` convolution with the same receptive field.
+
+    ``field = depth·(k - 1) + 1``; the stack has ``depth·k²·C²`` weights, the single layer ``field²·C²``
+    (three 3×3 layers: field 7, ``27C²`` against ``49C²``). Rules: depth, kernel_size, channels ≥ 1.
+    """
+    for name, v in (("depth", depth), ("kernel_size", kernel_size), ("channels", channels)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    field = depth * (kernel_size - 1) + 1
+    return field, depth * kernel_size**2 * channels**2, field**2 * channels**2
+
+
+def tap_variance(kernel: Sequence[float] | np.ndarray, dilation: int = 1) -> float:
+    """Variance of the tap offset ``d·a`` under the distribution ``w[a] / Σ w`` of a non-negative kernel.
+
+    Rules: entries ≥ 0, not all 0; dilation ≥ 1.
+    """
+    w = np.asarray(kernel, dtype=np.float64).ravel()
+    if w.size == 0 or np.any(w < 0) or not np.any(w > 0):
+        raise ValueError(f"kernel must be non-negative and not all zero, got {w.tolist()}")
+    if not isinstance(dilation, (int, np.integer)) or dilation < 1:
+        raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
+    prob = w / w.sum()
+    offsets = dilation * np.arange(w.size)
+    mean = float(prob @ offsets)
+    return float(prob @ (offsets - mean) ** 2)
+
+
+def effective_field_variance(kernels: Sequence, dilations: Sequence[int] | None = None) -> float:
+    """Variance of the normalised input gradient of one output of a stride-1 stack of non-negative kernels.
+
+    The gradient of output ``u`` with respect to input ``u + o`` is the convolution of the kernels
+    (each spread by its dilation), i.e. — normalised to sum 1 — the distribution of a sum of independent
+    tap offsets, one per layer. Variances of independent variables add:
+
+        Var = Σ_l Var_l,   Var_l = :func:`tap_variance` (w_l, d_l),
+
+    so ``L`` identical layers give a standard deviation ``√L·σ_1``: the effective field grows as ``√L``
+    while the span grows as ``L·d(k - 1) + 1`` (Luo et al. 2016). Uniform ``k``-tap kernels:
+    ``Var_l = d²(k² - 1)/12``.
+    """
+    ks = list(kernels)
+    ds = [1] * len(ks) if dilations is None else list(dilations)
+    if len(ds) != len(ks) or not ks:
+        raise ValueError(f"kernels and dilations must be non-empty and of the same length, got {len(ks)} and {len(ds)}")
+    return float(sum(tap_variance(w, d) for w, d in zip(ks, ds)))
+
+
+def gradient_profile(kernels: Sequence, dilations: Sequence[int] | None = None) -> np.ndarray:
+    """The input gradient of output 0 of a stride-1 1-D stack (``F.conv1d``, no padding), by autograd,
+    normalised to sum 1: entry ``o`` is the weight of input offset ``o`` (the measured effective field)."""
+    ks = [torch.as_tensor(np.asarray(w, dtype=np.float64)) for w in kernels]
+    ds = [1] * len(ks) if dilations is None else list(dilations)
+    span = 1 + sum(d * (w.numel() - 1) for w, d in zip(ks, ds))
+    x = torch.zeros(1, 1, span, dtype=DTYPE, requires_grad=True)
+    h = x
+    for w, d in zip(ks, ds):
+        h = torch.nn.functional.conv1d(h, w.view(1, 1, -1), dilation=d)
+    h[0, 0, 0].backward()
+    g = x.grad[0, 0].numpy()
+    return g / g.sum()
+
+
+def plot_effective_field(depths: Sequence[int] = (1, 2, 4, 8, 16, 32), kernel_size: int = 3, seed: int = 0, axes=None):
+    """Left: the normalised gradient profile of stacks of random non-negative ``kernel_size``-tap layers
+    (seeded); right: its standard deviation against depth, with the span and ``√L·σ_1``."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    gen = np.random.default_rng(seed)
+    base = gen.uniform(0.2, 1.0, size=kernel_size)
+    for L in depths:
+        g = gradient_profile([base] * L)
+        axes[0].plot(np.arange(g.size) - (g.size - 1) / 2, g, marker=".", ms=3, label=f"L = {L}")
+    axes[0].set_xlabel("input offset from the field's centre")
+    axes[0].set_ylabel("share of the gradient")
+    axes[0].legend(fontsize=8)
+    Ls = np.arange(1, max(depths) + 1)
+    measured = [np.sqrt(_profile_variance(gradient_profile([base] * L))) for L in Ls]
+    axes[1].plot(Ls, measured, "o", ms=3, label="std of the gradient (measured)")
+    axes[1].plot(Ls, np.sqrt(Ls * tap_variance(base)), "-", label=r"$\sqrt{L}\,\sigma_1$")
+    axes[1].plot(Ls, (Ls * (kernel_size - 1) + 1) / 2, "--", label="half the span")
+    axes[1].set_xlabel("depth L")
+    axes[1].set_ylabel("pixels")
+    axes[1].legend(fontsize=8)
+    return axes
+
+
+def _profile_variance(g: np.ndarray) -> float:
+    o = np.arange(g.size)
+    mean = float(g @ o)
+    return float(g @ (o - mean) ** 2)
 
 
 def vgg16_layers() -> list[tuple[str, Layer]]:
@@ -554,6 +656,65 @@ def check_resnet50(device: str = "cpu"):
         t.exact((int(supp.max() - supp.min() + 1), int(supp.min()) - u * j) == (r, start) and r == final,
                 f"ResNet-50 {variant} with shortcuts: measured span {supp.min()}..{supp.max()} vs size {r}")
     return t.verdict("ResNet-50 (v1.5, v1) layers vs 1-D autograd, with and without shortcuts", case_unit="comparisons")
+
+
+@claim(
+    "rf.stacked-3x3",
+    title="Stacked small convolutions: the field of a large one with fewer weights",
+    chapter=3,
+    statement="For every depth n ≥ 1, kernel k ≥ 1 and width C ≥ 1, n stacked stride-1 k×k convolutions C → C (no bias) read exactly the (n(k−1)+1)² inputs of one (n(k−1)+1)×(n(k−1)+1) convolution, with n·k²·C² weights against (n(k−1)+1)²·C²: three 3×3 layers see 7×7 with 27C² weights against 49C².",
+    parameters=("depth", "kernel", "channels"),
+    reference="autograd support and parameter counts of real nn.Conv2d stacks",
+)
+@_single_threaded
+def check_stacked_3x3(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(3404)
+    for n, k, c in itertools.product(range(1, 5), (1, 2, 3, 5), (1, 2, 3)):
+        field, stacked, single = stacked_vs_single(n, k, c)
+        mods = [nn.Conv2d(c, c, k, bias=False).to(DTYPE) for _ in range(n)]
+        for m in mods:
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5, generator=gen)
+        stack = nn.Sequential(*mods).to(device)
+        size = n * (k - 1) + 1 + 2  # one pixel more than the field on each side
+        supp = gradient_support(stack, (1, c, size, size), (1, 1))
+        measured = (int(supp[:, 0].max() - supp[:, 0].min() + 1), len(supp))
+        t.exact(measured == (field, field * field), f"n={n} k={k} C={c}: support {measured} vs field {field}")
+        t.exact(sum(p.numel() for p in stack.parameters()) == stacked, f"n={n} k={k} C={c}: stacked weights")
+        t.exact(nn.Conv2d(c, c, field, bias=False).weight.numel() == single, f"n={n} k={k} C={c}: single-layer weights")
+    return t.verdict("depth 1–4, k ∈ {1, 2, 3, 5}, C ∈ {1, 2, 3}: autograd support and parameter counts of nn.Conv2d stacks",
+                     case_unit="comparisons")
+
+
+@claim(
+    "rf.effective",
+    title="The effective receptive field grows as the square root of depth",
+    chapter=3,
+    statement="For every stride-1 1-D stack of L convolutions with non-negative kernels w_l (not all zero) of any sizes k_l and dilations d_l, the gradient of one output with respect to the input, normalised to sum 1, has variance Σ_l Var_l, where Var_l is the variance of the tap offset d_l·a under w_l/Σw_l; L identical layers give standard deviation √L·σ_1 (uniform k-tap kernels: σ_1² = d²(k²−1)/12), while the span grows as L·d(k−1) + 1.",
+    parameters=("depth", "kernel", "dilation"),
+    reference="autograd (input gradients of F.conv1d stacks)",
+)
+@_single_threaded
+def check_effective(device: str = "cpu"):
+    check_device(device)
+    t = Tally(tol=1e-10)
+    gen = np.random.default_rng(3505)
+    for _ in range(80):
+        L = int(gen.integers(1, 13))
+        kernels = [gen.uniform(0.0, 1.0, size=int(gen.integers(1, 6))) for _ in range(L)]
+        ds = [int(gen.integers(1, 4)) for _ in range(L)]
+        g = gradient_profile(kernels, ds)
+        t.close(np.array([_profile_variance(g)]), np.array([effective_field_variance(kernels, ds)]), f"L={L} d={ds}")
+    for k in (2, 3, 5):
+        for d in (1, 2):
+            for L in (1, 2, 4, 9, 16):
+                g = gradient_profile([np.ones(k)] * L, [d] * L)
+                t.close(np.array([np.sqrt(_profile_variance(g))]), np.array([np.sqrt(L * d * d * (k * k - 1) / 12)]),
+                        f"uniform k={k} d={d} L={L}: sqrt(L) law")
+    return t.verdict("80 random non-negative stacks (seeded) + uniform stacks: variance of the autograd gradient vs "
+                     "the sum of per-layer variances", dtype="float64")
 
 
 # --------------------------------------------------------------------------------------
