@@ -617,3 +617,13 @@ def test_cli_review_formats_and_errors(tmp_path, capsys):
         assert cli_main(["review", *args]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("error:") and msg in err
+
+
+def test_counter_conventions_transposed_stride_squared():
+    rows = {r["probe"]: r for r in R.counter_conventions()}
+    convt = rows["transposed 4×4, stride 2"]
+    assert convt["review"] == convt["flop_counter"] == 8 * 8 * 16 * 16 * 8 * 16  # C_in·H·W · C_out·k²
+    for tool in ("thop", "torchinfo"):
+        if convt.get(tool) is not None:  # the pinned versions charge s² = 4 times the MACs
+            assert convt[tool] == 4 * convt["review"]
+    assert rows["conv 3×3, no bias"]["review"] == rows["conv 3×3, no bias"]["flop_counter"]

@@ -1061,3 +1061,38 @@ def add_cli(sub) -> None:
     p.add_argument("--all", action="store_true", help="list every call, not only the layers a review reads")
     p.add_argument("--fold", action="store_true", help="also fold BNs (float64 check) and print the fold report")
     p.set_defaults(func=cmd_review)
+
+
+def counter_conventions() -> list[dict]:
+    """What each installed counter reports on one-layer probes, beside the MACs of this module.
+
+    Probes, each on a ``(1, 8, 16, 16)`` input: a 3×3 conv without and with bias, BatchNorm
+    alone, ReLU alone, a 4×4 stride-2 transposed conv without bias.  Each row has the probe,
+    ``review`` (our MACs), ``flop_counter`` (FlopCounterMode FLOPs / 2) and every counter of
+    :func:`convbook.cost.third_party_counts` (``None`` where it is not installed or fails).
+    The probes separate the conventions: whether bias, BN and activations are added to
+    "MACs", and what a strided transposed convolution is charged.
+    """
+    import warnings
+
+    from .cost import third_party_counts
+
+    probes = [
+        ("conv 3×3, no bias", nn.Conv2d(8, 8, 3, padding=1, bias=False)),
+        ("conv 3×3, bias", nn.Conv2d(8, 8, 3, padding=1)),
+        ("BatchNorm", nn.BatchNorm2d(8)),
+        ("ReLU", nn.ReLU()),
+        ("transposed 4×4, stride 2", nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1, bias=False)),
+    ]
+    rows = []
+    for label, layer in probes:
+        model = nn.Sequential(layer).eval()
+        rev = review(model, (1, 8, 16, 16))
+        fc = flop_counter(model, (1, 8, 16, 16))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            others = third_party_counts(model, (1, 8, 16, 16))
+        out_elems = math.prod(rev.layers[-1].output_shape)
+        rows.append({"probe": label, "output elements": out_elems, "review": rev.macs,
+                     "flop_counter": None if fc is None else fc // 2, **others})
+    return rows
