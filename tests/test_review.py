@@ -622,7 +622,7 @@ def test_cli_review_formats_and_errors(tmp_path, capsys):
 def test_counter_conventions_transposed_stride_squared():
     rows = {r["probe"]: r for r in R.counter_conventions()}
     convt = rows["transposed 4×4, stride 2"]
-    assert convt["review"] == convt["flop_counter"] == 8 * 8 * 16 * 16 * 8 * 16  # C_in·H·W · C_out·k²
+    assert convt["review"] == convt["flop_counter"] == 8 * 16 * 16 * 8 * 16  # C_in·H·W · C_out·k²
     for tool in ("thop", "torchinfo"):
         if convt.get(tool) is not None:  # the pinned versions charge s² = 4 times the MACs
             assert convt[tool] == 4 * convt["review"]
