@@ -185,13 +185,88 @@ def _shapes_without_padding(in_channels, mid_channels, out_channels, stride, siz
             "conv3": (out_channels, n2, n2), "shortcut": (out_channels, n2, n2), "out": (out_channels, n2, n2)}
 
 
+_ORIG_EXPECTED = shortcuts.expected_coverage
+_ORIG_PROJ = shortcuts.block_constant_projection
+_ORIG_BLOCK = shortcuts.bottleneck_block
+_ORIG_BLOCK_COV = shortcuts.expected_block_coverage
+_ORIG_LOCAL = shortcuts.expected_local_rank
+_ZeroPad = shortcuts.ZeroPadShortcut
+
+
+class _ZeroPadStride2(_ZeroPad):
+    def __init__(self, in_channels, out_channels, stride):
+        super().__init__(in_channels, out_channels, 2)
+
+
+class _ZeroPadInFront(_ZeroPad):
+    def forward(self, x):
+        y = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(y, (0, 0, 0, 0, self.out_channels - self.in_channels, 0))
+
+
+class _ZeroPadRowsOnly(_ZeroPad):
+    def forward(self, x):
+        y = x[:, :, :: self.stride, :]
+        return F.pad(y, (0, 0, 0, 0, 0, self.out_channels - self.in_channels))
+
+
+def _local_rank_first_channel(kind, x):
+    return _ORIG_LOCAL(kind, x[:1]) * x.shape[0] if kind == "max" else _ORIG_LOCAL(kind, x)
+
+
 PLANTS = [
     Plant("shortcut.gradient-coverage", "ResNet-D without its average pool", {"convbook.shortcuts:shortcut": _d_without_pool}),
     Plant("shortcut.gradient-coverage", "coverage of D believed 1/4",
           {"convbook.shortcuts:expected_coverage": lambda kind, s, h, w, identity=False: Fraction(1, s * s)}),
+    Plant("shortcut.gradient-coverage", "stride taken as 2",
+          {"convbook.shortcuts:expected_coverage": lambda kind, s, h, w, identity=False: _ORIG_EXPECTED(kind, 2, h, w, identity)},
+          parameter="stride"),
+    Plant("shortcut.gradient-coverage", "height used for both axes",
+          {"convbook.shortcuts:expected_coverage": lambda kind, s, h, w, identity=False: _ORIG_EXPECTED(kind, s, h, h, identity)
+           * Fraction(h, w)}, parameter="per-axis sizes"),
     Plant("shortcut.rank", "average pool believed invertible", {"convbook.shortcuts:shortcut_rank": _rank_avgpool_invertible}),
+    Plant("shortcut.rank", "stride ignored",
+          {"convbook.shortcuts:shortcut_rank": lambda kind, ci, co, s, h, w: _ORIG_RANK(kind, ci, co, 1, h, w)
+           if kind == "C" or ci != co or s != 1 else _ORIG_RANK(kind, ci, co, s, h, w)}, parameter="stride"),
+    Plant("shortcut.rank", "projection rank C_in·P whatever C_out",
+          {"convbook.shortcuts:shortcut_rank": lambda kind, ci, co, s, h, w: _ORIG_RANK("A", ci, co, s, h, w)
+           if kind in "BCD" and (kind == "C" or ci != co or s != 1) else _ORIG_RANK(kind, ci, co, s, h, w)},
+          parameter="channels"),
+    Plant("shortcut.rank", "height used for both axes",
+          {"convbook.shortcuts:shortcut_rank": lambda kind, ci, co, s, h, w: _ORIG_RANK(kind, ci, co, s, h, h)},
+          parameter="per-axis sizes"),
     Plant("shortcut.avgpool-not-invertible", "kept information = strided samples",
           {"convbook.shortcuts:block_mean_projection": _projection_strided}),
+    Plant("shortcut.avgpool-not-invertible", "the matrix believed to be Π/4 (so 4MᵀM = Π/4·4)",
+          {"convbook.shortcuts:block_constant_projection": lambda c, h, w, block=2: _ORIG_PROJ(c, h, w, block) / 4}),
+    Plant("shortcut.avgpool-not-invertible", "Π of one channel",
+          {"convbook.shortcuts:block_constant_projection": lambda c, h, w, block=2: _ORIG_PROJ(1, h, w, block)},
+          parameter="channels"),
+    Plant("shortcut.avgpool-not-invertible", "Π with the height's blocks on both axes",
+          {"convbook.shortcuts:block_constant_projection": lambda c, h, w, block=2: _ORIG_PROJ(c, h, h, block)},
+          parameter="per-axis sizes"),
+    Plant("shortcut.block-coverage", "stride always on the 3×3",
+          {"convbook.shortcuts:bottleneck_block": lambda *a, **k: _ORIG_BLOCK(*a[:5], placement="v1.5")},
+          parameter="placement"),
+    Plant("shortcut.block-coverage", "option D believed like B",
+          {"convbook.shortcuts:expected_block_coverage": lambda pl, kind, s, h, w: _ORIG_BLOCK_COV(pl, "B", s, h, w)},
+          parameter="shortcut option"),
+    Plant("shortcut.block-coverage", "height used for both axes",
+          {"convbook.shortcuts:expected_block_coverage": lambda pl, kind, s, h, w: _ORIG_BLOCK_COV(pl, kind, s, h, h)
+           * (Fraction(h, w) if pl == "v1" and kind != "D" else 1)}, parameter="per-axis sizes"),
+    Plant("shortcut.option-a-maxpool", "stride 2 whatever s", {"convbook.shortcuts:ZeroPadShortcut": _ZeroPadStride2},
+          parameter="stride"),
+    Plant("shortcut.option-a-maxpool", "zero channels in front", {"convbook.shortcuts:ZeroPadShortcut": _ZeroPadInFront},
+          parameter="channels"),
+    Plant("shortcut.option-a-maxpool", "rows subsampled, columns kept", {"convbook.shortcuts:ZeroPadShortcut": _ZeroPadRowsOnly},
+          parameter="per-axis sizes"),
+    Plant("shortcut.maxpool-local-rank", "max pool believed full rank",
+          {"convbook.shortcuts:expected_local_rank": lambda kind, x: _ORIG_LOCAL("avg", x)}),
+    Plant("shortcut.maxpool-local-rank", "channel 0's maxima counted for every channel",
+          {"convbook.shortcuts:expected_local_rank": _local_rank_first_channel}, parameter="channels"),
+    Plant("shortcut.maxpool-local-rank", "height used for both axes",
+          {"convbook.shortcuts:expected_local_rank": lambda kind, x: _ORIG_LOCAL(kind, x) if kind == "max"
+           else x.shape[0] * math.ceil(x.shape[1] / 2) ** 2}, parameter="per-axis sizes"),
     Plant("shortcut.cost-resnet50", "MACs at input resolution", {"convbook.shortcuts:shortcut_cost": _cost_at_input_resolution}),
     Plant("shortcut.bottleneck-shapes", "3x3 without padding", {"convbook.shortcuts:bottleneck_shapes": _shapes_without_padding}),
 ]
@@ -213,3 +288,36 @@ def test_plot_gradient_coverage_titles_and_modules():
     block = shortcuts.bottleneck_block(8, 4, 16, 2, "A")
     assert isinstance(block, shortcuts.Bottleneck) and isinstance(block.shortcut, shortcuts.ZeroPadShortcut)
     assert len(shortcuts.RESNET50_TRANSITIONS) == 4
+
+
+def test_avgpool_matrix_relation_is_four_mtm_equals_projection():
+    """Regression: the chapter once said the pool's matrix is ¼ of the projection's."""
+    m = shortcuts.linear_map_matrix(nn.AvgPool2d(2, 2), (2, 4, 6))
+    proj = shortcuts.block_constant_projection(2, 4, 6)
+    assert torch.equal(4 * m.T @ m, proj)
+    assert m.shape != proj.shape  # M is (CHW/4) × CHW: it cannot be a multiple of Π
+    with pytest.raises(ValueError, match="divisible"):
+        shortcuts.block_constant_projection(1, 3, 4)
+
+
+def test_stride_placement_and_block_coverage():
+    v1 = bottleneck_block(4, 2, 8, 2, "B", placement="v1")
+    assert v1.conv1.stride == (2, 2) and v1.conv2.stride == (1, 1)
+    v15 = bottleneck_block(4, 2, 8, 2, "B")
+    assert v15.conv1.stride == (1, 1) and v15.conv2.stride == (2, 2)
+    assert shortcuts.expected_block_coverage("v1", "A", 2, 8, 6) == Fraction(1, 4)
+    assert shortcuts.expected_block_coverage("v1", "D", 2, 8, 6) == 1
+    assert shortcuts.expected_block_coverage("v1.5", "B", 2, 8, 6) == 1
+    with pytest.raises(ValueError, match="placement"):
+        bottleneck_block(4, 2, 8, 2, "B", placement="v2")
+    with pytest.raises(ValueError, match="stride 2 or 3"):
+        shortcuts.expected_block_coverage("v1", "A", 4, 8, 8)
+
+
+def test_maxpool_local_rank_example():
+    x = torch.randn(3, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    r = shortcuts.local_jacobian_rank(lambda z: F.max_pool2d(z, 3, 2, 1), x)
+    assert r == shortcuts.expected_local_rank("max", x) <= 48
+    assert shortcuts.expected_local_rank("avg", x) == 48
+    with pytest.raises(ValueError, match="kind"):
+        shortcuts.expected_local_rank("min", x)

@@ -47,6 +47,11 @@ __all__ = [
     "linear_map_rank",
     "shortcut_rank",
     "block_mean_projection",
+    "block_constant_projection",
+    "local_jacobian_rank",
+    "expected_local_rank",
+    "PLACEMENTS",
+    "expected_block_coverage",
     "shortcut_cost",
     "RESNET50_TRANSITIONS",
     "resnet50_transition_costs",
@@ -57,6 +62,10 @@ __all__ = [
 ]
 
 KINDS = ("A", "B", "C", "D", "max")
+
+#: Where a bottleneck block puts its stride: ``'v1'`` on the first 1×1 convolution (He et al. 2016),
+#: ``'v1.5'`` on the 3×3 (torchvision; "ResNet-B" in He et al. 2019, which with option D is ResNet-D).
+PLACEMENTS = ("v1", "v1.5")
 
 #: ResNet-50's first block of each stage: (stage, C_in, C_out, stride, input size H = W, width of the bottleneck).
 RESNET50_TRANSITIONS = (
@@ -215,6 +224,76 @@ def block_mean_projection(x: torch.Tensor, block: int = 2) -> torch.Tensor:
     return pooled.repeat_interleave(block, dim=-2).repeat_interleave(block, dim=-1)
 
 
+def block_constant_projection(channels: int, height: int, width: int, block: int = 2) -> torch.Tensor:
+    """The matrix ``Π`` of the orthogonal projection onto signals constant on each ``block×block``
+    block, on ``vec`` of a ``(C, H, W)`` input: ``Π = I_C ⊗ P_H ⊗ P_W`` with
+    ``P_n = I_{n/block} ⊗ (1/block)·𝟙𝟙ᵀ``. A 2×2/2 average pool's matrix ``M`` satisfies
+    ``4 MᵀM = Π`` (``MᵀM`` is ``Π/4``, not ``M``)."""
+    if height % block or width % block:
+        raise ValueError(f"height and width must be divisible by block: got {height}x{width}, block={block}")
+    ones = torch.full((block, block), 1.0 / block, dtype=DTYPE)
+
+    def axis(n):
+        return torch.kron(torch.eye(n // block, dtype=DTYPE), ones)
+
+    return torch.kron(torch.eye(channels, dtype=DTYPE), torch.kron(axis(height), axis(width)))
+
+
+def expected_block_coverage(placement: str, kind: str, stride: int, height: int, width: int) -> Fraction:
+    """Derived gradient coverage of a whole bottleneck block with stride ``stride`` ∈ {2, 3}.
+
+    The input reaches the output through the shortcut and through ``conv1``. With the stride
+    on the first 1×1 (``'v1'``) the residual path reads only positions ``(s·u, s·v)``, and so
+    do options A and B: coverage ``⌈H/s⌉⌈W/s⌉/(HW)``; option D's average pool reads every
+    position, so 1. With the stride on the 3×3 (``'v1.5'``) the 1×1 reads every position and
+    the 3×3, padding 1, stride ``s <= 3`` covers every row and column: 1 for every option.
+    """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    if kind not in ("A", "B", "D"):
+        raise ValueError(f"expected_block_coverage is derived for options A, B, D, got {kind!r}")
+    if stride not in (2, 3):
+        raise ValueError(f"expected_block_coverage is derived for stride 2 or 3 (a 3×3 window covers its stride), got {stride}")
+    if placement == "v1.5" or kind == "D":
+        return Fraction(1)
+    return Fraction(math.ceil(height / stride) * math.ceil(width / stride), height * width)
+
+
+def local_jacobian_rank(fn, x: torch.Tensor) -> int:
+    """Rank (numpy SVD) of the Jacobian ``∂ vec fn(x) / ∂ vec x`` at the point ``x`` (float64, autograd)."""
+    jac = torch.autograd.functional.jacobian(fn, x.to(DTYPE))
+    jac = jac.reshape(-1, x.numel()).cpu().numpy()
+    return int(np.linalg.matrix_rank(jac))
+
+
+def expected_local_rank(kind: str, x: torch.Tensor) -> int:
+    """Derived local rank at ``x`` ``(C, H, W)`` of three stride-2 downsamplers.
+
+    ``'strided'`` (``x[:, ::2, ::2]``) and ``'avg'`` (2×2/2 average pool, ``ceil_mode``) are linear
+    with one output per block: rank ``C⌈H/2⌉⌈W/2⌉``. ``'max'`` (3×3/2, padding 1) is locally a
+    selection: each output copies its window's maximum, so the Jacobian's rows are one-hot and its
+    rank is the number of *distinct* input positions selected, found here by scanning the
+    windows in numpy. Overlapping windows often share their maximum, so the max pool's local
+    rank is at most, and usually below, that of the linear downsamplers.
+    """
+    c, h, w = x.shape
+    if kind in ("strided", "avg"):
+        return c * math.ceil(h / 2) * math.ceil(w / 2)
+    if kind != "max":
+        raise ValueError(f"kind must be 'strided', 'avg' or 'max', got {kind!r}")
+    arr = x.detach().cpu().numpy()
+    chosen = set()
+    for ch in range(c):
+        for u in range(conv_output_size(h, 3, 2, 1)):
+            for v in range(conv_output_size(w, 3, 2, 1)):
+                r0, r1 = max(2 * u - 1, 0), min(2 * u + 2, h)
+                c0, c1 = max(2 * v - 1, 0), min(2 * v + 2, w)
+                window = arr[ch, r0:r1, c0:c1]
+                i, j = np.unravel_index(int(np.argmax(window)), window.shape)
+                chosen.add((ch, r0 + i, c0 + j))
+    return len(chosen)
+
+
 def shortcut_cost(kind: str, in_channels: int, out_channels: int, stride: int, size: int | Sequence[int],
                   everywhere: bool = False) -> dict:
     """Parameters and operations of one shortcut, from the formulas.
@@ -257,17 +336,23 @@ def resnet50_transition_costs(kind: str) -> list[dict]:
 
 
 class Bottleneck(nn.Module):
-    """``relu(shortcut(x) + bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))))``; stride on the 3×3.
+    """``relu(shortcut(x) + bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x)))))))))``.
 
-    ``conv1``: 1×1 ``C_in → m``; ``conv2``: 3×3 ``m → m``, stride ``s``, padding 1;
-    ``conv3``: 1×1 ``m → C_out``. (Stride on the 3×3 as in ResNet-B/torchvision; the original
-    paper put it on the first 1×1, which gives the same shapes.)
+    ``conv1``: 1×1 ``C_in → m``; ``conv2``: 3×3 ``m → m``, padding 1; ``conv3``: 1×1 ``m → C_out``.
+    ``placement='v1.5'`` (default; torchvision, ResNet-B/D) puts the stride ``s`` on the 3×3,
+    ``'v1'`` (the original paper) on the first 1×1; both give the same shapes.
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int, kind: str):
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, stride: int, kind: str,
+                 placement: str = "v1.5"):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(in_channels, mid_channels, 1, bias=False), nn.BatchNorm2d(mid_channels)
-        self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, stride=stride, padding=1, bias=False)
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        s1, s2 = (stride, 1) if placement == "v1" else (1, stride)
+        self.placement = placement
+        self.conv1 = nn.Conv2d(in_channels, mid_channels, 1, stride=s1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_channels)
+        self.conv2 = nn.Conv2d(mid_channels, mid_channels, 3, stride=s2, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(mid_channels)
         self.conv3, self.bn3 = nn.Conv2d(mid_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
         self.shortcut = shortcut(kind, in_channels, out_channels, stride)
@@ -279,13 +364,14 @@ class Bottleneck(nn.Module):
 
 
 def bottleneck_block(in_channels: int = 256, mid_channels: int = 128, out_channels: int = 512,
-                     stride: int = 2, kind: str = "B") -> Bottleneck:
-    """A ResNet bottleneck block whose shortcut is option ``kind`` (default: conv3_x's first block)."""
+                     stride: int = 2, kind: str = "B", placement: str = "v1.5") -> Bottleneck:
+    """A ResNet bottleneck block whose shortcut is option ``kind`` and whose stride sits where
+    ``placement`` says (:data:`PLACEMENTS`; default: conv3_x's first block, torchvision layout)."""
     for name, v in (("in_channels", in_channels), ("mid_channels", mid_channels),
                     ("out_channels", out_channels), ("stride", stride)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return Bottleneck(in_channels, mid_channels, out_channels, stride, kind)
+    return Bottleneck(in_channels, mid_channels, out_channels, stride, kind, placement)
 
 
 def bottleneck_shapes(in_channels: int, mid_channels: int, out_channels: int, stride: int,
@@ -328,38 +414,44 @@ def plot_gradient_coverage(height: int = 8, width: int = 8, axes=None):
     "shortcut.gradient-coverage",
     title="Strided 1×1 shortcuts send gradient to a quarter of the input; average pooling to all of it",
     chapter=8,
-    statement="With stride 2 on an even-sized input, options A, B and C give a non-zero gradient to exactly the 1/4 of the input elements at even (row, column), option D (2×2 average pool) to all of them, and a 3×3/2 max pool only to its window maxima — at most 1/4.",
+    statement="For stride s ∈ {2, 3} and every H × W input, options A, B and C give a non-zero gradient to exactly the ⌈H/s⌉⌈W/s⌉ input positions (s·u, s·v) of each channel — a quarter of the input for s = 2 and even sizes — option D (s×s average pool) to all of them, and a (2s−1)×(2s−1)/s max pool only to its windows' maxima, at most ⌈H/s⌉⌈W/s⌉ per channel.",
+    parameters=("stride", "per-axis sizes"),
+    reference="autograd (backward of random cotangents through the PyTorch modules); max-pool indices from F.max_pool2d",
 )
 def check_gradient_coverage(device: str = "cpu"):
     device = check_device(device)
     t = Tally()
     gen = generator(801)
-    for case in range(12):
+    for case in range(14):
         c_in = randint(1, 4, gen)
         c_out = c_in * randint(1, 2, gen)
-        h, w = 2 * randint(2, 5, gen), 2 * randint(2, 5, gen)
+        s = 2 + case % 2
+        h, w = randint(1, 9, gen), randint(1, 9, gen)
+        if case < 4:  # the headline: stride 2, even sizes that differ between the axes
+            s, h, w = 2, 2 * randint(2, 5, gen), 2 * randint(2, 5, gen)
         shape = (2, c_in, h, w)
         for kind in KINDS:
             torch.manual_seed(case)
-            mod = shortcut(kind, c_in, c_out, 2).to(device)
+            mod = shortcut(kind, c_in, c_out, s).to(device)
             mask = gradient_mask(mod, shape, seed=case)
             cov = Fraction(int(mask.sum()), mask.numel())
             t.exact(cov == gradient_coverage(mod, shape, seed=case), "coverage = mask fraction")
+            bound = Fraction(math.ceil(h / s) * math.ceil(w / s), h * w)
             if kind == "max":
                 # independent: the window maxima reported by PyTorch's own max pool
                 x = randn(*shape, gen=generator(case), device=device).to(DTYPE)
-                _, idx = F.max_pool2d(x, 3, 2, 1, return_indices=True)
+                _, idx = F.max_pool2d(x, 2 * s - 1, s, s - 1, return_indices=True)
                 argmax = torch.zeros(shape[0], c_in, h * w, dtype=torch.bool)
                 argmax.scatter_(2, idx.flatten(2).cpu(), True)
-                t.exact(torch.equal(mask, argmax.reshape(shape)), f"max: mask = argmax positions {h}x{w}")
-                t.exact(cov <= Fraction(1, 4), f"max coverage {cov} <= 1/4")
+                t.exact(torch.equal(mask, argmax.reshape(shape)), f"max: mask = argmax positions {h}x{w} s={s}")
+                t.exact(cov <= bound, f"max coverage {cov} <= {bound}")
                 continue
-            t.exact(cov == expected_coverage(kind, 2, h, w) == (1 if kind == "D" else Fraction(1, 4)),
-                    f"{kind}: coverage {cov} {h}x{w}")
+            t.exact(cov == expected_coverage(kind, s, h, w) == (1 if kind == "D" else bound),
+                    f"{kind}: coverage {cov} vs derived {expected_coverage(kind, s, h, w)}, {h}x{w} s={s}")
             if kind != "D":
-                even = torch.zeros(h, w, dtype=torch.bool)
-                even[::2, ::2] = True
-                t.exact(torch.equal(mask, even.expand(shape)), f"{kind}: covered = even positions")
+                grid = torch.zeros(h, w, dtype=torch.bool)
+                grid[::s, ::s] = True
+                t.exact(torch.equal(mask, grid.expand(shape)), f"{kind}: covered = positions (s·u, s·v)")
     return t.verdict("backward of random cotangents through each shortcut vs derived masks and max-pool indices",
                      case_unit="comparisons")
 
@@ -368,17 +460,21 @@ def check_gradient_coverage(device: str = "cpu"):
     "shortcut.rank",
     title="Rank of each shortcut as a linear map",
     chapter=8,
-    statement="In eval mode, with P = ⌈H/s⌉⌈W/s⌉ output positions, option A has rank C_in·P and options B, C and D rank min(C_in, C_out)·P for random weights: with s = 2 on an input of even height and width every option keeps at most a quarter of the input's dimensions, average pooling included (with an odd size, ⌈H/2⌉⌈W/2⌉ > HW/4).",
+    statement="In eval mode, for every C_in, C_out, stride s and H × W input, with P = ⌈H/s⌉⌈W/s⌉ output positions, option A has rank C_in·P and options B, C and D rank min(C_in, C_out)·P for random weights: with s = 2 on an input of even height and width every option keeps at most a quarter of the input's dimensions, average pooling included (with an odd size, ⌈H/2⌉⌈W/2⌉ > HW/4).",
+    parameters=("stride", "channels", "per-axis sizes"),
+    reference="rank (float64 SVD) of the autograd Jacobian of the PyTorch modules",
 )
 def check_rank(device: str = "cpu"):
     device = check_device(device)
     t = Tally()
     gen = generator(802)
     n_even = n_odd_over = 0
-    for case in range(10):
+    for case in range(12):
         c_in, c_out = randint(1, 4, gen), randint(1, 6, gen)
-        s = randint(1, 2, gen)
-        h, w = randint(2, 5, gen), randint(2, 5, gen)
+        s = 1 + case % 3
+        h, w = randint(1, 6, gen), randint(1, 6, gen)
+        if case in (1, 4):  # stride 2 on even sizes that differ between the axes
+            h, w = 2 * randint(1, 3, gen), 2 * randint(1, 3, gen)
         for kind in ("A", "B", "C", "D"):
             if kind == "A" and c_out < c_in:
                 continue
@@ -403,7 +499,9 @@ def check_rank(device: str = "cpu"):
     "shortcut.avgpool-not-invertible",
     title="Average pooling uses every input but keeps only the block means",
     chapter=8,
-    statement="A 2×2/2 average pool on (C, H, W) with H, W even has rank C·H·W/4: it keeps exactly the C·H·W/4 block means (its matrix is 1/4 of the block-constant projection's), and discards the 3·C·H·W/4-dimensional within-block variation — inputs that differ by a within-block pattern with zero block sums give identical outputs.",
+    statement="A 2×2/2 average pool on (C, H, W) with H, W even has rank C·H·W/4; its matrix M satisfies 4MᵀM = Π, the orthogonal projection onto signals constant on each 2×2 block: it keeps exactly the C·H·W/4 block means and discards the 3·C·H·W/4-dimensional within-block variation — inputs that differ by a within-block pattern with zero block sums give identical outputs.",
+    parameters=("channels", "per-axis sizes"),
+    reference="autograd Jacobian of nn.AvgPool2d; Π built as a Kronecker product, exact in binary floating point",
 )
 def check_avgpool_not_invertible(device: str = "cpu"):
     device = check_device(device)
@@ -414,9 +512,10 @@ def check_avgpool_not_invertible(device: str = "cpu"):
         pool = nn.AvgPool2d(2, 2).to(device)
         m = linear_map_matrix(pool, (c, h, w))
         t.exact(int(torch.linalg.matrix_rank(m)) == c * h * w // 4, f"rank {c}x{h}x{w}")
-        # P = 4 MᵀM is the orthogonal projection onto block-constant signals: P² = P = Pᵀ
-        proj = 4 * m.T @ m
-        t.exact(torch.equal(proj @ proj, proj) and torch.equal(proj, proj.T), "P is an orthogonal projection")
+        gram = 4 * m.T @ m
+        proj = block_constant_projection(c, h, w).to(device)
+        t.exact(torch.equal(gram, proj), f"4 MᵀM = Π on {c}x{h}x{w}")
+        t.exact(torch.equal(proj @ proj, proj) and torch.equal(proj, proj.T), "Π is an orthogonal projection")
         # integers keep the arithmetic exact: x and x + detail pattern pool to the same output
         x = torch.randint(-8, 9, (1, c, h, w), generator=gen).to(DTYPE).to(device)
         signs = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=DTYPE, device=device)  # one Haar detail
@@ -427,7 +526,8 @@ def check_avgpool_not_invertible(device: str = "cpu"):
         kept = block_mean_projection(x)
         t.exact(torch.equal(pool(kept), pool(x)) and torch.equal(pool(x - kept), torch.zeros_like(pool(x))),
                 "output determined by the block means alone")
-        t.exact(torch.equal(kept.flatten(), proj @ x.flatten()), "block_mean_projection = 4 MᵀM")
+        t.exact(proj.shape[0] == x.numel() and torch.equal(kept.flatten(), proj @ x.flatten()),
+                "block_mean_projection = Π")
         t.exact(gradient_coverage(pool, (1, c, h, w)) == 1, "every input used")
     return t.verdict("Jacobian rank, exact projection identities and collisions on integer inputs",
                      case_unit="comparisons")
@@ -438,6 +538,7 @@ def check_avgpool_not_invertible(device: str = "cpu"):
     title="Parameters and multiply-adds of each shortcut at ResNet-50's stage transitions",
     chapter=8,
     statement="At ResNet-50's four stage transitions, options B, C and D cost C_in·C_out weights and C_in·C_out·P multiply-adds each (2,768,896 weights in all), option A nothing; option D adds only a 2×2 average pool.",
+    reference="weights of the built modules and multiply-adds counted by forward hooks",
 )
 def check_cost_resnet50(device: str = "cpu"):
     device = check_device(device)
@@ -459,7 +560,8 @@ def check_cost_resnet50(device: str = "cpu"):
     "shortcut.bottleneck-shapes",
     title="The bottleneck block's shapes across a stage transition",
     chapter=8,
-    statement="A bottleneck block from (256, 56, 56) with width 128 and stride 2 gives (128, 56, 56), (128, 28, 28), (512, 28, 28) after its three convolutions, and every shortcut option gives (512, 28, 28) to add to it; likewise at all four ResNet-50 transitions.",
+    statement="A bottleneck block from (256, 56, 56) with width 128 and stride 2 on its 3×3 gives (128, 56, 56), (128, 28, 28), (512, 28, 28) after its three convolutions, and every shortcut option gives (512, 28, 28) to add to it; likewise at all four ResNet-50 transitions.",
+    reference="forward hooks on the built PyTorch blocks",
 )
 def check_bottleneck_shapes(device: str = "cpu"):
     device = check_device(device)
@@ -476,6 +578,98 @@ def check_bottleneck_shapes(device: str = "cpu"):
             seen = _record_shapes(block, x)
             t.exact(seen == want, f"{kind} from ({c_in},{n},{n}): {seen} vs {want}")
     return t.verdict("forward-hook shapes of built blocks vs derived shapes", case_unit="blocks")
+
+
+@claim(
+    "shortcut.block-coverage",
+    title="Gradient coverage of a whole bottleneck block: where the stride sits decides it",
+    chapter=8,
+    statement="For a bottleneck block with stride s ∈ {2, 3} on an H × W input: with the stride on the first 1×1 (v1, He et al. 2016) the block gives a non-zero gradient to exactly ⌈H/s⌉⌈W/s⌉/(HW) of its input (1/4 for s = 2 and even sizes) with option A or B shortcuts and to all of it with option D; with the stride on the 3×3 (v1.5/torchvision, ResNet-B, and with option D ResNet-D) to all of it, whatever the shortcut.",
+    parameters=("placement", "shortcut option", "per-axis sizes"),
+    reference="autograd through the real PyTorch blocks (union over random inputs and cotangents)",
+)
+def check_block_coverage(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(806)
+    for case in range(8):
+        c_in, mid = randint(1, 3, gen), randint(6, 10, gen)
+        c_out = c_in * randint(1, 2, gen)
+        s = 2 if case % 4 else 3
+        h, w = randint(1, 9, gen), randint(1, 9, gen)
+        if case < 2:  # the headline: stride 2, even sizes that differ between the axes
+            s, h, w = 2, 2 * randint(2, 4, gen), 2 * randint(2, 4, gen)
+        for placement in PLACEMENTS:
+            for kind in ("A", "B", "D"):
+                torch.manual_seed(900 + case)
+                block = bottleneck_block(c_in, mid, c_out, s, kind, placement).to(device)
+                _activate_relus(block)
+                mask = gradient_mask(block, (2, c_in, h, w), seed=100 * case)
+                cov = Fraction(int(mask.sum()), mask.numel())
+                want = expected_block_coverage(placement, kind, s, h, w)
+                t.exact(cov == want, f"{placement} {kind}: coverage {cov} vs derived {want}, {c_in}->{c_out}, s={s}, {h}x{w}")
+    t.note("BN shifts make every ReLU active, so the measured coverage is the block's structural one "
+           "(a dead ReLU can only remove coverage)")
+    return t.verdict("backward through real bottleneck blocks, each stride placement and shortcut option",
+                     case_unit="blocks")
+
+
+@claim(
+    "shortcut.option-a-maxpool",
+    title="Option A's shortcut is a 1×1 max pool with stride s, then zero channels",
+    chapter=8,
+    statement="For every stride s >= 1, C_out >= C_in and H × W input, option A's shortcut equals nn.MaxPool2d(kernel_size=1, stride=s) followed by C_out − C_in channels of zeros: a 1×1 'max' over one sample is that sample, so option A is strided subsampling, not a pooling that looks at a neighbourhood.",
+    parameters=("stride", "channels", "per-axis sizes"),
+    reference="PyTorch nn.MaxPool2d(kernel_size=1, stride=s) and zero channels appended with torch.cat",
+)
+def check_option_a_maxpool(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(807)
+    for case in range(40):
+        c_in = randint(1, 4, gen)
+        c_out = c_in + randint(0, 3, gen)
+        s = randint(1, 4, gen)
+        h, w = randint(1, 10, gen), randint(1, 10, gen)
+        x = randn(randint(1, 2, gen), c_in, h, w, gen=gen, device=device)
+        ref = nn.MaxPool2d(kernel_size=1, stride=s)(x)
+        ref = torch.cat([ref, ref.new_zeros(ref.shape[0], c_out - c_in, *ref.shape[2:])], dim=1)
+        got = shortcut("A", c_in, c_out, s)(x)
+        t.exact(tuple(got.shape) == tuple(ref.shape) and torch.equal(got, ref),
+                f"A {c_in}->{c_out}, s={s}, {h}x{w}: shapes {tuple(got.shape)} vs {tuple(ref.shape)}")
+    return t.verdict("option A vs MaxPool2d(1, s) + zero channels on random inputs, exact", case_unit="inputs")
+
+
+@claim(
+    "shortcut.maxpool-local-rank",
+    title="A max pool keeps fewer local dimensions than an average pool",
+    chapter=8,
+    statement="At a random input of shape (C, H, W), the Jacobian of a 3×3/2 max pool with padding 1 has rank equal to the number of distinct window maxima — at most C⌈H/2⌉⌈W/2⌉ and usually fewer, because overlapping windows share maxima — while a 2×2/2 average pool and the strided identity x[:, ::2, ::2] have rank exactly C⌈H/2⌉⌈W/2⌉: locally, the max pool keeps no more information than the linear downsamplers, and usually less.",
+    parameters=("channels", "per-axis sizes"),
+    reference="autograd Jacobians of the PyTorch pooling functions, numpy matrix_rank",
+)
+def check_maxpool_local_rank(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(808)
+    below = 0
+    for case in range(16):
+        c, h, w = randint(1, 4, gen), randint(1, 10, gen), randint(1, 10, gen)
+        x = randn(c, h, w, gen=gen, device=device)
+        fns = {
+            "max": lambda z: F.max_pool2d(z, 3, 2, 1),
+            "avg": lambda z: F.avg_pool2d(z, 2, 2, ceil_mode=True, count_include_pad=False),
+            "strided": lambda z: z[:, ::2, ::2],
+        }
+        for kind, fn in fns.items():
+            r = local_jacobian_rank(fn, x)
+            want = expected_local_rank(kind, x)
+            t.exact(r == want, f"{kind}: rank {r} vs derived {want} at ({c}, {h}, {w})")
+            if kind == "max":
+                t.exact(r <= c * math.ceil(h / 2) * math.ceil(w / 2), f"max rank {r} above the bound")
+                below += r < c * math.ceil(h / 2) * math.ceil(w / 2)
+    t.note(f"max pool below the linear downsamplers' rank at {below} of 16 random inputs")
+    return t.verdict("rank of autograd Jacobians (numpy) vs derived local ranks at random inputs", case_unit="comparisons")
 
 
 # --------------------------------------------------------------------------------------
@@ -498,6 +692,14 @@ def _randomize_bn(module: nn.Module, gen: torch.Generator) -> None:
                 m.weight.copy_(1 + 0.3 * torch.rand(n, generator=gen))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
                 m.running_mean.copy_(torch.randn(n, generator=gen))
+
+
+def _activate_relus(block: nn.Module) -> None:
+    """Eval-mode BN shifts of +10 after every conv of the residual branch: at inputs of order 1
+    every ReLU of the block is then active, and its Jacobian is that of its linear part."""
+    with torch.no_grad():
+        for name in ("bn1", "bn2", "bn3"):
+            getattr(block, name).bias.fill_(10.0)
 
 
 def _count_ops(module: nn.Module, input_shape: tuple[int, ...]) -> dict:
