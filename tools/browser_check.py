@@ -120,6 +120,8 @@ async (narrow) => {
               '.pst-scrollable-table-container, .table-wrapper, div.admonition, div.proof, img, figure, ' +
               'p, li, dd, dt, blockquote, h1, h2, h3, h4, code';
   // At 390 px, only a display equation or a table may scroll, inside its own box.
+  // Boxes whose text must stay inside them (an unwrapped output line runs past its box and over the margin).
+  const RUNS_OUT = 'pre, div.cell_output, div.output, p, li, td, th, dd';
   const MAY_SCROLL = 'div.math, span.math.math-wide, .pst-scrollable-table-container, .table-wrapper';
   const describe = (el) => {
     let tag = el.tagName.toLowerCase();
@@ -156,6 +158,10 @@ async (narrow) => {
         }
         continue;
       }
+    }
+    if (ox === 'visible' && cw > 0 && sw > cw + 2 && el.matches(RUNS_OUT) && !scrollsInside(el)) {
+      out.problems.push(['runs out', `${describe(el)} runs out of its box: ${sw}px of content in a ${cw}px box`]);
+      continue;
     }
     if (rect.right > rootRight + 1 && !scrollsInside(el)) {
       out.problems.push(['sticks out', `${describe(el)} sticks out of the text column by ${Math.round(rect.right - rootRight)}px`]);
@@ -282,30 +288,31 @@ def check_book(
     profile = tempfile.mkdtemp(prefix="convbook-chromium-")
     try:
         with serve(root) as base, sync_playwright() as pw:
+            host = urlsplit(base).netloc
+            # No request leaves the machine: every host but the local server goes to a proxy that does not exist
+            # (loopback bypasses it), so the request fails; the "request" listener reports it. Unlike routing every
+            # request through Python, this keeps Chromium's cache, so each page loads MathJax from memory.
             context = pw.chromium.launch_persistent_context(
                 profile,
                 executable_path=chromium,
-                args=CHROMIUM_ARGS,
+                args=[*CHROMIUM_ARGS, "--proxy-server=http://127.0.0.1:9", f"--proxy-bypass-list={host.split(':')[0]}"],
                 headless=True,
                 viewport={"width": widths[0], "height": HEIGHTS.get(widths[0], 900)},
                 offline=False,
             )
-            host = urlsplit(base).netloc
 
-            def route(r):  # block every request that would leave the machine
-                if urlsplit(r.request.url).netloc != host and not r.request.url.startswith(("data:", "blob:")):
-                    problem(f"request to another host blocked: {r.request.url}")
-                    r.abort()
-                else:
-                    r.continue_()
+            def outside(r) -> None:  # noqa: ANN001 - a Playwright Request
+                if urlsplit(r.url).netloc != host and not r.url.startswith(("data:", "blob:")):
+                    problem(f"request to another host blocked: {r.url}")
 
-            context.route("**/*", route)
+            context.on("request", outside)
             page = context.pages[0] if context.pages else context.new_page()
             page.on("console", lambda m: m.type == "error" and problem(f"console error: {m.text}"))
             page.on("pageerror", lambda e: problem(f"uncaught exception: {e}"))
             page.on(
                 "requestfailed",  # ERR_ABORTED: the next navigation cancelled it (a favicon); a 404 shows as HTTP 404
-                lambda r: "ERR_ABORTED" not in (r.failure or "") and problem(f"request failed: {r.url} ({r.failure})"),
+                lambda r: "ERR_ABORTED" not in (r.failure or "") and urlsplit(r.url).netloc == host
+                and problem(f"request failed: {r.url} ({r.failure})"),
             )
             page.on("response", lambda r: r.status >= 400 and problem(f"HTTP {r.status}: {r.url}"))
 

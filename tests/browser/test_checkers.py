@@ -38,13 +38,15 @@ PNG = bytes.fromhex(
 
 
 def _page(body: str, head: str = "") -> str:
-    return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{head}</head><body>{body}</body></html>"
+    style = "<style>pre { white-space: pre-wrap; }</style>"  # as the book's convbook.css does
+    return f"<!DOCTYPE html><html><head><meta charset='utf-8'>{style}{head}</head><body>{body}</body></html>"
 
 
 def _site(tmp_path: Path, pages: dict[str, str]) -> Path:
     root = tmp_path / "html"
     (root / "_images").mkdir(parents=True)
     (root / "_images" / "dot.png").write_bytes(PNG)
+    (root / "favicon.ico").write_bytes(PNG)  # Chromium asks every site for one
     for rel, html in pages.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(html, encoding="utf-8")
