@@ -358,7 +358,10 @@ class _Bottleneck(nn.Module):
 
 
 def bottleneck_block(c_in: int = 256, width: int = 128, c_out: int = 512, stride: int = 2) -> nn.Module:
-    """A ResNet bottleneck that changes dimensions: 1×1 → 3×3 (stride) → 1×1, projection shortcut."""
+    """A ResNet bottleneck that changes dimensions: 1×1 → 3×3 (stride) → 1×1, projection shortcut.
+
+    ``stride`` is one integer for both axes (:mod:`convbook.conventions`)."""
+    c_in, width, c_out, stride = _ints(c_in=(c_in, 1), width=(width, 1), c_out=(c_out, 1), stride=(stride, 1))
     return _Bottleneck(c_in, width, c_out, stride)
 
 
