@@ -297,7 +297,7 @@ def test_fold_model_report_names_reasons():
     report = fold_model(model).fold_report
     assert report.folded == [] and list(report.unfolded) == ["2"]
     assert "zero padding" in report.unfolded["2"] and "ReLU" in report.unfolded["2"]
-    assert "1 left" in str(report)
+    assert "left: 1" in str(report)
 
 
 def test_fold_preact_exact_and_naive_is_wrong():

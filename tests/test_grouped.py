@@ -327,3 +327,19 @@ def test_plot_group_connectivity_counts_non_zeros():
     assert titles == ["without shuffle: 16 non-zeros", "with shuffle: 32 non-zeros"]
     plt.close("all")
 
+
+
+def test_plot_group_connectivity_fixed_scale_integer_ticks():
+    """Regression: an all-non-zero panel was drawn blank (imshow scaled an all-True array to itself)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = grouped.plot_group_connectivity(4, 4)
+    for ax in axes:
+        assert ax.images[0].get_clim() == (0.0, 1.0)
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+        assert ax.xaxis.label.get_fontsize() >= 9 and ax.title.get_fontsize() >= 9
+    assert float(axes[1].images[0].get_array().min()) == 1.0  # every entry non-zero: drawn black, not blank
+    plt.close("all")

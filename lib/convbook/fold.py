@@ -376,7 +376,8 @@ class FoldReport:
     unfolded: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
-        lines = [f"{len(self.folded)} BNs folded, {len(self.unfolded)} left"]
+        lines = [f"BNs folded: {len(self.folded)}, left: {len(self.unfolded)}"]
+        lines += [f"  folded {bn} into {layer} ({order})" for bn, layer, order in self.folded]
         lines += [f"  left {name}: {why}" for name, why in self.unfolded.items()]
         return "\n".join(lines)
 
@@ -1248,12 +1249,27 @@ def _exclusive_reason(calls: dict, attr_reads: set, target: str) -> str | None:
     return None
 
 
+def _describe(node) -> str:
+    """A short name for what a graph node computes: the model input, a function, a method or a module."""
+    if not isinstance(node, torch.fx.Node):
+        return repr(node)
+    if node.op == "placeholder":
+        return "the model's input"
+    if node.op == "call_function":
+        return getattr(node.target, "__name__", str(node.target))
+    if node.op == "call_method":
+        return str(node.target)
+    if node.op == "call_module":
+        return repr(node.target)
+    return node.op
+
+
 def _fold_after(gm, calls, attr_reads, node, prev, bn, shapes_known: bool) -> str | None:
     """Fold ``bn`` into the layer producing its input; returns None on success, else why not.
 
     The layer is read from ``gm`` now, so an earlier fold into the same layer is kept."""
     if not isinstance(prev, torch.fx.Node) or prev.op != "call_module":
-        return "its input is not a module's output"
+        return f"its input is {_describe(prev)}, not a layer's output"
     layer = gm.get_submodule(prev.target)
     if not isinstance(layer, CONV_TYPES + CONVT_TYPES + (nn.Linear,)):
         return f"its input comes from {prev.target!r} ({type(layer).__name__}), not a conv/linear"
@@ -1275,9 +1291,12 @@ def _fold_after(gm, calls, attr_reads, node, prev, bn, shapes_known: bool) -> st
 def _fold_before(gm, calls, attr_reads, node, bn) -> str | None:
     """Fold ``bn`` into the conv that alone reads its output; returns None on success, else why not."""
     users = list(node.users)
-    if len(users) != 1 or users[0].op != "call_module":
-        return "its output does not feed exactly one module"
+    if len(users) != 1:
+        return f"its output has {len(users)} readers"
     nxt = users[0]
+    if nxt.op != "call_module":
+        hint = " (BN → ReLU → conv: see fold_preact)" if _describe(nxt) in ("relu", "relu_") else ""
+        return f"its output feeds {_describe(nxt)}, not a conv{hint}"
     layer = gm.get_submodule(nxt.target)
     if not isinstance(layer, CONV_TYPES):
         return f"it feeds {nxt.target!r} ({type(layer).__name__}), not a Conv1d/2d/3d"

@@ -426,9 +426,16 @@ def group_connectivity(groups: int, per_group: int, shuffle: bool) -> torch.Tens
     return composed.reshape(groups, per_group, groups, per_group).any(dim=3).any(dim=1)
 
 
-def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None):
-    """Composed weight pattern of two grouped 1×1 convs, without and with a shuffle between."""
+def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None, fontsize: float = 10):
+    """Composed weight pattern of two grouped 1×1 convs, without and with a shuffle between.
+
+    Each panel shows the non-zero entries of the composed ``(g·n) × (g·n)`` channel matrix (black:
+    non-zero, white: zero, on a fixed 0–1 scale, so an all-non-zero panel is all black), group
+    boundaries in red, integer channel ticks, all text at least ``fontsize`` points.
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(8, 4))
@@ -438,13 +445,20 @@ def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None):
         w1 = randn(c, per_group, 1, 1, gen=gen)
         w2 = randn(c, per_group, 1, 1, gen=gen)
         m = _composed_matrix(w1, w2, groups, shuffle, "cpu")
-        ax.imshow((m != 0).numpy(), cmap="Greys", interpolation="nearest")
+        ax.imshow((m != 0).numpy().astype(float), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
         for t in range(0, c + 1, per_group):
             ax.axhline(t - 0.5, color="tab:red", lw=0.8)
             ax.axvline(t - 0.5, color="tab:red", lw=0.8)
-        ax.set_title(("with" if shuffle else "without") + f" shuffle: {int((m != 0).sum())} non-zeros")
-        ax.set_xlabel("input channel")
-        ax.set_ylabel("output channel")
+        ax.set_title(("with" if shuffle else "without") + f" shuffle: {int((m != 0).sum())} non-zeros",
+                     fontsize=fontsize + 1)
+        ax.set_xlabel("input channel", fontsize=fontsize)
+        ax.set_ylabel("output channel", fontsize=fontsize)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=fontsize)
+    axes[-1].legend(handles=[Patch(facecolor="black", edgecolor="grey", label="non-zero"),
+                             Patch(facecolor="white", edgecolor="grey", label="zero")],
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize, frameon=False)
     return axes
 
 
