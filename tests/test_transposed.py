@@ -142,6 +142,8 @@ def test_plots_draw(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     tr.plot_overlap_patterns()
+    axes = tr.plot_scatter_steps([1.0, 2.0, -1.0], [1.0, 0.5, 0.25], stride=2)
+    assert len(axes) == 3
     tr.plot_checkerboard()
     plt.close("all")
 

@@ -51,6 +51,7 @@ __all__ = [
     "nearest_resize_conv_kernel",
     "subpixel_conv",
     "pixel_shuffle_as_transposed",
+    "plot_scatter_steps",
     "plot_overlap_patterns",
     "plot_checkerboard",
 ]
@@ -398,6 +399,37 @@ def pixel_shuffle_as_transposed(weight: torch.Tensor, scale: int, padding: int |
     w = weight.reshape(c, scale, scale, c_in, kh, kw).flip(4, 5)        # [c, φ, ψ, i, a', b']
     v = w.permute(3, 0, 4, 1, 5, 2).reshape(c_in, c, kh * scale, kw * scale)  # [i, c, a'·r + φ, b'·r + ψ]
     return v.contiguous(), (scale * (kh - 1 - p[0]), scale * (kw - 1 - p[1]))
+
+
+def plot_scatter_steps(y: Sequence[float], weight: Sequence[float], stride: int = 2, dilation: int = 1, axes=None):
+    """The scatter of a 1-D transposed convolution, one input sample at a time.
+
+    Panel ``m`` shows the running output before (grey) and after (black ticks) input sample ``m`` adds
+    ``y[m]·w`` at positions ``s·m + d·a`` (hatched); the last panel's ticks are the full output, equal to
+    ``F.conv_transpose1d``. Padding 0, one channel.
+    """
+    import matplotlib.pyplot as plt
+
+    y = np.asarray(y, dtype=np.float64)
+    w = np.asarray(weight, dtype=np.float64)
+    _nonneg(stride=(stride, 1), dilation=(dilation, 1))
+    n_out = (y.size - 1) * stride + dilation * (w.size - 1) + 1
+    if axes is None:
+        _, axes = plt.subplots(y.size, 1, figsize=(7, 1.5 * y.size), sharex=True)
+    axes = np.atleast_1d(axes)
+    out = np.zeros(n_out)
+    for m, ax in enumerate(axes[: y.size]):
+        new = np.zeros(n_out)
+        new[stride * m + dilation * np.arange(w.size)] = y[m] * w
+        ax.bar(np.arange(n_out), out, color="0.75", label="sum so far")
+        ax.bar(np.arange(n_out), new, bottom=out, color="tab:orange", hatch="//", label=f"y[{m}]·w at {stride}·{m} + {dilation}·a")
+        out = out + new
+        ax.plot(np.arange(n_out), out, "k_", ms=16, mew=2, label="new sum")
+        ax.set_ylabel(f"after y[{m}]", fontsize=9)
+        ax.legend(fontsize=8, loc="upper right")
+    axes[-1].set_xlabel("output position j")
+    axes[-1].set_xticks(range(n_out))
+    return axes
 
 
 def plot_overlap_patterns(kernel_sizes: Sequence[int] = (3, 4, 5), strides: Sequence[int] = (2, 3), length: int = 6,
