@@ -84,3 +84,41 @@ def test_nb_check_reports_out_of_sync_and_unexecuted(tmp_path, monkeypatch):
 
 def test_nb_check_passes_on_the_committed_notebooks():
     assert nbtool.check() == 0
+
+
+# --------------------------------------------------------------------------- the ledger table (convbook.ledger)
+
+
+def test_ledger_table_links_every_claim_and_keeps_the_error_maskable(tmp_path):
+    import re
+
+    from convbook.claims import Verdict
+    from convbook.ledger import claim_pages, ledger_table
+
+    pages = claim_pages(ROOT / "notebooks" / "src")
+    assert pages["conv.matrix"] == "../notebooks/01-convolution.html"
+    ok = Verdict("conv.matrix", True, "dense matrix vs F.conv2d", 12, "layers", max_error=4.1e-16, tolerance=1e-12)
+    bad = Verdict("conv.cross-correlation", False, "exhaustive", 7, mismatches=2)
+    table = ledger_table([ok, bad], pages)
+    assert '<a class="claim-ref reference internal" href="../notebooks/01-convolution.html#conv.matrix">' in table
+    assert "12 layers" in table and "✓" in table and "✗" in table and "2 mismatches" in table
+    # the full statement, not a truncated one
+    from convbook.claims import get_claim
+
+    assert get_claim("conv.matrix").statement.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")[:200] in table
+    # the nbval sanitizer masks the measured error and keeps the tolerance
+    cfg = (ROOT / "tools" / "nbval-sanitize.cfg").read_text(encoding="utf-8")
+    pattern = re.search(r"\[ledger-error\]\nregex: (.+)\nreplace: (.+)", cfg)
+    masked = re.sub(pattern.group(1), pattern.group(2), table)
+    assert "4.1e-16" not in masked and "<measured> ≤ 1e-12" in masked
+
+
+def test_ledger_provenance_names_date_and_commit(tmp_path):
+    from datetime import datetime, timezone
+
+    from convbook.ledger import provenance
+
+    when = datetime(2026, 12, 1, 21, 40, tzinfo=timezone.utc)
+    text = provenance(ROOT, now=when)
+    assert text.startswith("2026-12-01 21:40 UTC, commit ") and len(text.split("commit ")[1].split()[0]) == 12
+    assert provenance(tmp_path, now=when) == "2026-12-01 21:40 UTC, outside a git checkout"
