@@ -410,7 +410,7 @@ def test_receptive_field_matches_autograd(reviews, name, module_name):
 def test_global_fields_are_named(reviews):
     _, _, aspp = reviews["aspp"]
     out = aspp.layers[aspp.graph.output_sources[0]]
-    assert out.receptive_field is None and "image_pool.0" in out.field_note
+    assert out.receptive_field is None and out.field_note == "whole input: image_pool.0 to 1×1"
     _, _, se = reviews["inverted-se"]
     out = se.layers[se.graph.output_sources[0]]
     assert out.receptive_field is None and "se.pool" in out.field_note
@@ -506,7 +506,7 @@ def test_findings_on_each_hazard(reviews):
     assert [f.where for f in sub] == [["block2.shortcut"]] and sub[0].claim == "shortcut.gradient-coverage"
     same = codes(reviews["same-even"][2])
     assert same["same-even-kernel"][0].where == ["0"]
-    assert "bias-before-bn" in same and same["bias-before-bn"][0].where == ["0", "1"]
+    assert "bias-before-bn" in same and same["bias-before-bn"][0].where == ["0"]
     assert "bn-not-folded" in codes(reviews["preact"][2])
     assert "memory-bound" in codes(reviews["inverted-se"][2])  # depthwise and SE convs
     assert "channels-not-multiple-of-8" in codes(reviews["lstm-head"][2])  # fc to 5 classes
@@ -627,3 +627,11 @@ def test_counter_conventions_transposed_stride_squared():
         if convt.get(tool) is not None:  # the pinned versions charge s² = 4 times the MACs
             assert convt[tool] == 4 * convt["review"]
     assert rows["conv 3×3, no bias"]["review"] == rows["conv 3×3, no bias"]["flop_counter"]
+
+
+def test_checkerboard_includes_dilation():
+    even = nn.ConvTranspose2d(2, 2, 4, stride=2, dilation=2)  # s | k but gcd(d, s) = 2: some outputs get no tap
+    rev = R.review(nn.Sequential(even).eval(), (1, 2, 6, 6))
+    assert "checkerboard" in codes(rev)
+    rev = R.review(nn.Sequential(nn.ConvTranspose2d(2, 2, 4, stride=2, dilation=3)).eval(), (1, 2, 6, 6))
+    assert "checkerboard" not in codes(rev)

@@ -362,15 +362,18 @@ def findings(rev: Review) -> list[Finding]:
     """Design hazards of the reviewed model, each with the claim id that proves it (see the module doc)."""
     g, out = rev.graph, []
     calls = g.calls
+    biased = []
     for c in calls:
         m = c.module
         if isinstance(m, _CONVT):
-            bad = [(k, s) for k, s in zip(m.kernel_size, m.stride) if k % s]
+            bad = [(k, s, d) for k, s, d in zip(m.kernel_size, m.stride, m.dilation) if k % s or math.gcd(d, s) > 1]
             if bad:
+                dil = f", dilation {tuple(m.dilation)}" if any(d > 1 for d in m.dilation) else ""
                 out.append(Finding("checkerboard", "warning", [c.name],
-                                   f"`{c.name}`: transposed convolution with kernel {tuple(m.kernel_size)} and stride "
-                                   f"{tuple(m.stride)}; the stride does not divide the kernel, so outputs receive "
-                                   f"unequal numbers of taps (a checkerboard pattern)", CLAIMS["checkerboard"]))
+                                   f"`{c.name}`: transposed convolution with kernel {tuple(m.kernel_size)}, stride "
+                                   f"{tuple(m.stride)}{dil}: the stride does not divide the kernel (or shares a "
+                                   f"factor with the dilation), so outputs receive unequal numbers of taps "
+                                   f"(a checkerboard pattern)", CLAIMS["checkerboard"]))
         if isinstance(m, _CONV + _POOL):
             ks, ss = _tuple(getattr(m, "kernel_size", 1), len(c.input_shape) - 2), _tuple(m.stride, len(c.input_shape) - 2)
             if any(k < s for k, s in zip(ks, ss)):
@@ -387,10 +390,15 @@ def findings(rev: Review) -> list[Finding]:
         if isinstance(m, _CONV + _CONVT) and m.bias is not None:
             readers = g.readers(c.index)
             if len(readers) == 1 and isinstance(calls[readers[0]].module, _BatchNorm):
-                out.append(Finding("bias-before-bn", "info", [c.name, calls[readers[0]].name],
-                                   f"`{c.name}` has a bias ({m.out_channels} parameters) followed directly by "
-                                   f"`{calls[readers[0]].name}`: the BN subtracts the running mean, so the bias only "
-                                   f"shifts it (the fold gives b' = (b − μ)s + β); drop it", CLAIMS["bias-before-bn"]))
+                biased.append((c.name, calls[readers[0]].name, m.out_channels))
+    if biased:
+        names = ", ".join(f"`{a}` → `{b}`" for a, b, _ in biased[:6]) + (
+            f" and {len(biased) - 6} more" if len(biased) > 6 else "")
+        out.append(Finding("bias-before-bn", "info", [a for a, _, _ in biased],
+                           f"{len(biased)} convolutions with a bias feed a BN directly ({names}; "
+                           f"{sum(n for _, _, n in biased):,} parameters): the BN subtracts the mean, so the bias "
+                           f"only shifts it (the fold gives b' = (b − μ)s + β) and can be dropped",
+                           CLAIMS["bias-before-bn"]))
     out += _gridding(g)
     plan = fold_plan(g)
     for bn, why in plan["left"]:
@@ -422,7 +430,7 @@ def findings(rev: Review) -> list[Finding]:
         out.append(Finding("channels-not-multiple-of-8", "info", odd,
                            f"{len(odd)} layers have a channel count that is not a multiple of 8, which GPU tensor "
                            f"cores need for full speed in 16-bit precision: {names}", None,
-                           "NVIDIA Deep Learning Performance Guide (tensor core requirements)"))
+                           "NVIDIA Deep Learning Performance Guide, tensor core requirements"))
     if rev.params_used < rev.params:
         out.append(Finding("unused-parameters", "info", [], f"{rev.params - rev.params_used:,} parameters are never "
                            f"read in the forward pass at this input", None, "measured by the trace"))
@@ -731,6 +739,13 @@ def _rnn_macs(m: nn.Module, c: Call) -> int:
     return total
 
 
+def _where(c: Call) -> str:
+    """A call's name for messages: the module name, or ``scope.op`` for a function call."""
+    if c.module is not None or not c.scope:
+        return c.name
+    return f"{c.scope}.{c.name}"
+
+
 def _sizes_equal(a, b) -> bool:
     return tuple(a[2:]) == tuple(b[2:])
 
@@ -897,6 +912,8 @@ def _pad_offsets(c: Call, nd: int):
 def _field_step(c: Call, tracked, nd: int):
     """Field of call ``c`` from its tracked inputs ``[(field, shape)]`` (see :func:`receptive_fields`)."""
     m, kind = c.module, c.kind
+    c = copy.copy(c)
+    c.name = _where(c)
     f0, s0 = tracked[0]
     out = c.output_shape
     if isinstance(m, _CONV + _POOL) or kind in _FUNC_CONV or kind in _FUNC_POOL:
@@ -907,7 +924,7 @@ def _field_step(c: Call, tracked, nd: int):
         return tuple(_transpose(f, k, s, p, d) for f, k, s, p, d in zip(f0, ks, ss, ps, ds)), ""
     if isinstance(m, _ADAPTIVE) or kind.startswith("adaptive_"):
         if all(v == 1 for v in out[2:]) and any(v > 1 for v in s0[2:]):
-            return None, f"whole input: {c.name} ({kind} to 1)"
+            return None, f"whole input: {c.name} to {'×'.join('1' * nd)}"
         return tuple(_adaptive(f, n, o) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "interpolate", "upsample"}:
         if m is not None:
