@@ -130,6 +130,11 @@ def _two_pass_same_vector(x, u, v, padding=0):
 _TWO_PASS = sep.two_pass_conv2d
 
 
+def _two_pass_max_padding(x, u, v, padding=0):
+    p = padding if isinstance(padding, int) else max(padding)
+    return _TWO_PASS(x, u, v, (p, p))
+
+
 def _is_dw_wrong_axis(weight, rtol=1e-10):
     return all(sep._slice_rank(weight[o].reshape(weight.shape[1], -1), rtol) <= 1 for o in range(weight.shape[0]))
 
@@ -144,14 +149,26 @@ def _best_from_first_output(weight):
 
 PLANTS = [
     Plant("separable.rank-one", "√σ₁ dropped from u", {"convbook.separable:separable_factors": _factors_unscaled}),
-    Plant("separable.two-pass", "column vector used for both passes", {"convbook.separable:two_pass_conv2d": _two_pass_same_vector}),
-    Plant("separable.eckart-young", "smallest singular terms kept", {"convbook.separable:separable_terms": _terms_smallest}),
-    Plant("separable.cost", "rank ignored (2k)", {"convbook.separable:separable_multiplies": lambda k, rank=1: 2 * max(k if isinstance(k, int) else k)}),
+    Plant("separable.rank-one", "u and v swapped", {"convbook.separable:separable_factors": lambda k, rtol=1e-10: _FACTORS(k, rtol)[::-1]},
+          parameter="per-axis kernel size"),
+    Plant("separable.two-pass", "column vector used for both passes", {"convbook.separable:two_pass_conv2d": _two_pass_same_vector},
+          parameter="per-axis kernel size"),
+    Plant("separable.two-pass", "the larger padding on both axes", {"convbook.separable:two_pass_conv2d": _two_pass_max_padding},
+          parameter="padding"),
+    Plant("separable.eckart-young", "smallest singular terms kept", {"convbook.separable:separable_terms": _terms_smallest},
+          parameter="rank"),
+    Plant("separable.cost", "rank ignored (2k)", {"convbook.separable:separable_multiplies": lambda k, rank=1: 2 * max(k if isinstance(k, int) else k)},
+          parameter="rank"),
+    Plant("separable.cost", "k_h used for both axes",
+          {"convbook.separable:separable_multiplies": lambda k, rank=1: rank * 2 * (k if isinstance(k, int) else k[0])},
+          parameter="kernel size"),
     Plant("separable.cost", "depthwise cost without the pointwise term",
-          {"convbook.separable:depthwise_separable_multiplies": lambda ci, co, k: (ci * k * k, ci * co * k * k)}),
-    Plant("separable.depthwise-iff-rank1", "rank tested on W[o] (wrong axis)", {"convbook.separable:is_depthwise_separable": _is_dw_wrong_axis}),
+          {"convbook.separable:depthwise_separable_multiplies": lambda ci, co, k: (ci * k * k, ci * co * k * k)},
+          parameter="channels"),
+    Plant("separable.depthwise-iff-rank1", "rank tested on W[o] (wrong axis)", {"convbook.separable:is_depthwise_separable": _is_dw_wrong_axis},
+          parameter="channels"),
     Plant("separable.depthwise-best", "depthwise kernels from the first output channel",
-          {"convbook.separable:best_depthwise_separable": _best_from_first_output}),
+          {"convbook.separable:best_depthwise_separable": _best_from_first_output}, parameter="channels"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

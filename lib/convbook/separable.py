@@ -223,12 +223,18 @@ def plot_low_rank(kernel: torch.Tensor, ranks: Sequence[int] = (1, 2, 3), axes=N
     "separable.rank-one",
     title="A kernel is separable iff its rank is one",
     chapter=10,
-    statement="A k_h × k_w kernel is an outer product u vᵀ iff its rank is at most 1 (every 2×2 minor vanishes); Sobel and Gaussian kernels are, a generic kernel is not.",
+    statement="For every k_h × k_w (k_h ≠ k_w allowed), a kernel is an outer product u vᵀ iff its rank is at most 1 (every 2×2 minor vanishes); Sobel and Gaussian kernels are, a generic kernel is not.",
+    parameters=("per-axis kernel size",),
+    reference="exact arithmetic (sympy) for the minors; torch.outer of the returned factors",
+    sympy_role="proven for symbolic sizes",
 )
 def check_rank_one(device: str = "cpu"):
     device = check_device(device)
     t = Tally(tol=1e-12)
     # "only if", symbolically: every 2×2 minor of an outer product of symbols expands to 0
+    # any 2×2 minor of u vᵀ, of any size, is u_a v_b · u_c v_e − u_a v_e · u_c v_b: one identity for all sizes
+    ua, uc, vb, ve = sp.symbols("u_a u_c v_b v_e")
+    t.exact(sp.expand(ua * vb * uc * ve - ua * ve * uc * vb) == 0, "generic 2×2 minor of an outer product")
     us, vs = sp.symbols("u0:4"), sp.symbols("v0:4")
     outer = sp.Matrix(4, 4, lambda a, b: us[a] * vs[b])
     for (a, c), (b, e) in itertools.product(itertools.combinations(range(4), 2), repeat=2):
@@ -260,7 +266,9 @@ def check_rank_one(device: str = "cpu"):
     "separable.two-pass",
     title="Two 1-D passes equal the 2-D convolution with a separable kernel",
     chapter=10,
-    statement="Cross-correlating with a k_h × 1 column u and then a 1 × k_w row v equals cross-correlating with u vᵀ, for every padding (Sobel and Gaussian as examples).",
+    statement="For every k_h, k_w and per-axis padding, cross-correlating with a k_h × 1 column u and then a 1 × k_w row v equals cross-correlating with u vᵀ (Sobel and Gaussian as examples).",
+    parameters=("padding", "per-axis kernel size"),
+    reference="PyTorch F.conv2d with the outer-product kernel",
 )
 def check_two_pass(device: str = "cpu"):
     device = check_device(device)
@@ -284,7 +292,9 @@ def check_two_pass(device: str = "cpu"):
     "separable.eckart-young",
     title="The SVD gives the best sum of r separable passes",
     chapter=10,
-    statement="For any kernel K, the r leading SVD terms K_r = Σ_{i≤r} σ_i u_i v_iᵀ give r two-pass convolutions with ‖K − K_r‖_F = (Σ_{i>r} σ_i²)^{1/2}, and no rank-r kernel is closer.",
+    statement="For any kernel K and every rank r, the r leading SVD terms K_r = Σ_{i≤r} σ_i u_i v_iᵀ give r two-pass convolutions with ‖K − K_r‖_F = (Σ_{i>r} σ_i²)^{1/2}, and no rank-r kernel is closer.",
+    parameters=("rank",),
+    reference="numpy singular values; fitted rank-r competitors; PyTorch F.conv2d",
 )
 def check_eckart_young(device: str = "cpu"):
     device = check_device(device)
@@ -317,7 +327,9 @@ def check_eckart_young(device: str = "cpu"):
     "separable.cost",
     title="Multiplies of separable and depthwise separable convolutions",
     chapter=10,
-    statement="r two-pass convolutions cost r(k_h + k_w) multiplies per output (2k against k² for r = 1); depthwise-then-pointwise costs C_in k² + C_in C_out per output pixel against C_in C_out k².",
+    statement="For every k_h × k_w and rank r, r two-pass convolutions cost r(k_h + k_w) multiplies per output (2k against k² for r = 1); for every C_in, C_out and k, depthwise-then-pointwise costs C_in k² + C_in C_out per output pixel against C_in C_out k².",
+    parameters=("rank", "kernel size", "channels"),
+    reference="torch.utils.flop_counter on the layers as run",
 )
 def check_cost(device: str = "cpu"):
     from torch.utils.flop_counter import FlopCounterMode
@@ -355,7 +367,10 @@ def check_cost(device: str = "cpu"):
     "separable.depthwise-iff-rank1",
     title="Which dense convolutions are depthwise separable",
     chapter=10,
-    statement="A dense weight W (C_out × C_in × k × k) is a depthwise convolution followed by a pointwise one iff for every input channel i the C_out × k² matrix W[:, i] has rank at most 1.",
+    statement="For every C_in, C_out and k, a dense weight W (C_out × C_in × k × k) is a depthwise convolution followed by a pointwise one iff for every input channel i the C_out × k² matrix W[:, i] has rank at most 1.",
+    parameters=("channels",),
+    reference="exact arithmetic (sympy) for the minors; PyTorch F.conv2d for the factored layers",
+    sympy_role="verified for finitely many sizes",
 )
 def check_depthwise_iff_rank1(device: str = "cpu"):
     device = check_device(device)
@@ -397,7 +412,9 @@ def check_depthwise_iff_rank1(device: str = "cpu"):
     "separable.depthwise-best",
     title="Best depthwise separable approximation of a dense layer",
     chapter=10,
-    statement="The best depthwise-then-pointwise approximation of W in Frobenius norm takes the leading singular triple of each W[:, i]; its error is (Σ_i Σ_{j≥2} σ_j(W[:, i])²)^{1/2}.",
+    statement="For every C_in, C_out and k, the best depthwise-then-pointwise approximation of W in Frobenius (weight-space) norm takes the leading singular triple of each W[:, i]; its error is (Σ_i Σ_{j≥2} σ_j(W[:, i])²)^{1/2}.",
+    parameters=("channels",),
+    reference="numpy singular values of each W[:, i]; fitted competitors; PyTorch F.conv2d",
 )
 def check_depthwise_best(device: str = "cpu"):
     device = check_device(device)
