@@ -343,7 +343,8 @@ def check_gridding_condition(device: str = "cpu"):
                 hdc_false_dense += dense
             gcd1_holes += (not dense)
     t.exact(not satisfies_hdc((1, 3, 1)) and len(_coverage((1, 3, 1), device)) == 11, "r=(1, 3, 1): dense without HDC")
-    t.note(f"{shared} sequences with a shared factor, all with holes; {gcd1_holes} with r_1 = 1 (gcd 1) have holes")
+    t.note(f"{shared} sequences with a shared factor, all with holes; {gcd1_holes} of the {hdc_true + hdc_false_dense + gcd1_holes} "
+           "with r_1 = 1 (so gcd 1) have holes")
     t.note(f"{hdc_true} sequences satisfy HDC, {hdc_dense} of them without holes; {hdc_false_dense} violate HDC "
            "and have no holes either")
     return t.verdict("every dilation sequence in range: brute-force coverage (F.conv1d impulse) vs shared factor and HDC",
