@@ -232,7 +232,44 @@ def _factorise_full_rank(conv, rank):
     return _ORIG_FACTORISE(conv, min(conv.in_channels, conv.out_channels))
 
 
+_ORIG_COLLAPSE = reduction.collapse_1x1_then_kxk
+_ORIG_DATA = reduction.data_aware_weight
+
+
+def _band_rule(which):
+    """The band rule with one parameter mishandled; the output grid itself is right."""
+    def wrong(size, kernel_size, stride, padding, dilation):
+        axes = []
+        for n, k, s_, p_, d_ in zip(size, kernel_size, stride, padding, dilation):
+            u = np.arange((n + 2 * p_ - d_ * (k - 1) - 1) // s_ + 1)
+            s2, p2, d2 = (1 if which == "stride" else s_), (0 if which == "padding" else p_), (1 if which == "dilation" else d_)
+            axes.append((s2 * u < p2) | (s2 * u - p2 + d2 * (k - 1) >= n))
+        return np.logical_or.outer(axes[0], axes[1])
+    return wrong
+
+
+def _truncated_svd_weight(weight, x, rank):
+    """The activations ignored: the truncated SVD of W."""
+    u, s, vh = np.linalg.svd(weight, full_matrices=False)
+    return (u[:, :rank] * s[:rank]) @ vh[:rank]
+
+
 PLANTS = [
+    Plant("reduce.collapse-border", "border ignored",
+          {"convbook.reduction:border_band_mask": lambda size, k, s, p, d: np.zeros(
+              tuple((n + 2 * pp - dd * (kk - 1) - 1) // ss + 1 for n, kk, ss, pp, dd in zip(size, k, s, p, d)), dtype=bool)}),
+    Plant("reduce.collapse-border", "first bias left out of the collapsed bias",
+          {"convbook.reduction:collapse_1x1_then_kxk": lambda w1, b1, w2, b2: _ORIG_COLLAPSE(w1, None, w2, b2)}),
+    Plant("reduce.collapse-border", "band computed as if stride 1", {"convbook.reduction:border_band_mask": _band_rule("stride")},
+          parameter="stride"),
+    Plant("reduce.collapse-border", "band computed without padding", {"convbook.reduction:border_band_mask": _band_rule("padding")},
+          parameter="padding"),
+    Plant("reduce.collapse-border", "band computed without dilation",
+          {"convbook.reduction:border_band_mask": _band_rule("dilation")}, parameter="dilation"),
+    Plant("reduce.data-aware", "rank ignored (full rank kept)",
+          {"convbook.reduction:data_aware_weight": lambda w, x, rank: _ORIG_DATA(w, x, min(w.shape))}, parameter="rank"),
+    Plant("reduce.data-aware", "activations ignored (truncated SVD of W)",
+          {"convbook.reduction:data_aware_weight": _truncated_svd_weight}, parameter="activations"),
     Plant("reduce.conv1x1-linear", "groups ignored (dense tiling)", {"convbook.reduction:conv1x1_matrix": _matrix_ignoring_groups},
           parameter="groups"),
     Plant("reduce.conv1x1-linear", "stride ignored", {"convbook.reduction:conv1x1_einsum": _einsum_without_stride},
@@ -279,3 +316,22 @@ def test_plot_svd_error_draws_bound_and_measured():
         assert len(ax.get_lines()[0].get_xdata()) == 7  # full rank left out
     assert reduction.ORDERINGS == ("conv-bn-relu", "bn-relu-conv", "conv")
     plt.close("all")
+
+
+def test_collapse_border_example_and_data_aware_example():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 3, 8, 8, generator=g, dtype=D)
+    w1, b1 = torch.randn(2, 3, 1, 1, generator=g, dtype=D), torch.randn(2, generator=g, dtype=D)
+    w2, b2 = torch.randn(4, 2, 3, 3, generator=g, dtype=D), torch.randn(4, generator=g, dtype=D)
+    w, b = reduction.collapse_1x1_then_kxk(w1, b1, w2, b2)
+    diff = (F.conv2d(x, w, b, padding=1) - F.conv2d(F.conv2d(x, w1, b1), w2, b2, padding=1)).abs().amax(dim=(0, 1))
+    band = torch.as_tensor(reduction.border_band_mask((8, 8), (3, 3), (1, 1), (1, 1), (1, 1)))
+    assert int(band.sum()) == 64 - 36 and float(diff[~band].max()) < 1e-12 and float(diff[band].min()) > 1e-6
+    rng = np.random.default_rng(0)
+    wm, xa = rng.standard_normal((16, 16)), reduction.anisotropic_activations(16, 200, 0.4, seed=1)
+    errs = reduction.factorisation_errors(wm, xa, 4)
+    assert errs["data"]["output"] < errs["svd"]["output"] and errs["svd"]["weight"] < errs["data"]["weight"]
+    with pytest.raises(ValueError, match="rank must be"):
+        reduction.data_aware_weight(wm, xa, 0)
+    with pytest.raises(ValueError, match="x must be"):
+        reduction.data_aware_weight(wm, xa[:3], 2)

@@ -41,6 +41,11 @@ __all__ = [
     "break_even_rank",
     "eckart_young_error",
     "svd_error_curve",
+    "collapse_1x1_then_kxk",
+    "border_band_mask",
+    "data_aware_weight",
+    "anisotropic_activations",
+    "factorisation_errors",
     "plot_svd_error",
 ]
 
@@ -256,6 +261,78 @@ def svd_error_curve(c_in: int = 64, c_out: int = 64, decay: float = 0.08, seed: 
         bound.append(eckart_young_error(s, int(r))[0] / float(s[0]))
         macs.append(svd_macs(c_in, c_out, int(r)) / svd_macs(c_in, c_out, None))
     return {"ranks": ranks, "macs": np.array(macs), "measured": np.array(measured), "bound": np.array(bound)}
+
+
+def collapse_1x1_then_kxk(w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.Tensor,
+                          b2: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One k×k conv for a 1×1 conv ``(r, C_in)`` then a k×k conv ``(C_out, r, k_h, k_w)``:
+    ``W[o, i, a, c] = Σ_j W2[o, j, a, c] W1[j, i]`` and ``b = b2 + Σ_{j,a,c} W2[o, j, a, c] b1[j]``.
+
+    Read as a matrix ``(C_out k_h k_w) × C_in`` the weight has rank at most ``r``: the pair is a
+    low-rank factorisation of the k×k layer. With zero padding the two agree only where the
+    k×k window lies inside the input (:func:`border_band_mask`): there the padded samples of the
+    intermediate are 0, not ``b1``, so the collapsed bias over-counts ``Σ W2·b1`` over the taps
+    that fall on padding. Without a first bias they agree everywhere.
+    """
+    w1m = w1.reshape(w1.shape[0], w1.shape[1])
+    w = torch.einsum("ojac,ji->oiac", w2, w1m)
+    b = w2.new_zeros(w2.shape[0]) if b2 is None else b2.clone()
+    if b1 is not None:
+        b = b + torch.einsum("ojac,j->o", w2, b1)
+    return w, b
+
+
+def border_band_mask(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
+                     dilation: Sequence[int]) -> np.ndarray:
+    """Boolean mask over the outputs of a conv whose window reads zero padding.
+
+    On each axis output ``u`` reads input positions ``s·u − p + d·a``, ``a = 0 … k−1``; it touches
+    padding iff ``s·u < p`` or ``s·u − p + d(k−1) >= n``: the first ``⌈p/s⌉`` outputs and the
+    last ones whose window overhangs the far end. An output is in the band if it is on either
+    axis's band.
+    """
+    axes = []
+    for n, k, s_, p_, d_ in zip(size, kernel_size, stride, padding, dilation):
+        u = np.arange((n + 2 * p_ - d_ * (k - 1) - 1) // s_ + 1)
+        axes.append((s_ * u < p_) | (s_ * u - p_ + d_ * (k - 1) >= n))
+    return np.logical_or.outer(axes[0], axes[1])
+
+
+def data_aware_weight(weight: np.ndarray, x: np.ndarray, rank: int) -> np.ndarray:
+    """The rank-``rank`` weight that minimises the *output* error ``‖W X − W' X‖_F`` (Zhang et al. 2016).
+
+    ``weight`` is ``(C_out, C_in)``, ``x`` the activations ``(C_in, N)`` (one column per pixel).
+    With ``U_r`` the leading ``r`` left singular vectors of the responses ``Y = W X``,
+    ``W' = U_r U_rᵀ W``: then ``W' X = U_r U_rᵀ Y`` is the best rank-r approximation of ``Y``
+    (Eckart–Young on ``Y``), which no rank-r ``W'`` can beat. As two 1×1 convs: ``U_rᵀ W``
+    (``C_in → r``), then ``U_r`` (``r → C_out``). The truncated SVD of ``W`` instead minimises the
+    *weight* error ``‖W − W'‖``; the two coincide when ``X Xᵀ ∝ I``.
+    """
+    if not 1 <= rank <= min(weight.shape):
+        raise ValueError(f"rank must be in [1, min(C_out, C_in)] = [1, {min(weight.shape)}], got {rank}")
+    if x.ndim != 2 or x.shape[0] != weight.shape[1]:
+        raise ValueError(f"x must be (C_in={weight.shape[1]}, N), got shape {x.shape}")
+    u, _, _ = np.linalg.svd(weight @ x, full_matrices=False)
+    ur = u[:, :rank]
+    return ur @ (ur.T @ weight)
+
+
+def anisotropic_activations(c: int, n: int, decay: float, seed: int = 0) -> np.ndarray:
+    """``(c, n)`` activations with covariance ``Q diag(exp(−decay·i)) Qᵀ`` (random rotation ``Q``):
+    a few directions carry most of the energy, as in a trained network's features."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.standard_normal((c, c)))
+    return q @ (np.exp(-decay * np.arange(c))[:, None] ** 0.5 * rng.standard_normal((c, n)))
+
+
+def factorisation_errors(weight: np.ndarray, x: np.ndarray, rank: int) -> dict:
+    """Relative output error ``‖(W − W')X‖_F / ‖WX‖_F`` and weight error ``‖W − W'‖_F / ‖W‖_F`` of the
+    truncated SVD (``'svd'``) and of :func:`data_aware_weight` (``'data'``) at ``rank``."""
+    u, s, vh = np.linalg.svd(weight, full_matrices=False)
+    cands = {"svd": (u[:, :rank] * s[:rank]) @ vh[:rank], "data": data_aware_weight(weight, x, rank)}
+    y = weight @ x
+    return {name: {"output": float(np.linalg.norm(y - w @ x) / np.linalg.norm(y)),
+                   "weight": float(np.linalg.norm(weight - w) / np.linalg.norm(weight))} for name, w in cands.items()}
 
 
 def plot_svd_error(curve: dict, axes=None):
@@ -501,6 +578,108 @@ def check_eckart_young(device: str = "cpu"):
                 t.exact(ok, f"a random rank-{r} matrix beat W_r")
     t.note(f"{beaten} of {25 * 8} random rank-r competitors beat the truncated SVD")
     return t.verdict("random matrices: norms vs σ from eigvalsh([[0,W],[Wᵀ,0]]), random rank-r competitors", dtype="float64")
+
+
+@claim(
+    "reduce.collapse-border",
+    title="A 1×1 then a k×k convolution is a low-rank k×k layer — except at a zero-padded border",
+    chapter=5,
+    statement="For every C_in, r, C_out, k_h × k_w kernel, per-axis stride, zero padding and dilation, a 1×1 conv (C_in → r, bias b1) followed by a k×k conv (r → C_out) equals the single k×k conv with W = W2·W1 (channel rank <= r) and b = b2 + Σ W2·b1 at every output whose window lies inside the input, and differs (generically) at every output whose window reads padding: the first ⌈p/s⌉ outputs on each axis and those with s·u − p + d(k−1) >= n.",
+    parameters=("padding", "stride", "dilation"),
+    reference="PyTorch F.conv2d of the two layers in sequence",
+)
+def check_collapse_border(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-12)
+    gen = generator(506)
+    band_outputs = 0
+    for case in range(40):
+        c_in, r, c_out = randint(1, 6, gen), randint(1, 4, gen), randint(1, 5, gen)
+        ks = (randint(1, 5, gen), randint(1, 5, gen))
+        s_ = (randint(1, 3, gen), randint(1, 3, gen))
+        p_ = (randint(0, 3, gen), randint(0, 3, gen))
+        d_ = (randint(1, 3, gen), randint(1, 3, gen))
+        size = (randint(1, 12, gen), randint(1, 12, gen))
+        if any(d * (k - 1) + 1 > n + 2 * p for n, k, p, d in zip(size, ks, p_, d_)):
+            continue
+        x = randn(2, c_in, *size, gen=gen, device=device)
+        w1, b1 = randn(r, c_in, 1, 1, gen=gen, device=device), randn(r, gen=gen, device=device)
+        w2, b2 = randn(c_out, r, *ks, gen=gen, device=device), randn(c_out, gen=gen, device=device)
+        pair = F.conv2d(F.conv2d(x, w1, b1), w2, b2, stride=s_, padding=p_, dilation=d_)
+        w, b = collapse_1x1_then_kxk(w1, b1, w2, b2)
+        single = F.conv2d(x, w, b, stride=s_, padding=p_, dilation=d_)
+        t.exact(int(torch.linalg.matrix_rank(w.permute(0, 2, 3, 1).reshape(-1, c_in))) <= r, "channel rank <= r")
+        band = torch.as_tensor(border_band_mask(size, ks, s_, p_, d_), device=device)
+        what = f"C {c_in}->{r}->{c_out} k={ks} s={s_} p={p_} d={d_} {size[0]}x{size[1]}"
+        if tuple(band.shape) != tuple(pair.shape[2:]):
+            t.exact(False, f"band mask shape {tuple(band.shape)} vs output {tuple(pair.shape[2:])}: {what}")
+            continue
+        inside = ~band
+        if inside.any():
+            t.close(single[..., inside], pair[..., inside], "interior " + what)
+        scale = float(pair.abs().max())
+        diff = (single - pair).abs().amax(dim=(0, 1))
+        for v in diff[band].tolist():
+            t.exact(v > 1e-9 * scale, "border output equal although its window reads padding: " + what)
+        band_outputs += int(band.sum())
+        # without the first bias the two agree everywhere
+        w0, b0 = collapse_1x1_then_kxk(w1, None, w2, b2)
+        t.close(F.conv2d(x, w0, b0, stride=s_, padding=p_, dilation=d_),
+                F.conv2d(F.conv2d(x, w1), w2, b2, stride=s_, padding=p_, dilation=d_), "no first bias " + what)
+    t.note(f"{band_outputs} border outputs, each different")
+    return t.verdict("random pairs vs F.conv2d: equal away from the predicted border band, different on it",
+                     dtype="float64")
+
+
+@claim(
+    "reduce.data-aware",
+    title="A data-aware factorisation beats the truncated SVD on the output error",
+    chapter=5,
+    statement="For every weight W (C_out × C_in), activations X (C_in × N) and rank r, W_d = U_r U_rᵀ W (U_r: leading left singular vectors of Y = W X; Zhang et al. 2016) minimises the output error ‖WX − W'X‖_F over rank-r W', with minimum (Σ_{i>r} σ_i(Y)²)^{1/2}, while the truncated SVD W_r minimises the weight error ‖W − W'‖_F; the two coincide for isotropic activations (X Xᵀ ∝ I), and on anisotropic activations W_d's output error is lower.",
+    parameters=("rank", "activations"),
+    reference="numpy SVD of the responses Y = W X (Eckart–Young on Y); fitted rank-r competitors",
+)
+def check_data_aware(device: str = "cpu"):
+    check_device(device)
+    t = Tally(tol=1e-10, kind="abs.")
+    rng = np.random.default_rng(507)
+    lower = 0
+    for case in range(24):
+        c_in, c_out = int(rng.integers(2, 24)), int(rng.integers(2, 24))
+        n = int(rng.integers(c_in, 3 * c_in + 2))
+        r = [1, min(c_in, c_out), int(rng.integers(1, min(c_in, c_out) + 1))][case % 3]
+        w = rng.standard_normal((c_out, c_in))
+        isotropic = case % 4 == 0
+        if isotropic:  # X Xᵀ = N·I exactly: orthogonal rows scaled
+            q, _ = np.linalg.qr(rng.standard_normal((n, c_in)))
+            x = np.sqrt(n) * q.T
+        else:
+            x = anisotropic_activations(c_in, n, float(rng.uniform(0.2, 1.0)), seed=int(rng.integers(1 << 30)))
+        y = w @ x
+        wd = data_aware_weight(w, x, r)
+        scale = float(np.linalg.norm(y))
+        sv = np.linalg.svd(y, compute_uv=False)
+        out_d = float(np.linalg.norm(y - wd @ x))
+        t.exact(np.linalg.matrix_rank(wd) <= r, f"rank of W_d <= {r}")
+        t.close(np.array([out_d / scale]), np.array([np.sqrt((sv[r:] ** 2).sum()) / scale]),
+                f"output error = Eckart–Young bound on Y, {c_out}x{c_in} r={r}")
+        u, s, vh = np.linalg.svd(w, full_matrices=False)
+        wr = (u[:, :r] * s[:r]) @ vh[:r]
+        out_r = float(np.linalg.norm(y - wr @ x))
+        t.exact(out_d <= out_r + 1e-10 * scale, f"data-aware output error {out_d:.3g} <= SVD's {out_r:.3g}")
+        t.exact(np.linalg.norm(w - wr) <= np.linalg.norm(w - wd) + 1e-10 * np.linalg.norm(w),
+                "SVD's weight error <= data-aware's")
+        for _ in range(3):  # fitted rank-r competitors: A (B X) with B random, A by least squares
+            bm = rng.standard_normal((r, c_in))
+            z = bm @ x
+            a = np.linalg.lstsq(z.T, y.T, rcond=None)[0].T
+            t.exact(np.linalg.norm(y - a @ z) >= out_d - 1e-10 * scale, "a fitted rank-r competitor beat W_d")
+        if isotropic:
+            t.close(np.array([out_d / scale]), np.array([out_r / scale]), f"isotropic: equal output errors r={r}")
+        lower += out_d < out_r - 1e-10 * scale
+    t.note(f"data-aware strictly better in {lower} of 24 cases (never worse)")
+    return t.verdict("random layers and activations: output error vs Eckart–Young on Y, SVD and fitted competitors",
+                     dtype="float64")
 
 
 # --------------------------------------------------------------------------------------
