@@ -200,18 +200,53 @@ _LAYER = shapes.layer_output_shape
 
 
 def _conv_no_dilation(size, kernel_size, stride=1, padding=0, dilation=1):
+    if isinstance(padding, str):
+        return _CONV(size, kernel_size, stride, padding, dilation)
     return _CONV(size, kernel_size, stride, padding, 1) if kernel_size <= size + 2 * padding else _CONV(size, kernel_size, stride, padding, dilation)
 
 
 def _conv_ceil(size, kernel_size, stride=1, padding=0, dilation=1):
     out = _CONV(size, kernel_size, stride, padding, dilation)
+    if isinstance(padding, str):
+        return out
     return out + (1 if (size + 2 * padding - dilation * (kernel_size - 1) - 1) % stride else 0)
 
 
 def _conv_one_padding(size, kernel_size, stride=1, padding=0, dilation=1):
     """Padding counted on one side only: floor((n + p - d(k-1) - 1)/s) + 1."""
-    _CONV(size, kernel_size, stride, padding, dilation)
+    out = _CONV(size, kernel_size, stride, padding, dilation)
+    if isinstance(padding, str):
+        return out
     return max((size + padding - dilation * (kernel_size - 1) - 1) // stride + 1, 1)
+
+
+def _conv_no_stride(size, kernel_size, stride=1, padding=0, dilation=1):
+    _CONV(size, kernel_size, stride, padding, dilation)
+    return _CONV(size, kernel_size, 1, padding, dilation)
+
+
+def _conv_same_is_valid(size, kernel_size, stride=1, padding=0, dilation=1):
+    """'same' read as no padding (as a reader who thinks 'same' means 'unchanged kernel placement' might)."""
+    return _CONV(size, kernel_size, stride, "valid" if padding == "same" else padding, dilation)
+
+
+_SHAPE = shapes.conv_output_shape
+
+
+def _first(v):
+    return v if isinstance(v, (int, str)) else tuple(v)[0]
+
+
+def _shape_axis0(input_shape, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, transposed=False,
+                 output_padding=0):
+    """Every axis given axis 0's kernel, stride, padding, dilation and output_padding."""
+    return _SHAPE(input_shape, out_channels, _first(kernel_size), _first(stride), _first(padding), _first(dilation), groups,
+                  transposed, _first(output_padding))
+
+
+def _shape_no_groups_rule(input_shape, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1, transposed=False,
+                          output_padding=0):
+    return _SHAPE(input_shape, out_channels, kernel_size, stride, padding, dilation, 1, transposed, output_padding)
 
 
 def _transpose_no_output_padding(size, kernel_size, stride=1, padding=0, dilation=1, output_padding=0):
@@ -220,6 +255,63 @@ def _transpose_no_output_padding(size, kernel_size, stride=1, padding=0, dilatio
 
 def _transpose_one_padding(size, kernel_size, stride=1, padding=0, dilation=1, output_padding=0):
     return _TR(size, kernel_size, stride, 0, dilation, output_padding) - padding
+
+
+def _transpose_no_stride(size, kernel_size, stride=1, padding=0, dilation=1, output_padding=0):
+    return _TR(size, kernel_size, 1, padding, dilation, output_padding)
+
+
+def _transpose_no_dilation(size, kernel_size, stride=1, padding=0, dilation=1, output_padding=0):
+    return _TR(size, kernel_size, stride, padding, 1, min(output_padding, stride - 1) if output_padding >= stride else output_padding)
+
+
+def _pool_ignores_ceil(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    return _POOL(size, kernel_size, stride, padding, dilation, False)
+
+
+def _pool_no_stride(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    return _POOL(size, kernel_size, 1, padding, dilation, ceil_mode)
+
+
+def _pool_no_padding(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    _POOL(size, kernel_size, stride, padding, dilation, ceil_mode)
+    try:
+        return _POOL(size, kernel_size, stride, 0, dilation, ceil_mode)
+    except ValueError:
+        return 1
+
+
+def _pool_no_dilation(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    return _POOL(size, kernel_size, stride, padding, 1, ceil_mode)
+
+
+def _pool_no_half_kernel_rule(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    try:
+        return _POOL(size, kernel_size, stride, padding, dilation, ceil_mode)
+    except ValueError as e:
+        if "half the kernel" not in str(e):
+            raise
+        stride = kernel_size if stride is None else stride
+        return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def _layer_pool_axis0(module, input_shape):
+    if isinstance(module, nn.MaxPool2d):
+        m = nn.MaxPool2d(_first(module.kernel_size), _first(module.stride), _first(module.padding), _first(module.dilation),
+                         ceil_mode=module.ceil_mode)
+        return _LAYER(m, input_shape)
+    return _LAYER(module, input_shape)
+
+
+def _same_no_dilation(kernel_size, stride=1, dilation=1, size=None):
+    return _SAME(kernel_size, stride, 1, size)
+
+
+def _same_stride_ignored(kernel_size, stride=1, dilation=1, size=None):
+    if stride == 1:
+        return _SAME(kernel_size, stride, dilation, size)
+    _SAME(kernel_size, stride, dilation, size)  # keeps the refusal without size
+    return _SAME(kernel_size, 1, dilation)
 
 
 def _pool_naive_ceil(size, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
@@ -261,21 +353,54 @@ def _layer_transpose_ignores_output_padding(module, input_shape):
     return _LAYER(module, input_shape)
 
 
+_S = "convbook.shapes:"
+
 PLANTS = [
-    Plant("shape.conv-output", "dilation ignored", {"convbook.shapes:conv_output_size": _conv_no_dilation}),
-    Plant("shape.conv-output", "ceil instead of floor", {"convbook.shapes:conv_output_size": _conv_ceil}),
-    Plant("shape.transpose-output", "output_padding dropped", {"convbook.shapes:conv_transpose_output_size": _transpose_no_output_padding}),
-    Plant("shape.transpose-output", "padding subtracted once", {"convbook.shapes:conv_transpose_output_size": _transpose_one_padding}),
-    Plant("shape.pool-ceil-mode", "naive ceil, no last-window rule", {"convbook.shapes:pool_output_size": _pool_naive_ceil}),
-    Plant("shape.same-padding", "extra padding on the left", {"convbook.shapes:same_padding": _same_left_heavy}),
-    Plant("shape.validity-rules", "kernel-fits rule missing", {"convbook.shapes:conv_output_size": _conv_accepts_everything}),
-    Plant("shape.validity-rules", "output_padding < stride only", {"convbook.shapes:conv_transpose_output_size": _transpose_strict_stride}),
-    Plant("shape.trace", "ceil_mode ignored", {"convbook.shapes:layer_output_shape": _layer_pool_floor}),
-    Plant("shape.trace", "output_padding ignored", {"convbook.shapes:layer_output_shape": _layer_transpose_ignores_output_padding}),
-    Plant("shape.dv-unit-stride", "padding counted on one side", {"convbook.shapes:conv_output_size": _conv_one_padding}),
-    Plant("shape.dv-strided", "ceil instead of floor", {"convbook.shapes:conv_output_size": _conv_ceil}),
-    Plant("shape.dv-transposed", "output_padding dropped", {"convbook.shapes:conv_transpose_output_size": _transpose_no_output_padding}),
-    Plant("shape.dv-dilated", "dilation ignored", {"convbook.shapes:conv_output_size": _conv_no_dilation}),
+    Plant("shape.conv-output", "dilation ignored", {_S + "conv_output_size": _conv_no_dilation}, parameter="dilation"),
+    Plant("shape.conv-output", "ceil instead of floor", {_S + "conv_output_size": _conv_ceil}),
+    Plant("shape.conv-output", "stride ignored", {_S + "conv_output_size": _conv_no_stride}, parameter="stride"),
+    Plant("shape.conv-output", "padding counted on one side", {_S + "conv_output_size": _conv_one_padding}, parameter="padding"),
+    Plant("shape.conv-output", "'same' read as no padding", {_S + "conv_output_size": _conv_same_is_valid},
+          parameter="padding strings"),
+    Plant("shape.conv-output", "axis 0's values on every axis", {_S + "conv_output_shape": _shape_axis0},
+          parameter="per-axis sizes"),
+    Plant("shape.transpose-output", "output_padding dropped", {_S + "conv_transpose_output_size": _transpose_no_output_padding},
+          parameter="output_padding"),
+    Plant("shape.transpose-output", "padding subtracted once", {_S + "conv_transpose_output_size": _transpose_one_padding},
+          parameter="padding"),
+    Plant("shape.transpose-output", "stride ignored", {_S + "conv_transpose_output_size": _transpose_no_stride}, parameter="stride"),
+    Plant("shape.transpose-output", "dilation ignored", {_S + "conv_transpose_output_size": _transpose_no_dilation},
+          parameter="dilation"),
+    Plant("shape.transpose-output", "axis 0's values on every axis", {_S + "conv_output_shape": _shape_axis0},
+          parameter="per-axis sizes"),
+    Plant("shape.pool-ceil-mode", "naive ceil, no last-window rule", {_S + "pool_output_size": _pool_naive_ceil},
+          parameter="ceil_mode"),
+    Plant("shape.pool-ceil-mode", "ceil_mode ignored", {_S + "pool_output_size": _pool_ignores_ceil}),
+    Plant("shape.pool-ceil-mode", "stride ignored", {_S + "pool_output_size": _pool_no_stride}, parameter="stride"),
+    Plant("shape.pool-ceil-mode", "padding ignored", {_S + "pool_output_size": _pool_no_padding}, parameter="padding"),
+    Plant("shape.pool-ceil-mode", "dilation ignored", {_S + "pool_output_size": _pool_no_dilation}, parameter="dilation"),
+    Plant("shape.pool-ceil-mode", "axis 0's values on every axis", {_S + "layer_output_shape": _layer_pool_axis0},
+          parameter="per-axis sizes"),
+    Plant("shape.same-padding", "extra padding on the left", {_S + "same_padding": _same_left_heavy}, parameter="kernel_size"),
+    Plant("shape.same-padding", "dilation ignored", {_S + "same_padding": _same_no_dilation}, parameter="dilation"),
+    Plant("shape.same-padding", "stride ignored in TensorFlow's 'SAME'", {_S + "same_padding": _same_stride_ignored},
+          parameter="stride"),
+    Plant("shape.validity-rules", "kernel-fits rule missing", {_S + "conv_output_size": _conv_accepts_everything},
+          parameter="kernel fit"),
+    Plant("shape.validity-rules", "output_padding < stride only", {_S + "conv_transpose_output_size": _transpose_strict_stride},
+          parameter="output_padding"),
+    Plant("shape.validity-rules", "pool half-kernel rule missing", {_S + "pool_output_size": _pool_no_half_kernel_rule},
+          parameter="pool padding"),
+    Plant("shape.validity-rules", "groups rule missing", {_S + "conv_output_shape": _shape_no_groups_rule}, parameter="groups"),
+    Plant("shape.trace", "ceil_mode ignored", {_S + "layer_output_shape": _layer_pool_floor}, parameter="ceil_mode"),
+    Plant("shape.trace", "output_padding ignored", {_S + "layer_output_shape": _layer_transpose_ignores_output_padding},
+          parameter="output_padding"),
+    Plant("shape.dv-unit-stride", "padding counted on one side", {_S + "conv_output_size": _conv_one_padding}, parameter="padding"),
+    Plant("shape.dv-strided", "ceil instead of floor", {_S + "conv_output_size": _conv_ceil}),
+    Plant("shape.dv-strided", "stride ignored", {_S + "conv_output_size": _conv_no_stride}, parameter="stride"),
+    Plant("shape.dv-transposed", "output_padding dropped", {_S + "conv_transpose_output_size": _transpose_no_output_padding},
+          parameter="output_padding"),
+    Plant("shape.dv-dilated", "dilation ignored", {_S + "conv_output_size": _conv_no_dilation}, parameter="dilation"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -558,6 +558,14 @@ def _torch_size(fn, shape, *args, **kwargs):
         return None
 
 
+def _run_or_none(fn):
+    """``fn()``, or None when PyTorch refuses (a planted padding may leave no output)."""
+    try:
+        return fn()
+    except (RuntimeError, ValueError):
+        return None
+
+
 def _ours(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
@@ -569,7 +577,10 @@ def _ours(fn, *args, **kwargs):
     "shape.conv-output",
     title="Output size of a convolution",
     chapter=2,
-    statement="Conv1d/2d/3d produce floor((n + 2p - d(k-1) - 1)/s) + 1 outputs per axis, for every n, k, s, p, d where the dilated kernel fits the padded input; the formula derived symbolically agrees.",
+    statement="Conv1d/2d/3d produce floor((n + 2p - d(k-1) - 1)/s) + 1 outputs per axis, for every n, k, s, d ≥ 1 and p ≥ 0 (values that differ between axes) where the dilated kernel fits the padded input, and for padding='valid' (p = 0) and padding='same' (s = 1; d(k-1) zeros in all, so n outputs); the formula derived symbolically agrees.",
+    parameters=("stride", "padding", "dilation", "padding strings", "per-axis sizes"),
+    reference="PyTorch F.conv1d/2d/3d output shapes",
+    sympy_role="derived",
 )
 @_single_threaded
 def check_conv_output(device: str = "cpu"):
@@ -587,12 +598,26 @@ def check_conv_output(device: str = "cpu"):
         if ours is not None:
             valid += 1
             t.exact(int(f(n, k, s, p, d)) == ours, f"sympy n={n} k={k} s={s} p={p} d={d}")
+    strings = 0
+    for n, k, s, d in itertools.product(range(1, 9), range(1, 6), range(1, 3), range(1, 4)):
+        for pad in ("valid", "same"):
+            x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
+            ref = _torch_size(F.conv1d, x.shape, x, w, stride=s, padding=pad, dilation=d)
+            ours = _ours(conv_output_size, n, k, s, pad, d)
+            t.exact(ours == (None if ref is None else ref[0]), f"Conv1d n={n} k={k} s={s} padding={pad!r} d={d}: {ours} vs {ref}")
+            strings += 1
     for nd, conv, grid in ((2, F.conv2d, _axis_grid(2, seed_stride=3)), (3, F.conv3d, _axis_grid(3, seed_stride=5))):
         for n, k, s, p, d in grid:
-            ours = _ours(lambda: tuple(conv_output_size(n[j], k[j], s[j], p[j], d[j]) for j in range(nd)))
+            ours = _ours(conv_output_shape, (1, 1, *n), 1, k, s, p, d)
             x, w = torch.zeros(1, 1, *n, dtype=DTYPE, device=device), torch.zeros(1, 1, *k, dtype=DTYPE, device=device)
-            t.exact(ours == _torch_size(conv, x.shape, x, w, stride=s, padding=p, dilation=d), f"Conv{nd}d {n} {k} {s} {p} {d}")
-    t.note(f"1-D grid: {valid:,} valid configurations of n≤12, k≤5, s≤4, p≤3, d≤3 (the rest must be refused by both)")
+            ref = _torch_size(conv, x.shape, x, w, stride=s, padding=p, dilation=d)
+            t.exact((None if ours is None else ours[2:]) == ref, f"Conv{nd}d {n} {k} {s} {p} {d}")
+            if s == (1,) * nd:
+                ours = _ours(conv_output_shape, (1, 1, *n), 1, k, s, "same", d)
+                ref = _torch_size(conv, x.shape, x, w, padding="same", dilation=d)
+                t.exact((None if ours is None else ours[2:]) == ref, f"Conv{nd}d same {n} {k} {d}")
+    t.note(f"1-D grid: {valid:,} valid configurations of n≤12, k≤5, s≤4, p≤3, d≤3 (the rest must be refused by both); "
+           f"{strings:,} with padding='valid'/'same'; 2-D/3-D with sizes that differ between axes")
     return t.verdict("exhaustive grids vs F.conv1d/2d/3d + sympy form", case_unit="comparisons")
 
 
@@ -600,7 +625,10 @@ def check_conv_output(device: str = "cpu"):
     "shape.transpose-output",
     title="Output size of a transposed convolution",
     chapter=2,
-    statement="ConvTranspose1d/2d/3d produce (n-1)s - 2p + d(k-1) + output_padding + 1 outputs per axis; for output_padding < s these are exactly the s input sizes that the forward convolution maps back to n.",
+    statement="ConvTranspose1d/2d/3d produce (n-1)s - 2p + d(k-1) + output_padding + 1 outputs per axis (values that differ between axes), and refuse when that is below 1; the sizes given by output_padding = 0, …, s-1 are exactly the input sizes m ≥ 1 that the forward convolution maps back to n: all s of m0, …, m0 + s - 1 (m0 the size at output_padding 0) when m0 ≥ 1, fewer when the padding pushes some below 1 (n = 1, k = 1, s = 3, p = 1 has only m = 1).",
+    parameters=("stride", "padding", "dilation", "output_padding", "per-axis sizes"),
+    reference="PyTorch F.conv_transpose1d/2d/3d output shapes; brute-force enumeration of the forward convolution's window count",
+    sympy_role="derived",
 )
 @_single_threaded
 def check_transpose_output(device: str = "cpu"):
@@ -608,7 +636,15 @@ def check_transpose_output(device: str = "cpu"):
     device = check_device(device)
     t = Tally()
     f = sp.lambdify([_SYMBOLS[c] for c in "nkspda"], conv_transpose_output_size_expr(), "math")
-    preimage = 0
+    preimage = short = 0
+    for n, k, s, p, d in itertools.product(range(1, 9), range(1, 5), range(1, 4), range(0, 4), range(1, 4)):
+        # brute force: every m whose window count, s·u + d(k-1) ≤ m + 2p - 1 for u = 0 … n-1 only, is n
+        brute = tuple(m for m in range(1, (n + 1) * s + d * k + 2) if sum(1 for u in range(m + 2 * p)
+                                                                           if s * u + d * (k - 1) <= m + 2 * p - 1) == n)
+        given = tuple(v for v in (_ours(conv_transpose_output_size, n, k, s, p, d, op) for op in range(s)) if v is not None)
+        t.exact(given == brute == forward_preimages(n, k, s, p, d),
+                f"preimages n={n} k={k} s={s} p={p} d={d}: transposed sizes {given}, brute force {brute}")
+        short += len(brute) < s
     for n, k, s, p, d, op in itertools.product(range(1, 9), range(1, 5), range(1, 4), range(0, 4), range(1, 4), range(0, 3)):
         ours = _ours(conv_transpose_output_size, n, k, s, p, d, op)
         x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
@@ -621,12 +657,13 @@ def check_transpose_output(device: str = "cpu"):
                 t.exact(_ours(conv_output_size, ours, k, s, p, d) == n, f"preimage n={n} k={k} s={s} p={p} d={d} op={op}")
     for nd, fn in ((2, F.conv_transpose2d), (3, F.conv_transpose3d)):
         for n, k, s, p, d in _axis_grid(nd, seed_stride=7, transposed=True):
-            op = tuple(min(sj, dj) - 1 for sj, dj in zip(s, d))
-            ours = _ours(lambda: tuple(conv_transpose_output_size(n[j], k[j], s[j], p[j], d[j], op[j]) for j in range(nd)))
+            op = tuple(max(sj, dj) - 1 for sj, dj in zip(s, d))
+            ours = _ours(conv_output_shape, (1, 1, *n), 1, k, s, p, d, 1, True, op)
             x, w = torch.zeros(1, 1, *n, dtype=DTYPE, device=device), torch.zeros(1, 1, *k, dtype=DTYPE, device=device)
             ref = _torch_size(fn, x.shape, x, w, stride=s, padding=p, output_padding=op, dilation=d)
-            t.exact(ours == ref, f"ConvTranspose{nd}d {n} {k} {s} {p} {d} {op}")
-    t.note(f"{preimage:,} transposed sizes checked to map back to n under the forward convolution")
+            t.exact((None if ours is None else ours[2:]) == ref, f"ConvTranspose{nd}d {n} {k} {s} {p} {d} {op}")
+    t.note(f"{preimage:,} transposed sizes checked to map back to n under the forward convolution; in {short:,} "
+           f"configurations the padding leaves fewer than s preimage sizes ≥ 1")
     return t.verdict("exhaustive grids vs F.conv_transpose1d/2d/3d + sympy form + preimage", case_unit="comparisons")
 
 
@@ -634,7 +671,9 @@ def check_transpose_output(device: str = "cpu"):
     "shape.pool-ceil-mode",
     title="Pooling output size, floor and ceil mode",
     chapter=2,
-    statement="MaxPool/AvgPool produce floor(q)+1 outputs, q = (n + 2p - d(k-1) - 1)/s, or with ceil_mode ceil(q)+1 minus one when the last window would start in the right padding; the naive ceil(q)+1 is wrong.",
+    statement="MaxPool/AvgPool produce floor(q)+1 outputs, q = (n + 2p - d(k-1) - 1)/s, for every n, k, s, d ≥ 1 and 0 ≤ p ≤ k/2 (values that differ between axes), or with ceil_mode ceil(q)+1 minus one when the last window would start in the right padding; the naive ceil(q)+1 is wrong.",
+    parameters=("ceil_mode", "stride", "padding", "dilation", "per-axis sizes"),
+    reference="PyTorch F.max_pool1d, F.avg_pool1d and nn.MaxPool2d output shapes",
 )
 @_single_threaded
 def check_pool_ceil_mode(device: str = "cpu"):
@@ -657,8 +696,9 @@ def check_pool_ceil_mode(device: str = "cpu"):
     for n, k, s, p, d in _axis_grid(2, seed_stride=11, pool=True):
         for ceil in (False, True):
             x = torch.zeros(1, 1, *n, dtype=DTYPE, device=device)
-            ours = _ours(lambda: tuple(pool_output_size(n[j], k[j], s[j], p[j], d[j], ceil) for j in range(2)))
-            t.exact(ours == _torch_size(F.max_pool2d, x.shape, x, k, s, p, d, ceil_mode=ceil), f"MaxPool2d {n} {k} {s} {p} {d}")
+            ours = _ours(layer_output_shape, nn.MaxPool2d(k, s, p, d, ceil_mode=ceil), (1, 1, *n))
+            t.exact((None if ours is None else ours[2:]) == _torch_size(F.max_pool2d, x.shape, x, k, s, p, d, ceil_mode=ceil),
+                    f"MaxPool2d {n} {k} {s} {p} {d} ceil={ceil}")
     t.exact(naive_wrong > 0, "the naive ceil formula should be wrong somewhere")
     t.note(f"the naive ceil(q)+1 disagrees with PyTorch in {naive_wrong} ceil-mode configurations of the 1-D grid")
     return t.verdict("exhaustive grids vs F.max_pool1d/2d, F.avg_pool1d", case_unit="comparisons")
@@ -668,7 +708,9 @@ def check_pool_ceil_mode(device: str = "cpu"):
     "shape.same-padding",
     title="'same' padding, including the asymmetric case",
     chapter=2,
-    statement="padding='same' (stride 1) pads d(k-1) zeros in total, floor(d(k-1)/2) on the left and the rest on the right; PyTorch's output equals the convolution of the input padded that way, and PyTorch refuses strided 'same'.",
+    statement="padding='same' (stride 1) pads d(k-1) zeros in total, floor(d(k-1)/2) on the left and the rest on the right, for every k, d ≥ 1 and per axis; PyTorch's output equals the convolution of the input padded that way, and PyTorch refuses strided 'same'. For s ≥ 2, TensorFlow's 'SAME' padding (given the size n) is the smallest total that yields ceil(n/s) outputs, split the same way.",
+    parameters=("kernel_size", "dilation", "stride"),
+    reference="PyTorch F.conv1d/2d(padding='same') outputs, float64",
 )
 @_single_threaded
 def check_same_padding(device: str = "cpu"):
@@ -682,7 +724,10 @@ def check_same_padding(device: str = "cpu"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = F.conv1d(x, w, padding="same", dilation=d)
-        ours = F.conv1d(F.pad(x, (left, right)), w, dilation=d)
+        ours = _run_or_none(lambda: F.conv1d(F.pad(x, (left, right)), w, dilation=d))
+        if ours is None:
+            t.exact(False, f"same n={n} k={k} d={d}: pads ({left},{right}) leave no output")
+            continue
         t.close(ours, ref, f"same n={n} k={k} d={d} pads=({left},{right})")
     for kh, kw in itertools.product(range(1, 5), repeat=2):
         (t0, b0), (l0, r0) = same_padding(kh), same_padding(kw, 1, 2)
@@ -691,15 +736,22 @@ def check_same_padding(device: str = "cpu"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ref = F.conv2d(x, w, padding="same", dilation=(1, 2))
-        t.close(F.conv2d(F.pad(x, (l0, r0, t0, b0)), w, dilation=(1, 2)), ref, f"same 2-D k=({kh},{kw})")
+        ours = _run_or_none(lambda: F.conv2d(F.pad(x, (l0, r0, t0, b0)), w, dilation=(1, 2)))
+        if ours is None:
+            t.exact(False, f"same 2-D k=({kh},{kw}): no output")
+            continue
+        t.close(ours, ref, f"same 2-D k=({kh},{kw})")
     # strided: PyTorch refuses 'same'; TensorFlow-style padding gives ceil(n/s) outputs
     for n, k, s, d in itertools.product(range(1, 10), range(1, 5), range(2, 4), range(1, 3)):
         x, w = torch.zeros(1, 1, n, dtype=DTYPE, device=device), torch.zeros(1, 1, k, dtype=DTYPE, device=device)
         t.exact(_torch_size(F.conv1d, x.shape, x, w, stride=s, padding="same") is None, f"torch refuses strided same s={s}")
         t.exact(_ours(same_padding, k, s, d) is None, f"same_padding without size refuses s={s}")
         left, right = same_padding(k, s, d, size=n)
-        ref = F.conv1d(F.pad(x, (left, right)), w, stride=s, dilation=d).shape[-1]
-        t.exact(ref == -(-n // s) and 0 <= right - left <= 1, f"TF same n={n} k={k} s={s} d={d}")
+        out = _torch_size(F.conv1d, x.shape, F.pad(x, (left, right)), w, stride=s, dilation=d)
+        # the smallest total padding that gives ceil(n/s) outputs: one zero less gives fewer (or none)
+        less = _torch_size(F.conv1d, x.shape, F.pad(x, (left, right - 1)), w, stride=s, dilation=d) if right else None
+        t.exact(out == (-(-n // s),) and 0 <= right - left <= 1 and (right == 0 or less is None or less[0] < -(-n // s)),
+                f"TF same n={n} k={k} s={s} d={d}: pads ({left},{right}) give {out}, one less gives {less}")
     return t.verdict("F.conv1d/2d(padding='same') vs explicit (left, right) padding; strided refusals", dtype="float64")
 
 
@@ -708,6 +760,8 @@ def check_same_padding(device: str = "cpu"):
     title="Validity rules: convbook refuses exactly where PyTorch refuses",
     chapter=2,
     statement="conv_output_size, conv_transpose_output_size, pool_output_size and conv_output_shape raise ValueError exactly on the configurations (non-positive sizes, kernel larger than padded input, output < 1, output_padding ≥ both stride and dilation, pool padding > k/2, groups not dividing channels) where PyTorch raises.",
+    parameters=("kernel fit", "output_padding", "pool padding", "groups"),
+    reference="PyTorch raising (RuntimeError/ValueError) on the same configurations",
 )
 @_single_threaded
 def check_validity_rules(device: str = "cpu"):
@@ -750,7 +804,9 @@ def check_validity_rules(device: str = "cpu"):
     "shape.trace",
     title="trace_shapes predicts every layer's output shape",
     chapter=2,
-    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for ResNet bottlenecks, a DenseNet-style block (torch.cat) and random conv/pool stacks.",
+    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for ResNet bottlenecks, a DenseNet-style block (torch.cat) and random conv/pool stacks with pooling ceil_mode and transposed output_padding.",
+    parameters=("ceil_mode", "output_padding"),
+    reference="running the model (torch.fx interpreter)",
 )
 @_single_threaded
 def check_trace(device: str = "cpu"):
@@ -801,6 +857,9 @@ def check_trace(device: str = "cpu"):
     title="Dumoulin & Visin relationships 1–4: unit strides",
     chapter=2,
     statement="With s = 1: o = i - k + 1 (no padding, rel. 1), o = i - k + 2p + 1 (rel. 2), o = i for k odd and p = floor(k/2) (rel. 3), o = i + k - 1 for p = k - 1 (rel. 4).",
+    parameters=("padding",),
+    reference="Dumoulin & Visin's printed relationships and PyTorch F.conv1d",
+    sympy_role="proven for symbolic sizes",
 )
 @_single_threaded
 def check_dv_unit_stride(device: str = "cpu"):
@@ -812,6 +871,9 @@ def check_dv_unit_stride(device: str = "cpu"):
     title="Dumoulin & Visin relationships 5–7: strides and pooling",
     chapter=2,
     statement="o = floor((i - k)/s) + 1 without padding (rel. 5), o = floor((i + 2p - k)/s) + 1 with padding (rel. 6), and pooling follows rel. 5 (rel. 7).",
+    parameters=("stride",),
+    reference="Dumoulin & Visin's printed relationships and PyTorch F.conv1d/F.max_pool1d",
+    sympy_role="proven for symbolic sizes",
 )
 @_single_threaded
 def check_dv_strided(device: str = "cpu"):
@@ -823,6 +885,9 @@ def check_dv_strided(device: str = "cpu"):
     title="Dumoulin & Visin relationships 8–14: transposed convolutions",
     chapter=2,
     statement="The transposed counterparts: o' = i' + k - 1 (rel. 8), i' + k - 2p - 1 (rel. 9), i' (rel. 10), i' - k + 1 (rel. 11), s(i' - 1) + k (rel. 12), s(i' - 1) + k - 2p (rel. 13), s(i' - 1) + a + k - 2p with a = (i + 2p - k) mod s (rel. 14).",
+    parameters=("output_padding",),
+    reference="Dumoulin & Visin's printed relationships and PyTorch F.conv_transpose1d",
+    sympy_role="proven for symbolic sizes",
 )
 @_single_threaded
 def check_dv_transposed(device: str = "cpu"):
@@ -834,6 +899,9 @@ def check_dv_transposed(device: str = "cpu"):
     title="Dumoulin & Visin relationship 15: dilated convolutions",
     chapter=2,
     statement="A dilated convolution has o = floor((i + 2p - k - (k - 1)(d - 1))/s) + 1 outputs: the kernel acts as one of size k + (k-1)(d-1).",
+    parameters=("dilation",),
+    reference="Dumoulin & Visin's printed relationship and PyTorch F.conv1d",
+    sympy_role="proven for symbolic sizes",
 )
 @_single_threaded
 def check_dv_dilated(device: str = "cpu"):
