@@ -389,7 +389,7 @@ def test_macs_match_flop_counter_per_module_and_in_total(reviews, name):
 FIELD_CASES = [
     ("preact", "block2.conv2"), ("preact", "block2.conv1"), ("unet", None), ("unet", "mid.0"), ("unet", "dec2.0"),
     ("dcgan-d", None), ("dcgan-d", "3"), ("grid-222", None), ("grid-124", None), ("grid-14", None), ("same-even", None),
-    ("shared", None), ("aspp", "branches.3.0"), ("control-flow", None), ("layer-scale", "dw"),
+    ("shared", None), ("aspp", "branches.3.0"), ("control-flow", None), ("layer-scale", "dw"), ("layer-scale", None),
 ]
 
 

@@ -329,10 +329,20 @@ def call_macs(c: Call) -> int:
 
 
 def receptive_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
-    """``(field, note)`` for every call: ``field`` a tuple of :class:`AxisField` per spatial axis, or
-    ``None`` with ``note`` naming the global operation (or saying the field is not tracked)."""
+    """``(field, note)`` for every call: ``field`` a tuple of :class:`AxisField`, one per spatial axis
+    in the order the axes have in the call's output (channels-last layouts included), or ``None``
+    with ``note`` naming the global operation (or saying the field is not tracked)."""
+    out = []
+    for layout, note in _layout_fields(graph):
+        out.append((None, note) if layout is None else (tuple(f for f in layout if f is not None), note))
+    return out
+
+
+def _layout_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
+    """Per call, the field of each axis of its (first) output: an :class:`AxisField` for a spatial
+    axis, ``None`` for batch/channel/feature axes; or ``None`` and a note."""
     nd = len(graph.input_shape) - 2
-    start = tuple(_UNIT for _ in range(nd))
+    start = (None, None) + tuple(_UNIT for _ in range(nd))
     res: list[tuple[tuple | None, str]] = []
 
     def of(src):
@@ -343,18 +353,119 @@ def receptive_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
     for c in graph.calls:
         ins = [(of(src), shape) for src, shape in zip(c.inputs, c.input_shapes) if src is not None]
         if not ins:
-            res.append((None, f"not tracked: {c.name} reads no traced tensor"))
+            res.append((None, f"not tracked: {_where(c)} reads no traced tensor"))
             continue
         whole = next((n for (f, n), _ in ins if f is None and n.startswith("whole input")), None)
         if whole is not None:
             res.append((None, whole))
             continue
-        tracked = [(f, shape) for (f, note), shape in ins if f is not None and len(shape) == nd + 2]
+        tracked = [(f, shape) for (f, note), shape in ins if f is not None and len(f) == len(shape)]
         if not tracked:
             res.append((None, next(n for (f, n), _ in ins)))
             continue
-        res.append(_field_step(c, tracked, nd))
+        res.append(_layout_step(c, tracked, nd))
     return res
+
+
+_LAYOUT_OPS = {"permute", "transpose", "movedim", "squeeze", "unsqueeze", "t"}
+
+
+def _standard(layout, nd: int) -> bool:
+    return (len(layout) == nd + 2 and layout[0] is None and layout[1] is None
+            and all(f is not None for f in layout[2:]))
+
+
+def _layout_step(c: Call, tracked, nd: int):
+    """Field of call ``c``: layout operations move the axes' fields; calls on the standard
+    ``(N, C, *spatial)`` layout go through :func:`_field_step`; on other layouts (channels-last)
+    per-position layers keep the fields and anything else is not tracked."""
+    kind, out = c.kind, c.output_shape
+    lay0, s0 = tracked[0]
+    where = _where(c)
+    if out is None:
+        return None, f"not tracked past {where} ({kind} has no tensor output)"
+    if kind in _LAYOUT_OPS:
+        lay = list(lay0)
+        n = len(lay)
+        if kind == "permute":
+            dims = c.args[1:] if len(c.args) > 2 else _arg(c, 1, "dims")
+            dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+            new = [lay[d % n] for d in dims]
+        elif kind in {"transpose", "t"}:
+            a, b = (_arg(c, 1, "dim0", 0), _arg(c, 2, "dim1", 1)) if kind == "transpose" else (0, 1)
+            lay[a % n], lay[b % n] = lay[b % n], lay[a % n]
+            new = lay
+        elif kind == "movedim":
+            src, dst = _arg(c, 1, "source"), _arg(c, 2, "destination")
+            src, dst = (src,) if isinstance(src, int) else src, (dst,) if isinstance(dst, int) else dst
+            order = [i for i in range(n) if i not in {x % n for x in src}]
+            for sdim, ddim in sorted(zip((x % n for x in src), (x % len(out) for x in dst)), key=lambda t: t[1]):
+                order.insert(ddim, sdim)
+            new = [lay[i] for i in order]
+        elif kind == "squeeze":
+            dims = _arg(c, 1, "dim")
+            chosen = set(range(n)) if dims is None else {d % n for d in _as_tuple(dims)}
+            kept = [i for i in range(n) if not (s0[i] == 1 and i in chosen)]
+            new = [lay[i] for i in kept]
+        else:  # unsqueeze
+            d = _arg(c, 1, "dim") % (n + 1)
+            new = lay[:d] + [None] + lay[d:]
+        if len(new) != len(out):
+            return None, f"not tracked past {where} ({kind})"
+        return tuple(new), ""
+    if all(_standard(lay, nd) for lay, _ in tracked) and len(out) == nd + 2 and not _is_layout_free(c):
+        f, note = _field_step(c, [(lay[2:], shape) for lay, shape in tracked], nd)
+        return (None if f is None else (None, None) + tuple(f)), note
+    # a non-standard layout (e.g. channels-last), or an output that is not (N, C, *spatial)
+    m = c.module
+    if isinstance(m, nn.Linear) or kind == "linear":
+        if lay0[-1] is None and len(out) == len(lay0):
+            return lay0, ""
+        return None, f"not tracked past {where} (a linear map over a spatial axis)"
+    if isinstance(m, nn.LayerNorm) or kind == "layer_norm":
+        ns = tuple(m.normalized_shape) if m is not None else tuple(_arg(c, 1, "normalized_shape", ()))
+        if any(f is not None for f in lay0[len(lay0) - len(ns):]):
+            return None, f"whole input: {where} (LayerNorm over spatial axes)"
+        return lay0, ""
+    if isinstance(m, nn.RNNBase):
+        if any(f is not None for f in lay0):
+            return None, f"whole input: {where} ({kind} runs along a spatial axis)"
+        return None, f"not tracked past {where} ({kind})"
+    same = [lay for lay, shape in tracked if tuple(shape) == tuple(out)]
+    if same and all(lay == same[0] or _same_axes(lay, same[0]) for lay in same):
+        if len(same[0]) != len(out):
+            return None, f"not tracked past {where} ({kind})"
+        joined = _combine_layouts(same)
+        if joined is None:
+            return None, f"not tracked past {where} (its inputs have different jumps)"
+        return joined, ""
+    return None, f"not tracked past {where} ({kind} changes the layout)"
+
+
+def _as_tuple(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,)
+
+
+def _is_layout_free(c: Call) -> bool:
+    """Calls whose meaning does not depend on which axes are spatial are handled by the layout rules."""
+    return isinstance(c.module, (nn.Linear, nn.RNNBase)) or c.kind == "linear"
+
+
+def _same_axes(a, b) -> bool:
+    return len(a) == len(b) and all((x is None) == (y is None) for x, y in zip(a, b))
+
+
+def _combine_layouts(layouts):
+    spatial = [i for i, f in enumerate(layouts[0]) if f is not None]
+    if not spatial:
+        return layouts[0]
+    joined = _combine([tuple(lay[i] for i in spatial) for lay in layouts])
+    if joined is None:
+        return None
+    out = list(layouts[0])
+    for i, f in zip(spatial, joined):
+        out[i] = f
+    return tuple(out)
 
 
 # ==================================================================================== findings
