@@ -16,8 +16,14 @@ NOTEBOOKS = $(wildcard notebooks/*.ipynb) $(wildcard book/*.ipynb)
 HTML     ?= _build/html
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# `make lab` only: JupyterLab is installed into .venv on first use, pinned, and constrained to requirements.txt's
+# pins (it adds packages, never changes one the book uses); `make test`/`make book` never install it.
+JUPYTERLAB := 4.6.4
+LAB_DIR    ?= notebooks
+LAB_ARGS   ?=
+LAB_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: bench-gpu help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
+.PHONY: bench-gpu lab help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -36,6 +42,14 @@ book: $(STAMP) ## build the HTML book into _build/html (strict: any Sphinx warni
 	$(PY) tools/nb.py check
 	$(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "open $(CURDIR)/_build/html/index.html"
+
+lab: $(STAMP) ## open the chapters in JupyterLab, running on the book's environment (.venv); LAB_ARGS="--no-browser" etc.
+	@$(PY) -c 'import sys, jupyterlab; sys.exit(jupyterlab.__version__ != "$(JUPYTERLAB)")' 2>/dev/null || { \
+	  echo "installing jupyterlab==$(JUPYTERLAB) into $(VENV) (once)"; \
+	  grep -v '^-e' requirements.txt > $(VENV)/lab-constraints.txt && \
+	  $(PY) -m pip install --quiet "jupyterlab==$(JUPYTERLAB)" -c $(VENV)/lab-constraints.txt; }
+	@echo "JupyterLab on $(VENV) (kernel: Python 3, the book's environment); open a chapter in $(LAB_DIR)/ and run it"
+	$(VENV)/bin/jupyter lab $(LAB_DIR) $(LAB_ROOT) $(LAB_ARGS)
 
 test: $(STAMP) chromium ## everything CI runs: notebook sync, lib tests, nbval, strict book build, then the built book in Chromium
 	$(PY) tools/nb.py check
@@ -76,6 +90,7 @@ verify: $(STAMP) ## run every claim and print the ledger (ARGS="--chapter 1", "-
 	$(PY) -m convbook verify $(ARGS)
 
 freeze: $(STAMP) ## rewrite requirements.txt from the current environment
+	@! $(PY) -c 'import jupyterlab' 2>/dev/null || { echo "make freeze: $(VENV) has JupyterLab from make lab, which the book does not need; freeze from a fresh .venv (rm -rf $(VENV); make venv)"; exit 1; }
 	@{ sed -n '1,2p' requirements.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/'; echo "-e ."; } > requirements.tmp && mv requirements.tmp requirements.txt
 
 bench-gpu: $(STAMP) ## on a CUDA machine: every benchmark suite and every claim on the GPU; commit what lands in notebooks/data/
