@@ -186,35 +186,100 @@ def test_invalid_inputs_raise_clear_errors():
 # --- planted failures -----------------------------------------------------------------------
 
 
-def _params_without_groups(in_channels, out_channels, kernel_size, groups=1, bias=True):
-    ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-    return math.prod(ks) * in_channels * out_channels + (out_channels if bias else 0)
+_true_conv_params = cost.conv_params
+
+
+def _params_without_groups(in_channels, out_channels, kernel_size, groups=1, bias=True, ndim=None):
+    return _true_conv_params(in_channels, out_channels, kernel_size, 1, bias, ndim)
+
+
+def _params_axis0(in_channels, out_channels, kernel_size, groups=1, bias=True, ndim=None):
+    """Axis 0's kernel size on every axis."""
+    if isinstance(kernel_size, tuple):
+        ndim, kernel_size = len(kernel_size), kernel_size[0]
+    return _true_conv_params(in_channels, out_channels, kernel_size, groups, bias, ndim)
+
+
+def _params_bias_always(in_channels, out_channels, kernel_size, groups=1, bias=True, ndim=None):
+    return _true_conv_params(in_channels, out_channels, kernel_size, groups, True, ndim)
 
 
 _true_conv_macs = cost.conv_macs
 
 
+def _macs(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0, ndim=None):
+    return _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
+
+
 def _macs_transposed_at_outputs(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False,
-                                output_padding=0):
-    macs = _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding)
+                                output_padding=0, ndim=None):
+    macs = _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
     if not transposed:
         return macs
-    out = cost.conv_out_size(n, k, stride, padding, dilation, True, output_padding)
+    out = cost.conv_out_size(n, k, stride, padding, dilation, True, output_padding, ndim)
     nin = (n,) * len(out) if isinstance(n, int) else tuple(n)
     return macs * math.prod(out) // math.prod(nin)
 
 
-def _macs_with_bias(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
-    out = cost.conv_out_size(n, k, stride, padding, dilation, transposed, output_padding)
-    return _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding) + c_out * math.prod(out)
+def _macs_with_bias(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0, ndim=None):
+    out = cost.conv_out_size(n, k, stride, padding, dilation, transposed, output_padding, ndim)
+    return _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim) + c_out * math.prod(out)
 
 
-def _macs_ignoring_stride(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
-    return _true_conv_macs(c_in, c_out, k, n, 1, padding, dilation, groups, transposed, output_padding)
+def _macs_ignoring_stride(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0,
+                          ndim=None):
+    if transposed:
+        return _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
+    return _macs(c_in, c_out, k, n, 1, padding, dilation, groups, transposed, output_padding, ndim)
 
 
-def _macs_ignoring_groups(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0):
-    return groups * _true_conv_macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding)
+def _macs_ignoring_groups(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0,
+                          ndim=None):
+    return groups * _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
+
+
+def _macs_ignoring_padding(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0,
+                           ndim=None):
+    if isinstance(padding, str) or transposed:
+        return _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
+    try:
+        return _macs(c_in, c_out, k, n, stride, 0, dilation, groups, transposed, output_padding, ndim)
+    except ValueError:
+        return 0
+
+
+def _macs_ignoring_dilation(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0,
+                            ndim=None):
+    return _macs(c_in, c_out, k, n, stride, padding, 1, groups, transposed, output_padding, ndim)
+
+
+def _macs_same_as_valid(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0,
+                        ndim=None):
+    padding = "valid" if padding == "same" else padding
+    try:
+        return _macs(c_in, c_out, k, n, stride, padding, dilation, groups, transposed, output_padding, ndim)
+    except ValueError:
+        return 0
+
+
+def _macs_axis0(c_in, c_out, k, n, stride=1, padding=0, dilation=1, groups=1, transposed=False, output_padding=0, ndim=None):
+    """Axis 0's kernel, stride, padding, dilation and size on every axis."""
+    first = lambda v: v if isinstance(v, (int, str)) else tuple(v)[0]
+    nd = next((len(v) for v in (k, n, stride, padding, dilation) if not isinstance(v, (int, str))), ndim or 2)
+    try:
+        return _macs(c_in, c_out, first(k), first(n), first(stride), first(padding), first(dilation), groups, transposed,
+                     first(output_padding), nd)
+    except ValueError:
+        return 0
+
+
+_true_params_once = cost._params_once
+
+
+def _params_every_call(model, records, rows):
+    """The old profile(): every call of a layer adds its parameters again."""
+    _, seen = _true_params_once(model, records, rows)
+    return rows, seen
 
 
 def _delta_four_times(layers=(3, 4, 6, 3), image=224):
@@ -240,23 +305,46 @@ def _chain_values_at_input_size(convs):
     return _ORIG_CHAIN_VALUES([dict(row, output_size=row["input_size"]) for row in convs])
 
 
+_C = "convbook.cost:"
+
 PLANTS = [
-    Plant("cost.network-complexity", "C_(l-1) dropped", {"convbook.cost:network_complexity": _complexity_without_input_channels}),
-    Plant("cost.network-complexity", "M_l taken at the input", {"convbook.cost:chain_values": _chain_values_at_input_size}),
-    Plant("cost.conv-params", "groups ignored", {"convbook.cost:conv_params": _params_without_groups}),
-    Plant("cost.conv-macs", "transposed counted at output positions", {"convbook.cost:conv_macs": _macs_transposed_at_outputs}),
+    Plant("cost.network-complexity", "C_(l-1) dropped", {_C + "network_complexity": _complexity_without_input_channels},
+          parameter="input channels"),
+    Plant("cost.network-complexity", "M_l taken at the input", {_C + "chain_values": _chain_values_at_input_size},
+          parameter="output size"),
+    Plant("cost.conv-params", "groups ignored", {_C + "conv_params": _params_without_groups}, parameter="groups"),
+    Plant("cost.conv-params", "axis 0's kernel size on every axis", {_C + "conv_params": _params_axis0},
+          parameter="per-axis kernel"),
+    Plant("cost.conv-params", "bias always counted", {_C + "conv_params": _params_bias_always}, parameter="bias"),
+    Plant("cost.conv-macs", "transposed counted at output positions", {_C + "conv_macs": _macs_transposed_at_outputs},
+          parameter="transposed"),
+    Plant("cost.conv-macs", "groups ignored", {_C + "conv_macs": _macs_ignoring_groups}, parameter="groups"),
+    Plant("cost.conv-macs", "stride ignored", {_C + "conv_macs": _macs_ignoring_stride}, parameter="stride"),
+    Plant("cost.conv-macs", "padding ignored", {_C + "conv_macs": _macs_ignoring_padding}, parameter="padding"),
+    Plant("cost.conv-macs", "dilation ignored", {_C + "conv_macs": _macs_ignoring_dilation}, parameter="dilation"),
+    Plant("cost.conv-macs", "'same' read as no padding", {_C + "conv_macs": _macs_same_as_valid}, parameter="padding strings"),
+    Plant("cost.conv-macs", "axis 0's values on every axis", {_C + "conv_macs": _macs_axis0}, parameter="per-axis sizes"),
     Plant("cost.depthwise-ratio", "1/k instead of 1/k^2",
-          {"convbook.cost:separable_ratio": lambda c_in, c_out, k: Fraction(1, c_out) + Fraction(1, k)}),
-    Plant("cost.profile-totals", "bias additions counted as MACs", {"convbook.cost:conv_macs": _macs_with_bias}),
+          {_C + "separable_ratio": lambda c_in, c_out, k: Fraction(1, c_out) + Fraction(1, k)}, parameter="kernel_size"),
+    Plant("cost.depthwise-ratio", "1/C_in instead of 1/C_out",
+          {_C + "separable_ratio": lambda c_in, c_out, k: Fraction(1, c_in) + Fraction(1, k * k)}, parameter="C_out"),
+    Plant("cost.profile-totals", "bias additions counted as MACs", {_C + "conv_macs": _macs_with_bias}, parameter="bias"),
+    Plant("cost.profile-totals", "transposed counted at output positions", {_C + "conv_macs": _macs_transposed_at_outputs},
+          parameter="transposed"),
+    Plant("cost.profile-totals", "parameters counted at every call", {_C + "_params_once": _params_every_call},
+          parameter="repeated calls"),
+    Plant("cost.profile-totals", "parameters of non-leaf modules dropped", {_C + "_params_outside": lambda model, seen: 0},
+          parameter="non-leaf parameters"),
     Plant("cost.torchvision-params", "running statistics counted as parameters",
-          {"convbook.cost:bn_params": lambda channels, affine=True: 4 * channels}),
-    Plant("cost.torchvision-gflops", "stride ignored", {"convbook.cost:conv_macs": _macs_ignoring_stride}),
-    Plant("cost.resnet-table1", "stride ignored", {"convbook.cost:conv_macs": _macs_ignoring_stride}),
-    Plant("cost.resnet50-stride-placement", "4H^2 instead of 3H^2", {"convbook.cost:bottleneck_stride_delta": _delta_four_times}),
-    Plant("cost.resnext-table1", "groups ignored in MACs", {"convbook.cost:conv_macs": _macs_ignoring_groups}),
-    Plant("cost.mobilenet-v1", "groups ignored in MACs", {"convbook.cost:conv_macs": _macs_ignoring_groups}),
+          {_C + "bn_params": lambda channels, affine=True: 4 * channels}, parameter="batch norm"),
+    Plant("cost.torchvision-gflops", "stride ignored", {_C + "conv_macs": _macs_ignoring_stride}, parameter="stride"),
+    Plant("cost.resnet-table1", "stride ignored", {_C + "conv_macs": _macs_ignoring_stride}, parameter="stride"),
+    Plant("cost.resnet50-stride-placement", "4H^2 instead of 3H^2", {_C + "bottleneck_stride_delta": _delta_four_times},
+          parameter="stride placement"),
+    Plant("cost.resnext-table1", "groups ignored in MACs", {_C + "conv_macs": _macs_ignoring_groups}, parameter="groups"),
+    Plant("cost.mobilenet-v1", "groups ignored in MACs", {_C + "conv_macs": _macs_ignoring_groups}, parameter="groups"),
     Plant("cost.mobilenet-v1-table2", "FC bias counted as a weight",
-          {"convbook.cost:linear_params": lambda a, b, bias=True: _true_linear_params(a, b, True)}),
+          {_C + "linear_params": lambda a, b, bias=True: _true_linear_params(a, b, True)}, parameter="bias"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

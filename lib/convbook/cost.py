@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Sequence
@@ -301,21 +302,8 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), byt
         raise ValueError(f"bytes_per_element must be >= 1, got {bytes_per_element}")
     shape = tuple(as_int(v, f"input_shape[{j}]", 1) for j, v in enumerate(input_shape))
     records = _trace(model, shape)
-    # parameters count once: by identity, through their names (the hook trace runs on a copy with the same names)
-    by_name = dict(model.named_parameters(remove_duplicate=False))
-    seen: set[int] = set()
-    rows = []
-    for name, mod, i, o in records:
-        row = _cost(name, mod, i, o, bytes_per_element)
-        prefix = f"{name}." if name else ""
-        own = [by_name[prefix + pn] for pn, _ in mod.named_parameters(remove_duplicate=False) if prefix + pn in by_name]
-        unseen = [q for q in own if id(q) not in seen]
-        if len({id(q) for q in unseen}) != len({id(q) for q in own}):  # a repeated call or a shared parameter
-            row = dataclasses.replace(row, params=sum(q.numel() for q in {id(q): q for q in unseen}.values()))
-        seen.update(id(q) for q in own)
-        rows.append(row)
-    extra = sum(q.numel() for q in model.parameters() if id(q) not in seen)
-    return Profile(tuple(rows), bytes_per_element, extra)
+    rows, seen = _params_once(model, records, [_cost(name, mod, i, o, bytes_per_element) for name, mod, i, o in records])
+    return Profile(tuple(rows), bytes_per_element, _params_outside(model, seen))
 
 
 def flop_counter_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> dict[str, int]:
@@ -429,7 +417,9 @@ def plot_flops_vs_memory(prof: Profile, ax=None, title: str = "ResNet-50"):
     "cost.conv-params",
     title="Parameters of a convolution",
     chapter=4,
-    statement="A convolution with kernel k (per axis), C_in inputs, C_out outputs and g groups has Π k · C_in C_out / g weights, plus C_out with a bias; the same for its transpose.",
+    statement="A 1-, 2- or 3-D convolution with kernel k (per axis, sizes that may differ between axes; an int k means k on every axis), C_in inputs, C_out outputs and g groups (any channel multipliers C_in/g, C_out/g, depthwise included) has Π k · C_in C_out / g weights, plus C_out with a bias; the same for its transpose.",
+    parameters=("groups", "per-axis kernel", "bias"),
+    reference="sum(p.numel()) of nn.Conv1d/2d/3d and nn.ConvTranspose1d/2d/3d",
 )
 def check_conv_params(device: str = "cpu"):
     """Random 1-D/2-D/3-D, grouped, depthwise, transposed layers built on the meta device."""
@@ -448,6 +438,9 @@ def check_conv_params(device: str = "cpu"):
         layer = cls(c_in, c_out, ks, groups=g, bias=bias, device="meta")
         t.exact(conv_params(c_in, c_out, ks, groups=g, bias=bias) == models.count_params(layer),
                 f"{cls.__name__} {c_in}->{c_out} k={ks} g={g} bias={bias}")
+        square = cls(c_in, c_out, ks[0], groups=g, bias=bias, device="meta")  # an int kernel size: every axis
+        t.exact(conv_params(c_in, c_out, ks[0], groups=g, bias=bias, ndim=nd) == models.count_params(square),
+                f"{cls.__name__} {c_in}->{c_out} k={ks[0]} (int) g={g} bias={bias}")
     for case in range(20):
         a, b, bias = randint(1, 300, gen), randint(1, 300, gen), bool(case % 2)
         t.exact(linear_params(a, b, bias) == models.count_params(nn.Linear(a, b, bias=bias, device="meta")), "linear")
@@ -460,7 +453,9 @@ def check_conv_params(device: str = "cpu"):
     "cost.conv-macs",
     title="Multiply-accumulates of a convolution",
     chapter=4,
-    statement="A convolution costs Π n_out · Π k · C_in C_out / g multiply-accumulates per sample (a transposed one Π n_in · Π k · C_in C_out / g); FlopCounterMode reports twice that.",
+    statement="A 1-, 2- or 3-D convolution costs Π n_out · Π k · C_in C_out / g multiply-accumulates per sample (a transposed one Π n_in · Π k · C_in C_out / g, not scaled by Π s), for every stride, padding (ints or 'same'/'valid'), dilation and groups with channel multipliers, with sizes that differ between axes; FlopCounterMode reports twice that.",
+    parameters=("groups", "stride", "padding", "dilation", "padding strings", "per-axis sizes", "transposed"),
+    reference="torch.utils.flop_counter.FlopCounterMode",
 )
 def check_conv_macs(device: str = "cpu"):
     """Random layers on the meta device: conv_macs × batch × 2 vs FlopCounterMode's count."""
@@ -491,6 +486,14 @@ def check_conv_macs(device: str = "cpu"):
             layer(torch.empty(batch, c_in, *n, device="meta"))
         ours = batch * conv_macs(c_in, c_out, ks, n, s, p, d, g, transposed=transposed)
         t.exact(2 * ours == counter.get_total_flops(), f"{cls.__name__} {c_in}->{c_out} k={ks} s={s} p={p} d={d} g={g} n={n}")
+        if not transposed:  # the padding strings of nn.ConvNd ('same' needs stride 1)
+            for pad, st in (("same", 1), ("valid", s)):
+                layer = cls(c_in, c_out, ks, stride=st, padding=pad, dilation=d, groups=g, device="meta")
+                with FlopCounterMode(display=False) as counter, warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    layer(torch.empty(batch, c_in, *n, device="meta"))
+                ours = batch * conv_macs(c_in, c_out, ks, n, st, pad, d, g)
+                t.exact(2 * ours == counter.get_total_flops(), f"{cls.__name__} padding={pad!r} k={ks} d={d} n={n}")
     for case in range(4):
         a, b, rows = randint(1, 64, gen), randint(1, 64, gen), randint(1, 5, gen)
         with FlopCounterMode(display=False) as counter:
@@ -503,7 +506,10 @@ def check_conv_macs(device: str = "cpu"):
     "cost.depthwise-ratio",
     title="Depthwise separable vs standard convolution",
     chapter=4,
-    statement="A k×k depthwise convolution followed by a 1×1 pointwise one costs 1/C_out + 1/k² of a standard k×k convolution with the same input, output and stride.",
+    statement="A k×k depthwise convolution followed by a 1×1 pointwise one costs 1/C_out + 1/k² of a standard k×k convolution with the same input, output and stride, for every k, C_in, C_out ≥ 1.",
+    parameters=("kernel_size", "C_out"),
+    reference="exact ratio of FlopCounterMode counts",
+    sympy_role="proven for symbolic sizes",
 )
 def check_depthwise_ratio(device: str = "cpu"):
     """sympy from the per-layer cost definitions, then exact Fractions of FlopCounterMode counts."""
@@ -535,16 +541,43 @@ def check_depthwise_ratio(device: str = "cpu"):
     "cost.profile-totals",
     title="A per-layer profile adds up to FlopCounterMode and sum(p.numel())",
     chapter=4,
-    statement="Summing the per-layer formulas over ResNet-50 and MobileNet v2 gives exactly FlopCounterMode's FLOPs / 2 and the models' parameter counts.",
+    statement="Summing the per-layer formulas over ResNet-50, MobileNet v2, VGG-16, a DCGAN-style generator of transposed convolutions and a model that calls one layer three times and holds a layer-scale parameter on a block gives exactly FlopCounterMode's FLOPs (MACs counted per call) and the models' parameter counts sum(p.numel()) (each parameter once).",
+    parameters=("bias", "transposed", "repeated calls", "non-leaf parameters"),
+    reference="torch.utils.flop_counter.FlopCounterMode and sum(p.numel() for p in model.parameters())",
 )
 def check_profile_totals(device: str = "cpu"):
     t = Tally()
-    for name in ("resnet50", "mobilenet_v2", "vgg16"):
-        m = models.build(name)
-        prof = profile(m, (1, 3, 224, 224))
-        t.exact(prof.flops == sum(flop_counter_flops(m).values()), f"{name} FLOPs")
-        t.exact(prof.params == models.count_params(m), f"{name} params")
+    cases = [(name, models.build(name), (1, 3, 224, 224)) for name in ("resnet50", "mobilenet_v2", "vgg16")]
+    with torch.device("meta"):
+        cases += [("dcgan-generator", _dcgan_generator(), (2, 100, 1, 1)), ("repeated-layer", _RepeatedLayer(), (2, 8, 16, 16))]
+    for name, m, shape in cases:
+        prof = profile(m, shape)
+        t.exact(prof.flops == sum(flop_counter_flops(m, shape).values()), f"{name} FLOPs: {prof.flops:,}")
+        t.exact(prof.params == models.count_params(m), f"{name} params: {prof.params:,} vs {models.count_params(m):,}")
     return t.verdict("exact, profile() totals vs FlopCounterMode and sum(p.numel())", case_unit="checks")
+
+
+def _dcgan_generator() -> nn.Module:
+    """Radford et al.'s DCGAN generator layout (64×64 output), transposed convolutions with biases."""
+    layers: list[nn.Module] = []
+    for c_in, c_out, s, p in ((100, 512, 1, 0), (512, 256, 2, 1), (256, 128, 2, 1), (128, 64, 2, 1)):
+        layers += [nn.ConvTranspose2d(c_in, c_out, 4, s, p), nn.BatchNorm2d(c_out), nn.ReLU()]
+    return nn.Sequential(*layers, nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Tanh())
+
+
+class _RepeatedLayer(nn.Module):
+    """One 3×3 'same' convolution applied three times, scaled by a per-channel γ held by this (non-leaf) module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding="same")
+        self.gamma = nn.Parameter(torch.ones(8, 1, 1))
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for _ in range(3):
+            x = torch.relu(self.conv(x)) * self.gamma
+        return self.head(x.mean((2, 3)))
 
 
 def network_complexity(n_layers: int, chain: bool = True) -> tuple[sp.Expr, sp.Expr]:
@@ -589,7 +622,10 @@ def chain_values(convs: Sequence[dict]) -> dict:
     "cost.network-complexity",
     title="A plain network's cost: Σ M² K² C_{l-1} C_l",
     chapter=4,
-    statement="For a plain chain of convolutions (VGG-16) the total multiply-accumulates are exactly Σ_l M_l² K_l² C_{l-1} C_l and the forward pass stores Σ_l (K_l² C_{l-1} C_l + M_l² C_l) weights and feature-map elements; in a network with shortcuts (ResNet-50) the chain reading C_{l-1} = C_{l-1}'s output is wrong, and each layer's own input channels must be used.",
+    statement="For a plain chain of convolutions (VGG-16) the total multiply-accumulates are exactly Σ_l M_l² K_l² C_{l-1} C_l, and He & Sun's space term Σ_l (K_l² C_{l-1} C_l + M_l² C_l) is exactly the number of convolution weights plus the number of elements of the convolutions' output feature maps (one image, each map counted once); in a network with shortcuts (ResNet-50) the chain reading C_{l-1} = layer l-1's output channels is wrong, and each layer's own input channels must be used.",
+    parameters=("input channels", "output size"),
+    reference="FlopCounterMode (meta device) and the layers' weights and output shapes from forward hooks",
+    sympy_role="verified for finitely many sizes",
 )
 def check_network_complexity(device: str = "cpu"):
     t = Tally()
@@ -614,14 +650,17 @@ def check_network_complexity(device: str = "cpu"):
     own_time, _ = network_complexity(len(rconvs), chain=False)
     own = int(own_time.doit().xreplace(chain_values(rconvs)))
     t.exact(own == counted, f"ResNet-50 with each layer's own input channels {own:,} vs {counted:,}")
-    return t.verdict("sympy sum from the per-layer definition vs FlopCounterMode and forward hooks (meta device)", case_unit="checks")
+    return t.verdict("sympy sum, built from the per-layer definition and evaluated on VGG-16 and ResNet-50, vs FlopCounterMode "
+                     "and forward hooks (meta device)", case_unit="checks")
 
 
 @claim(
     "cost.torchvision-params",
     title="The book's models have torchvision's parameter counts",
     chapter=4,
-    statement="ResNet-18/34/50/101/152, ResNeXt-50 32×4d, Wide-ResNet-50-2, MobileNet v2 and VGG-16 in convbook.models have exactly torchvision's published parameter counts.",
+    statement="ResNet-18/34/50/101/152, ResNeXt-50 32×4d, Wide-ResNet-50-2, MobileNet v2 and VGG-16 in convbook.models have exactly torchvision's published parameter counts, counting batch norm's γ and β (not its running statistics).",
+    parameters=("batch norm",),
+    reference="torchvision's published parameter counts",
 )
 def check_torchvision_params(device: str = "cpu"):
     t = Tally()
@@ -637,6 +676,8 @@ def check_torchvision_params(device: str = "cpu"):
     title="torchvision's 'GFLOPS' are giga multiply-accumulates",
     chapter=4,
     statement="torchvision's published GFLOPS for every model of convbook.models equal the exact conv + linear MAC count at 224×224, in units of 10⁹, rounded to two decimals — half of FlopCounterMode's FLOPs.",
+    parameters=("stride",),
+    reference="torchvision's published GFLOPS table",
 )
 def check_torchvision_gflops(device: str = "cpu"):
     t = Tally()
@@ -652,6 +693,8 @@ def check_torchvision_gflops(device: str = "cpu"):
     title="ResNet Table 1 FLOPs, reproduced",
     chapter=4,
     statement="He et al.'s Table 1 FLOPs (1.8, 3.6, 3.8, 7.6, 11.3 ×10⁹) are the mult-adds of the paper's networks (stride on the 1×1; ResNet-34 with parameter-free shortcuts) to 0.1 G; all round to nearest except ResNet-50's exact 3.86 G, printed truncated as 3.8.",
+    parameters=("stride",),
+    reference="He et al. 2016, Table 1",
 )
 def check_resnet_table1(device: str = "cpu"):
     t = Tally()
@@ -674,7 +717,9 @@ def check_resnet_table1(device: str = "cpu"):
     "cost.resnet50-stride-placement",
     title="Where the stride sits moves ResNet-50 from 3.86 to 4.09 GMACs",
     chapter=4,
-    statement="Putting a bottleneck's stride on the 3×3 instead of the first 1×1 (torchvision's ResNet v1.5) adds Σ 3H²·C·w = 231,211,008 MACs to ResNet-50 at 224×224 and changes no parameter.",
+    statement="Putting a bottleneck's stride on the 3×3 instead of the first 1×1 (torchvision's ResNet v1.5) adds Σ 3H²·C·w = 231,211,008 MACs to ResNet-50 at 224×224 (the same for ResNet-101 and -152) and changes no parameter.",
+    parameters=("stride placement",),
+    reference="exact traced counts (profile) of both placements",
 )
 def check_resnet50_stride_placement(device: str = "cpu"):
     t = Tally()
@@ -692,6 +737,8 @@ def check_resnet50_stride_placement(device: str = "cpu"):
     title="ResNeXt Table 1: ResNet-50 vs ResNeXt-50 32×4d",
     chapter=4,
     statement="ResNet-50 has 25.56 M parameters and 4.09 G mult-adds, ResNeXt-50 (32×4d) 25.03 M and 4.23 G; Xie et al. print 25.5 M / 4.1 G and 25.0 M / 4.2 G — the 25.5 is truncated, rounding gives 25.6.",
+    parameters=("groups",),
+    reference="Xie et al. 2017, Table 1",
 )
 def check_resnext_table1(device: str = "cpu"):
     t = Tally()
@@ -709,6 +756,8 @@ def check_resnext_table1(device: str = "cpu"):
     title="MobileNet v1: 569 M mult-adds, 4.2 M parameters",
     chapter=4,
     statement="MobileNet v1 (1.0, 224) has 568,740,352 mult-adds (569 M) and 4,231,976 parameters with BN and the FC bias; its 4,209,088 weights (no BN, no bias) are the paper's 4.2 M.",
+    parameters=("groups",),
+    reference="FlopCounterMode, sum(p.numel()) and Howard et al. 2017's rounded figures",
 )
 def check_mobilenet_v1(device: str = "cpu"):
     t = Tally()
@@ -727,6 +776,8 @@ def check_mobilenet_v1(device: str = "cpu"):
     title="MobileNet v1 Table 2: where the cost sits",
     chapter=4,
     statement="Howard et al.'s Table 2 shares of weights (1×1 74.59%, depthwise 1.06%, first conv 0.02%, FC 24.33%; no BN, no bias) and of mult-adds (94.86%, 3.06%, FC 0.18%) are exact to 0.01%, but the first convolution's mult-adds are 1.91%, not the printed 1.19%.",
+    parameters=("bias",),
+    reference="Howard et al. 2017, Table 2",
 )
 def check_mobilenet_v1_table2(device: str = "cpu"):
     t = Tally()
@@ -839,6 +890,31 @@ def _cost(name: str, mod: nn.Module, i: tuple[int, ...], o: tuple[int, ...], bpe
     act = 0 if isinstance(mod, _ELEMENTWISE) else math.prod(o)
     moved = bpe * (math.prod(i) + params + act)
     return LayerCost(name, kind, i, o, params, macs, ops, act, moved)
+
+
+def _params_once(model: nn.Module, records: list, rows: list[LayerCost]) -> tuple[list[LayerCost], set[int]]:
+    """Each parameter in the first row that uses it: a layer called again (or a parameter shared
+    with an earlier layer) keeps its MACs but adds no parameters. Parameters are matched by
+    identity through their names (the hook trace runs on a copy with the same names).
+    Returns the rows and the ids of the parameters they hold."""
+    by_name = dict(model.named_parameters(remove_duplicate=False))
+    seen: set[int] = set()
+    out = []
+    for (name, mod, _, _), row in zip(records, rows):
+        prefix = f"{name}." if name else ""
+        own = {id(by_name[prefix + pn]): by_name[prefix + pn] for pn, _ in mod.named_parameters(remove_duplicate=False)
+               if prefix + pn in by_name}
+        unseen = {k: q for k, q in own.items() if k not in seen}
+        if len(unseen) != len(own):
+            row = dataclasses.replace(row, params=sum(q.numel() for q in unseen.values()))
+        seen.update(own)
+        out.append(row)
+    return out, seen
+
+
+def _params_outside(model: nn.Module, seen: set[int]) -> int:
+    """Parameters of ``model`` that no leaf call holds: a layer-scale γ on a block, an uncalled layer."""
+    return sum(q.numel() for q in model.parameters() if id(q) not in seen)
 
 
 def _padding(p):

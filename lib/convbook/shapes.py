@@ -674,6 +674,7 @@ def check_transpose_output(device: str = "cpu"):
     statement="MaxPool/AvgPool produce floor(q)+1 outputs, q = (n + 2p - d(k-1) - 1)/s, for every n, k, s, d ≥ 1 and 0 ≤ p ≤ k/2 (values that differ between axes), or with ceil_mode ceil(q)+1 minus one when the last window would start in the right padding; the naive ceil(q)+1 is wrong.",
     parameters=("ceil_mode", "stride", "padding", "dilation", "per-axis sizes"),
     reference="PyTorch F.max_pool1d, F.avg_pool1d and nn.MaxPool2d output shapes",
+    sympy_role="verified for finitely many sizes",
 )
 @_single_threaded
 def check_pool_ceil_mode(device: str = "cpu"):
@@ -681,11 +682,14 @@ def check_pool_ceil_mode(device: str = "cpu"):
     device = check_device(device)
     t = Tally()
     naive_wrong = 0
+    symbolic = {c: sp.lambdify([_SYMBOLS[v] for v in "nkspd"], pool_output_size_expr(c), "math") for c in (False, True)}
     for n, k, s, p, d, ceil in itertools.product(range(1, 11), range(1, 5), range(1, 4), range(0, 3), range(1, 4), (False, True)):
         x = torch.zeros(1, 1, n, dtype=DTYPE, device=device)
         ours = _ours(pool_output_size, n, k, s, p, d, ceil)
         ref = _torch_size(F.max_pool1d, x.shape, x, k, s, p, d, ceil_mode=ceil)
         t.exact(ours == (None if ref is None else ref[0]), f"MaxPool1d n={n} k={k} s={s} p={p} d={d} ceil={ceil}: {ours} vs {ref}")
+        if ref is not None:  # the sympy form (the Piecewise of the last-window rule with ceil_mode) on the same grid
+            t.exact(int(symbolic[ceil](n, k, s, p, d)) == ref[0], f"sympy pool n={n} k={k} s={s} p={p} d={d} ceil={ceil}")
         if d == 1:
             ours_a = _ours(avg_pool_output_size, n, k, s, p, ceil)
             ref_a = _torch_size(F.avg_pool1d, x.shape, x, k, s, p, ceil_mode=ceil)
@@ -701,7 +705,7 @@ def check_pool_ceil_mode(device: str = "cpu"):
                     f"MaxPool2d {n} {k} {s} {p} {d} ceil={ceil}")
     t.exact(naive_wrong > 0, "the naive ceil formula should be wrong somewhere")
     t.note(f"the naive ceil(q)+1 disagrees with PyTorch in {naive_wrong} ceil-mode configurations of the 1-D grid")
-    return t.verdict("exhaustive grids vs F.max_pool1d/2d, F.avg_pool1d", case_unit="comparisons")
+    return t.verdict("exhaustive grids vs F.max_pool1d/2d, F.avg_pool1d + sympy form", case_unit="comparisons")
 
 
 @claim(
