@@ -183,7 +183,7 @@ def test_invalid_inputs_raise_clear_errors():
         interior_overlap(0, 2)
     with pytest.raises(ValueError, match="same length"):
         overlap_is_uniform((3, 3), (2, 2, 2))
-    with pytest.raises(ValueError, match="sequence of 2"):
+    with pytest.raises(ValueError, match="kernel_size must be an int or a"):
         overlap_count_2d((3, 3, 3), (2, 2), (4, 4))
     with pytest.raises(ValueError, match="C_in × C_out × k"):
         polyphase_sums(_rand(1, 1, 3, 3), 2)
