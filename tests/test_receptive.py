@@ -463,3 +463,43 @@ PLANTS += [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_a_network_the_book_does_not_use():
+    """A ConvNeXt-like stem and blocks: patchify conv, depthwise 7×7 reflect-padded conv called in a loop,
+    1×1 convs, GELU, average pool; every output's support equals autograd's."""
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dw = nn.Conv2d(4, 4, 7, padding=3, groups=4, padding_mode="reflect", bias=False)
+            self.pw = nn.Conv2d(4, 4, 1, bias=False)
+
+        def forward(self, x):
+            return self.pw(torch.nn.functional.gelu(self.dw(x)))
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 4, stride=4, bias=False)
+            self.block = Block()
+            self.pool = nn.AvgPool2d(2)  # max pooling would send the gradient to one winner only
+
+        def forward(self, x):
+            x = self.stem(x)
+            for _ in range(2):
+                x = self.block(x)
+            return self.pool(x)
+
+    net = Net().double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.uniform_(0.5, 1.5)
+    assert receptive_field(net) == (4 + 4 * 6 * 2 + 4, 8, 0 - 4 * 3 * 2)
+    out = net(torch.zeros(1, 1, 32, 28, dtype=D)).shape[2:]
+    for u in [(0, 0), (1, 2), (out[0] - 1, out[1] - 1)]:
+        x = torch.full((1, 1, 32, 28), 1.0, dtype=D, requires_grad=True)
+        net(x)[0, :, u[0], u[1]].sum().backward()  # all channels: GELU is not monotone, but positive inputs keep it so
+        measured = {tuple(r) for r in np.argwhere(x.grad[0, 0].numpy() != 0)}
+        pred = {(a, b) for a in receptive_support(net, 32, u[0], 0) for b in receptive_support(net, 28, u[1], 1)}
+        assert measured == pred, u
