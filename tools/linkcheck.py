@@ -14,6 +14,9 @@ With ``--claim-sources DIR``, also checks that every claim block (``{prf:...}`` 
 built ``notebooks/NN-name.html``: the anchor of a claim *is* its id, so links to claims
 survive rebuilds and renumbering.
 
+Always, it also reads the visible text of every page and fails on the language of the book's making rather
+than of its subject — "issue", "session", "TODO", "audit" (``PROCESS_WORDS``): the book speaks to its readers.
+
 With ``--repo-root DIR``, links into the book's own repository (``repository.url`` in
 ``DIR/_config.yml``: the "edit this page", source and Colab buttons, ``…/edit/BRANCH/PATH``,
 ``…/blob/BRANCH/PATH``, and Colab's ``…/github/OWNER/REPO/blob/BRANCH/PATH``) must name a file that exists in the checkout — still without network.
@@ -30,7 +33,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["BrokenLink", "check_site", "check_claim_anchors", "check_repository_links", "claim_labels", "page_ids", "main"]
+__all__ = [
+    "BrokenLink", "PROCESS_WORDS", "check_site", "check_claim_anchors", "check_process_language", "check_repository_links",
+    "claim_labels", "page_ids", "visible_text", "main",
+]
 
 # Pages that are copies of upstream assets rather than the book's own pages.
 SKIP_DIRS = ("_static", "_sources")
@@ -196,6 +202,34 @@ def check_repository_links(html_root: Path | str, repo_root: Path | str) -> tupl
     return checked, broken
 
 
+# Words about how the book was made, not about convolutions. "TODO" only in capitals; the others in any case.
+PROCESS_WORDS = re.compile(r"\b(?:(?i:the issue behind|issues?|sessions?|audit(?:s|ed|ing|ors?)?)|TODO)\b")
+_INVISIBLE = re.compile(r"(?is)<(script|style|template|noscript)\b.*?</\1\s*>")
+_TAG = re.compile(r"<[^>]+>")
+
+
+def visible_text(html_text: str) -> str:
+    """The text of an HTML page as a reader sees it (no scripts, styles or markup), whitespace collapsed."""
+    import html as _html
+
+    text = _html.unescape(_TAG.sub(" ", _INVISIBLE.sub(" ", html_text)))
+    return re.sub(r"\s+", " ", text)
+
+
+def check_process_language(root: Path | str) -> tuple[int, list[BrokenLink]]:
+    """Every page's visible text is free of ``PROCESS_WORDS``; returns (pages read, one finding per hit)."""
+    root = Path(root).resolve()
+    found: list[BrokenLink] = []
+    pages = _html_files(root)
+    for page in pages:
+        text = visible_text(page.read_text(encoding="utf-8", errors="replace"))
+        for m in PROCESS_WORDS.finditer(text):
+            context = text[max(0, m.start() - 50) : m.end() + 50].strip()
+            found.append(BrokenLink(page.relative_to(root).as_posix(), f"«…{context}…»",
+                                    f"speaks of the book's making ('{m.group(0)}'), not to its reader"))
+    return len(pages), found
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("html_dir", nargs="?", default="_build/html")
@@ -217,10 +251,13 @@ def main(argv: list[str] | None = None) -> int:
         n, more = check_repository_links(args.html_dir, args.repo_root)
         broken += more
         anchors += f", {n} repository links"
+    _, process = check_process_language(args.html_dir)
+    broken += process
+    wording = f"; process language: {'none' if not process else f'{len(process)} hit(s)'}"
     for b in broken:
         print(f"BROKEN {b}")
     status = "ok" if not broken else f"{len(broken)} broken"
-    print(f"linkcheck: {pages} pages, {checked} internal links and images{anchors} checked, {status}")
+    print(f"linkcheck: {pages} pages, {checked} internal links and images{anchors} checked{wording}, {status}")
     return 1 if broken else 0
 
 

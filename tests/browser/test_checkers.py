@@ -344,3 +344,29 @@ def test_browser_fails_a_claim_link_that_hides_the_id(tmp_path):
     report = browser_check.check_book(root, search_term=None)
     assert report.claim_links == 2
     assert report.problems == ["index.html: the link to claim claim.a reads «Proposition 1.1», not the claim id"]
+
+
+# --------------------------------------------------------------------------- the book speaks to its reader
+
+
+@pytest.mark.parametrize(
+    "text, hit",
+    [
+        ("The issue behind this chapter asks for more.", "The issue behind"),
+        ("As the audit found, the fold is exact.", "audit"),
+        ("Fixed in the last session.", "session"),
+        ("TODO: a figure.", "TODO"),
+        ("See issues #12 and #13.", "issues"),
+    ],
+)
+def test_process_language_is_reported(tmp_path, text, hit):
+    root = _site(tmp_path, {"index.html": _page(f"<p>{text}</p>"), "ch/one.html": _page("<p>Folding is exact.</p>")})
+    pages, found = linkcheck.check_process_language(root)
+    assert pages == 2 and len(found) == 1 and found[0].page == "index.html" and f"'{hit}'" in found[0].why
+
+
+def test_process_language_ignores_scripts_and_other_words(tmp_path):
+    body = ("<p>A tissue of sessional todo audio: no hit (whole words only); 'todo' in lower case is a word.</p>"
+            "<script>const issue = 'session';</script><style>.audit { }</style>")
+    _, found = linkcheck.check_process_language(_site(tmp_path, {"index.html": _page(body)}))
+    assert found == []
