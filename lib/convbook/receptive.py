@@ -339,8 +339,9 @@ def plot_effective_field(depths: Sequence[int] = (1, 2, 4, 8, 16, 32), kernel_si
     base = gen.uniform(0.2, 1.0, size=kernel_size)
     for L in depths:
         g = gradient_profile([base] * L)
-        axes[0].plot(np.arange(g.size) - (g.size - 1) / 2, g, marker=".", ms=3, label=f"L = {L}")
-    axes[0].set_xlabel("input offset from the field's centre")
+        o = np.arange(g.size)
+        axes[0].plot(o - float(g @ o), g, marker=".", ms=3, label=f"L = {L}")
+    axes[0].set_xlabel("input offset from the gradient's mean")
     axes[0].set_ylabel("share of the gradient")
     axes[0].legend(fontsize=8)
     Ls = np.arange(1, max(depths) + 1)
