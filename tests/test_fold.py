@@ -571,6 +571,42 @@ def _fold_conv_bn_drops_bias(layer, bn):
     return _ORIG_FOLD_CONV_BN(layer, bn)
 
 
+def _fold_conv_bn_2d_only(layer, bn):
+    """Wrong: only 2-D convs are folded; others come back with the BN dropped."""
+    import copy
+
+    if layer.weight.dim() != 4:
+        return copy.deepcopy(layer)
+    return _ORIG_FOLD_CONV_BN(layer, bn)
+
+
+def _fold_conv_bn_skips_non_affine(layer, bn):
+    """Wrong: a BN without γ, β taken for the identity ("nothing to fold")."""
+    import copy
+
+    if not bn.affine:
+        return copy.deepcopy(layer)
+    return _ORIG_FOLD_CONV_BN(layer, bn)
+
+
+def _fold_bn_conv_2d_only(bn, conv, *, exact=True):
+    """Wrong: only 2-D convs are folded; others come back with the BN dropped."""
+    import copy
+
+    if conv.weight.dim() != 4:
+        return copy.deepcopy(conv)
+    return _ORIG_FOLD_BN_CONV(bn, conv, exact=exact)
+
+
+def _preact_2d_only(prev, bn, conv):
+    """Wrong: only 2-D layers are folded; others come back with the BN dropped."""
+    import copy
+
+    if conv.weight.dim() != 4:
+        return copy.deepcopy(prev), copy.deepcopy(conv)
+    return _ORIG_PREACT(prev, bn, conv)
+
+
 def _preact_refusing_zero_padding(prev, bn, conv):
     """Wrong rule: refuses zero padding as BN → conv must (but only the scale crosses this conv)."""
     if not fold.bn_conv_exact(conv):
@@ -599,6 +635,10 @@ PLANTS = [
           {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "dilation", _ones)}, parameter="dilation"),
     Plant("bn.fold-conv", "conv bias dropped", {"convbook.fold:fold_conv_bn": _fold_conv_bn_drops_bias},
           parameter="bias"),
+    Plant("bn.fold-conv", "only 2-D convs folded", {"convbook.fold:fold_conv_bn": _fold_conv_bn_2d_only},
+          parameter="dimension"),
+    Plant("bn.fold-conv", "BN without affine parameters taken for the identity",
+          {"convbook.fold:fold_conv_bn": _fold_conv_bn_skips_non_affine}, parameter="affine"),
     Plant("bn.fold-transpose", "scale on axis 1 ignoring groups",
           {"convbook.fold:output_channel_of_weight": _chan_axis1_ignoring_groups}, parameter="groups"),
     Plant("bn.fold-transpose", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
@@ -609,6 +649,8 @@ PLANTS = [
           parameter="output_padding"),
     Plant("bn.fold-transpose", "dilation forgotten",
           {"convbook.fold:fold_conv_bn": _reset(_ORIG_FOLD_CONV_BN, "dilation", _ones)}, parameter="dilation"),
+    Plant("bn.fold-transpose", "only 2-D layers folded", {"convbook.fold:fold_conv_bn": _fold_conv_bn_2d_only},
+          parameter="dimension"),
     Plant("bn.fold-linear", "variance instead of standard deviation", {"convbook.fold:fold_params": _fold_params_no_sqrt}),
     Plant("bn.fold-linear", "eps ignored", _NO_EPS_FOLD, parameter="eps"),
     Plant("bn.fold-linear", "layer bias dropped", {"convbook.fold:fold_conv_bn": _fold_conv_bn_drops_bias},
@@ -623,6 +665,8 @@ PLANTS = [
           {"convbook.fold:fold_bn_conv": _reset(_ORIG_FOLD_BN_CONV, "stride", _ones)}, parameter="stride"),
     Plant("bn.fold-bn-conv-exact", "dilation forgotten",
           {"convbook.fold:fold_bn_conv": _reset(_ORIG_FOLD_BN_CONV, "dilation", _ones)}, parameter="dilation"),
+    Plant("bn.fold-bn-conv-exact", "only 2-D convs folded", {"convbook.fold:fold_bn_conv": _fold_bn_conv_2d_only},
+          parameter="dimension"),
     Plant("bn.fold-bn-conv-border", "band width ⌊p/s⌋ instead of ⌈p/s⌉",
           {"convbook.fold:border_band_width": _band_width_floor}),
     Plant("bn.fold-bn-conv-border", "band predicted empty",
@@ -650,6 +694,8 @@ PLANTS = [
           {"convbook.fold:_input_channel_of_weight": _input_chan_ignoring_groups}, parameter="groups"),
     Plant("bn.fold-preact", "zero padding refused", {"convbook.fold:fold_preact": _preact_refusing_zero_padding},
           parameter="padding_mode"),
+    Plant("bn.fold-preact", "only 2-D layers folded", {"convbook.fold:fold_preact": _preact_2d_only},
+          parameter="dimension"),
     Plant("bn.refuse-bad-input", "no BN checks", {"convbook.fold:_check_bn": lambda bn: None}),
     Plant("bn.traffic-saved", "only the write counted", {"convbook.fold:bn_traffic_saved": _traffic_read_only}),
     Plant("bn.traffic-saved", "bias counted as added though the conv had one",

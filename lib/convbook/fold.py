@@ -782,8 +782,8 @@ def _compare_derived_with_library(t: Tally, groups: int, c_in: int, c_out: int, 
     "bn.fold-conv",
     title="Conv→BN folds exactly for every conv configuration",
     chapter=6,
-    statement="fold_conv_bn(conv, bn)(x) = bn(conv(x)) (eval mode) for Conv1d/2d/3d with any stride, padding and padding mode, dilation and groups (depthwise and channel multipliers included), with and without bias, and any BN eps > 0 and momentum, affine or not.",
-    parameters=("eps", "groups", "stride", "padding_mode", "dilation", "bias"),
+    statement="fold_conv_bn(conv, bn)(x) = bn(conv(x)) (eval mode) for Conv1d/2d/3d with any stride, padding and padding mode, dilation and groups (depthwise and channel multipliers included), with and without bias, and any BN eps > 0, affine or not (momentum plays no part in eval mode).",
+    parameters=("eps", "groups", "stride", "padding_mode", "dilation", "bias", "dimension", "affine"),
     reference="PyTorch eval-mode nn.Sequential(conv, bn)",
 )
 def check_fold_conv(device: str = "cpu"):
@@ -819,7 +819,7 @@ def check_fold_conv(device: str = "cpu"):
     title="ConvTranspose→BN folds on the output-channel axis within each group",
     chapter=6,
     statement="For a transposed conv with weight (C_in, C_out/g, *k), output channel o = (i // (C_in/g))·(C_out/g) + j feeds weight[i, j]; scaling there gives fold_conv_bn(convT, bn)(x) = bn(convT(x)) for ConvTranspose1d/2d/3d with every stride, padding, output padding, dilation and group count, and any BN eps > 0.",
-    parameters=("eps", "groups", "stride", "output_padding", "dilation"),
+    parameters=("eps", "groups", "stride", "output_padding", "dilation", "dimension"),
     reference="PyTorch eval-mode nn.Sequential(convT, bn)",
 )
 def check_fold_transpose(device: str = "cpu"):
@@ -871,7 +871,7 @@ def check_fold_linear(device: str = "cpu"):
     title="BN→conv folds exactly without padding or with reflect/replicate/circular padding",
     chapter=6,
     statement="fold_bn_conv(bn, conv)(x) = conv(bn(x)) with W'[o, j] = W[o, j]·s_(g·C_in/groups + j) for output channel o of group g, and b' = b + Σ W t, for Conv1d/2d/3d with no padding or reflect/replicate/circular padding (any stride, dilation, groups), and for Linear, for any BN eps > 0.",
-    parameters=("eps", "groups", "padding_mode", "stride", "dilation"),
+    parameters=("eps", "groups", "padding_mode", "stride", "dilation", "dimension"),
     reference="PyTorch eval-mode nn.Sequential(bn, conv)",
 )
 def check_fold_bn_conv_exact(device: str = "cpu"):
@@ -1089,7 +1089,7 @@ def _randomised_small_model(model: nn.Module, gen: torch.Generator, device: str)
     title="BN → ReLU → conv (pre-activation) folds exactly when every BN scale is positive",
     chapter=6,
     statement="For prev → BN → ReLU → conv with prev a Conv1d/2d/3d, conv a Conv1d/2d/3d of any groups, stride, dilation and padding (zero padding included), and any BN eps > 0: if every s_c = γ_c/√(σ²_c+ε) > 0, fold_preact moves t_c/s_c into prev's bias and s into conv's input-channel weights, and conv'(relu(prev'(x))) = conv(relu(bn(prev(x)))) in float64 to 1e-12; if some s_c ≤ 0 it raises ValueError.",
-    parameters=("eps", "groups", "padding_mode", "sign of s"),
+    parameters=("eps", "groups", "padding_mode", "sign of s", "dimension"),
     reference="PyTorch eval-mode nn.Sequential(prev, bn, ReLU, conv)",
 )
 def check_fold_preact(device: str = "cpu"):
