@@ -109,3 +109,23 @@ def test_input_model_is_untouched_and_errors_name_the_shape():
         trace(model, (1, 5, 16, 16))
     with pytest.raises(ValueError, match="input_shape"):
         trace(model, (1, 0, 16))
+
+
+def test_writes_into_a_tensor_are_data_flow():
+    class Assemble(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, padding=1)
+            self.head = nn.Conv2d(8, 2, 1)
+
+        def forward(self, x):
+            out = x.new_zeros(x.shape[0], 8, *x.shape[2:])
+            out[:, :4] = self.a(x)
+            out[:, 4:] = self.b(x)
+            return self.head(out)
+
+    g = trace(Assemble(), (1, 3, 6, 6))
+    writes = [c for c in g.calls if c.kind == "setitem"]
+    assert len(writes) == 2
+    assert g.calls[writes[1].inputs[0]] is writes[0]  # the second write reads the result of the first
+    assert g.module_calls("head")[0].inputs == [writes[1].index]

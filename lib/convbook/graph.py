@@ -261,11 +261,13 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.busy or self.leaf_depth > 0:
             return out
+        name = _op_name(func)
+        if name == "setitem" and args and isinstance(args[0], torch.Tensor):
+            out = args[0]  # x[idx] = v writes into x: x is now produced by this call
         outs = _tensors(out)
         ins = _tensors((args, kwargs))
         if not outs or not ins:
-            return out
-        name = _op_name(func)
+            return None if name == "setitem" else out
         if name in {"__get__", "get", "size", "dim", "numel", "detach_"}:
             return out
         self.busy = True
@@ -276,7 +278,7 @@ class _Recorder(TorchFunctionMode):
                          _describe(tuple(args), self.param_names), _describe(dict(kwargs), self.param_names))
         finally:
             self.busy = False
-        return out
+        return None if name == "setitem" else out
 
 
 def _trace(model: nn.Module, shape: tuple[int, ...], run_on: str, progress) -> Graph:

@@ -357,6 +357,8 @@ def _layout_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
             continue
         whole = next((n for (f, n), _ in ins if f is None and n.startswith("whole input")), None)
         if whole is not None:
+            if c.kind in {"mul", "mul_"} and any(f is not None for (f, _n), _ in ins) and "gate" not in whole:
+                whole = f"whole input: squeeze-excitation gate {_where(c)} ({whole.removeprefix('whole input: ')})"
             res.append((None, whole))
             continue
         tracked = [(f, shape) for (f, note), shape in ins if f is not None and len(f) == len(shape)]
