@@ -198,11 +198,11 @@ def test_tensor_core_paths_on_a_gpu(dtype, precision, mode):
 
 def test_pick_config_rule():
     # 64 output channels: the 64-wide tile; many positions: the 128-tall one
-    assert pick_config(32 * 56 * 56, 64, 1, "bf16") == TileConfig(128, 64, 64, 4, 3)
+    assert pick_config(32 * 56 * 56, 64, 1, "bf16") == TileConfig(128, 64, 32, 4, 3)
     # 256 channels: the widest tile (128)
-    assert pick_config(32 * 56 * 56, 256, 1, "bf16") == TileConfig(128, 128, 64, 8, 3)
+    assert pick_config(32 * 56 * 56, 256, 1, "bf16") == TileConfig(128, 128, 32, 8, 3)
     # 7x7 at batch 1: 49 positions, 4 tiles of 128 channels < 132 SMs -> the 64-tall tile
-    assert pick_config(49, 512, 1, "bf16") == TileConfig(64, 128, 64, 4, 3)
+    assert pick_config(49, 512, 1, "bf16") == TileConfig(64, 128, 32, 4, 3)
     # same layer at batch 32: 13 x 4 = 52 tiles of 128 rows, still < 132 -> 64 rows; 108 SMs alike
     assert pick_config(32 * 49, 512, 1, "tf32").block_m == 64
     # 120 tiles of 128 rows: enough for 108 SMs (A100), not for 132 (H100)

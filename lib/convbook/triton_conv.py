@@ -135,11 +135,15 @@ class TileConfig:
 
 #: The configurations :func:`pick_config` chooses from, per mode (tensor-core modes: 64- and
 #: 128-wide tiles; the FMA modes smaller tiles, as their products are held in registers).
+#: ``block_k = 32`` for the 16-bit modes too: each thread computes the address and the padding
+#: mask of every input element it gathers, and with 64 reduction indices per step (and 64-bit
+#: offsets) every 16-bit configuration compiled for sm_90 spilled, up to 2 KB per thread; with
+#: 32 and 32-bit offsets the largest sm_90 spill is 12 bytes (``notebooks/data/gpu/compiled.json``).
 CONFIGS: dict[str, tuple[TileConfig, ...]] = {
-    "bf16": (TileConfig(128, 128, 64, 8, 3), TileConfig(128, 64, 64, 4, 3), TileConfig(64, 128, 64, 4, 3),
-             TileConfig(64, 64, 64, 4, 3)),
-    "fp16": (TileConfig(128, 128, 64, 8, 3), TileConfig(128, 64, 64, 4, 3), TileConfig(64, 128, 64, 4, 3),
-             TileConfig(64, 64, 64, 4, 3)),
+    "bf16": (TileConfig(128, 128, 32, 8, 3), TileConfig(128, 64, 32, 4, 3), TileConfig(64, 128, 32, 4, 3),
+             TileConfig(64, 64, 32, 4, 3)),
+    "fp16": (TileConfig(128, 128, 32, 8, 3), TileConfig(128, 64, 32, 4, 3), TileConfig(64, 128, 32, 4, 3),
+             TileConfig(64, 64, 32, 4, 3)),
     "tf32": (TileConfig(128, 128, 32, 8, 3), TileConfig(128, 64, 32, 4, 3), TileConfig(64, 128, 32, 4, 3),
              TileConfig(64, 64, 32, 4, 3)),
     "fp32-ieee": (TileConfig(64, 64, 32, 4, 2), TileConfig(64, 32, 32, 4, 2)),
@@ -254,6 +258,7 @@ def conv2d_triton(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         *prm.stride, *prm.padding, *prm.dilation,
         CIN_G=prm.c_in_g, COUT_G=prm.c_out_g, KH=prm.kh, KW=prm.kw,
         HAS_BIAS=bias is not None, FP64=mode == "fp64", DOT_PRECISION="tf32" if mode == "tf32" else "ieee",
+        INT64_INDEX=max(x_c.numel(), w_c.numel(), y.numel()) >= 2 ** 31,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, **launch,
     )
     return y
@@ -367,7 +372,7 @@ def _kernel(compiled: bool):
         sxn, sxc, sxh, sxw, swo, swi, swh, sww, syn, syc, syh, syw,
         STRIDE_H, STRIDE_W, PAD_H, PAD_W, DIL_H, DIL_W,
         CIN_G: tl.constexpr, COUT_G: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
-        HAS_BIAS: tl.constexpr, FP64: tl.constexpr, DOT_PRECISION: tl.constexpr,
+        HAS_BIAS: tl.constexpr, FP64: tl.constexpr, DOT_PRECISION: tl.constexpr, INT64_INDEX: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
@@ -377,7 +382,9 @@ def _kernel(compiled: bool):
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)      # output channels within the group
         m_ok = offs_m < M_TOTAL
         n_ok = offs_n < COUT_G
-        img = (offs_m // (H_OUT * W_OUT)).to(tl.int64)
+        img = offs_m // (H_OUT * W_OUT)
+        if INT64_INDEX:  # 64-bit offsets only for tensors of 2^31 elements or more (they cost registers)
+            img = img.to(tl.int64)
         rem = offs_m % (H_OUT * W_OUT)
         u = rem // W_OUT
         v = rem % W_OUT
