@@ -309,33 +309,46 @@ def fft_mults(n: int, k: int, c_in: int, c_out: int, power_of_two: bool = False)
 
 
 def count_multiplications(fn: Callable, *args, **kwargs) -> tuple[object, int]:
-    """Run ``fn(*args, **kwargs)`` and count the scalar multiplications its tensor operations
-    perform, as PyTorch dispatches them: ``mm`` ``m·k·n``, ``bmm`` ``b·m·k·n``, ``mul`` of two
-    tensors one per output element. Any other arithmetic operator raises ``ValueError`` (so an
-    algorithm cannot hide multiplications from the count). Returns ``(result, count)``."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+    """Run ``fn(*args, **kwargs)`` and count the scalar multiplications its tensor operations perform,
+    intercepting every torch function it calls (a ``TorchFunctionMode``): a binary ``einsum`` does one
+    product per point of its joint index space; ``matmul``/``mm``/``bmm`` ``batch·m·k·n``; a
+    tensor-by-tensor ``mul`` one per output element (multiplying by a Python constant is not counted).
+    Any other multiplying operator (``conv``, ``linear``, ``addmm``, ``tensordot``, …) raises
+    ``ValueError``, so an algorithm cannot hide multiplications from the count. Returns ``(result, count)``."""
+    from torch.overrides import TorchFunctionMode
 
-    aten = torch.ops.aten
-    free = {aten.add.Tensor, aten.add_.Tensor, aten.sub.Tensor}
     state = {"mults": 0}
+    matmuls = {torch.matmul, torch.mm, torch.bmm, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.Tensor.mm,
+               torch.Tensor.bmm}
+    muls = {torch.mul, torch.Tensor.mul, torch.Tensor.__mul__, torch.Tensor.__rmul__, torch.Tensor.mul_,
+            torch.Tensor.__imul__}
+    hidden = ("conv", "linear", "addmm", "addbmm", "baddbmm", "tensordot", "bilinear", "dot", "mv", "inner",
+              "outer", "kron", "fft")
 
-    class _Counter(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            if func is aten.mm.default:
-                (m, k), (_, n) = tensors[0].shape, tensors[1].shape
-                state["mults"] += m * k * n
-            elif func is aten.bmm.default:
-                (b, m, k), (_, _, n) = tensors[0].shape, tensors[1].shape
-                state["mults"] += b * m * k * n
-            elif func in (aten.mul.Tensor, aten.mul_.Tensor):
-                if len(tensors) == 2:  # tensor × tensor, one product per output element
-                    state["mults"] += out.numel()
-            elif any(op in func.__name__ for op in ("mm", "matmul", "conv", "dot", "mv", "einsum", "mul", "div")) \
-                    and func not in free:
-                raise ValueError(f"count_multiplications: unaccounted arithmetic operator {func}")
-            return out
+    class _Counter(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", str(func))
+            if func is torch.einsum:
+                eq, ops = args[0], args[1:]
+                if len(ops) == 1 and isinstance(ops[0], (list, tuple)):
+                    ops = tuple(ops[0])
+                if "..." in eq or len(ops) != 2:
+                    raise ValueError(f"count_multiplications: only binary einsums without '...' are counted, got {eq!r}")
+                sizes = {}
+                for sub, op in zip(eq.split("->")[0].split(","), ops):
+                    sizes.update(zip(sub.strip(), op.shape))
+                state["mults"] += int(np.prod(list(sizes.values())))
+            elif func in matmuls:
+                a, b = args[0], args[1]
+                batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.dim() > 2 or b.dim() > 2 else ()
+                state["mults"] += int(np.prod(batch)) * a.shape[-2] * a.shape[-1] * b.shape[-1]
+            elif func in muls:
+                if all(isinstance(v, torch.Tensor) for v in args[:2]):
+                    state["mults"] += int(np.prod(torch.broadcast_shapes(args[0].shape, args[1].shape)))
+            elif any(h in name for h in hidden):
+                raise ValueError(f"count_multiplications: unaccounted multiplying operator {name}")
+            return func(*args, **kwargs)
 
     with _Counter():
         result = fn(*args, **kwargs)
@@ -667,7 +680,7 @@ def check_fft(device: str = "cpu"):
     chapter=11,
     statement="Count real multiplications: direct 'same' convolution performs C_in·C_out·n²·k² (as conv2d_direct does); the FFT method (kernel transforms precomputed) performs (C_in + C_out)·4L²·log2 L + 4·C_in·C_out·L² with L the transform length — exactly what a radix-2 FFT convolution performs when L is a power of two, and the usual model otherwise. With L = n + k − 1, for n×n images and C_in = C_out = C the FFT beats direct exactly for odd k >= k*(n, C) (k <= n); rounding transforms up to powers of two destroys the threshold.",
     parameters=("n", "k", "channels"),
-    reference="multiplications counted as conv2d_direct's tensor operations run (a torch dispatch mode) and in a counted radix-2 FFT convolution checked against F.conv2d; exhaustive enumeration over odd k",
+    reference="multiplications counted as conv2d_direct's torch operations run (a TorchFunctionMode) and in a counted radix-2 FFT convolution checked against F.conv2d; exhaustive enumeration over odd k",
 )
 def check_fft_crossover(device: str = "cpu"):
     check_device(device)
