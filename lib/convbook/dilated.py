@@ -310,7 +310,7 @@ def check_gridding(device: str = "cpu"):
     "dilate.gridding-condition",
     title="When a dilated stack has holes: a shared factor, gcd = 1, and the HDC rule",
     chapter=10,
-    statement="For stride-1 stacks of 3-tap layers with dilations r_1, …, r_n: (a) if all r_i share a factor g > 1 the stack has holes; (b) gcd(r_1, …, r_n) = 1 does not prevent them (r = (1, 5) misses offsets 3, 4, 8, 9 of its span 13); (c) Wang et al.'s HDC condition — r_1 = 1 and M_2 ≤ 3, where M_n = r_n and M_i = max(M_{i+1} − 2r_i, M_{i+1} − 2(M_{i+1} − r_i), r_i) — is sufficient for no holes on every sequence checked (all n ≤ 4 with r_i ≤ 12, all n = 5 with r_i ≤ 6), and not necessary (r = (1, 3, 1) has no holes, M_2 = 5).",
+    statement="For stride-1 stacks of 3-tap layers with dilations r_1, …, r_n: (a) if all r_i share a factor g > 1 the stack has holes; (b) gcd(r_1, …, r_n) = 1 does not prevent them (r = (1, 5) misses offsets 3, 4, 8, 9 of its span 13); (c) Wang et al.'s HDC condition — r_1 = 1 and M_2 ≤ 3, where M_n = r_n and M_i = max(M_{i+1} − 2r_i, M_{i+1} − 2(M_{i+1} − r_i), r_i) — is sufficient for no holes for every n and every sequence (each layer splits a gap g left by the layers above it into pieces of at most max(r_i, g − 2r_i); checked exhaustively for all n ≤ 4 with r_i ≤ 12 and all n = 5 with r_i ≤ 6), and not necessary (r = (1, 3, 1) has no holes, M_2 = 5).",
     parameters=("dilation", "depth"),
     reference="brute-force coverage: PyTorch F.conv1d of an impulse through all-ones stacks, every sequence in range",
 )
