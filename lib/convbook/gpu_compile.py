@@ -8,6 +8,12 @@ allocates.  :func:`compile_report` collects these and counts the tensor-core and
 instructions in the PTX (static counts: an instruction inside the reduction loop counts once,
 though it runs ``⌈K / BLOCK_K⌉`` times).
 
+The compile runs in a child process with ``TRITON_INTERPRET=0``: on a machine without CUDA,
+importing :mod:`convbook.triton_conv` turns on Triton's interpreter mode, in which Triton's
+own library functions become interpreter objects and ``triton.compile`` fails (``'value'
+object has no attribute 'dtype'``).  Registers and spills are read from ``ptxas -v`` (the
+same figures as ``cuobjdump -res-usage``'s REG and STACK, plus the spill stores).
+
 From those resources and each architecture's published per-SM limits (:data:`SM_LIMITS`),
 :func:`blocks_per_sm` derives how many programs of the kernel an SM holds at once;
 :func:`waves` how many rounds the SMs of a device need for one layer's tiles and the
@@ -31,8 +37,6 @@ a prediction changed after the measurement it predicts is no longer a prediction
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -691,14 +695,3 @@ with tempfile.TemporaryDirectory() as d:
         results.append(dict(ptx=cc.asm["ptx"], log=log.getvalue(), shared=int(cc.metadata.shared)))
 sys.stdout.write(json.dumps(results))
 """
-
-
-def _cuobjdump_resources(cubin: bytes) -> str:  # pragma: no cover - diagnostic helper
-    """``cuobjdump -res-usage`` of a cubin (REG, STACK, SHARED, LOCAL): a cross-check of ptxas -v."""
-    import triton
-
-    tool = pathlib.Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
-        f.write(cubin)
-        f.flush()
-        return subprocess.run([str(tool), "-res-usage", f.name], capture_output=True, text=True, check=True).stdout
