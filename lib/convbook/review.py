@@ -222,7 +222,7 @@ class Review:
                "|---:|---|---|---|---|---:|---:|---:|---|"]
         for r in self.table(all_calls=all_calls):
             ai = "" if r.intensity is None else f"{r.intensity:.1f}"
-            out.append(f"| {r.index} | `{r.name}` | {r.kind} | {_shape_text(r.input_shape)} | "
+            out.append(f"| {r.index} | `{r.name or '(model)'}` | {r.kind} | {_shape_text(r.input_shape)} | "
                        f"{_shape_text(r.output_shape)} | {r.params:,} | {r.macs:,} | {ai} | {r.field_text()} |")
         out += ["", "**Findings**", ""]
         if not self.findings:
@@ -240,7 +240,7 @@ class Review:
                  f"activations {s['activation_bytes']:,} bytes, {s['calls']} calls", ""]
         rows = [("#", "call", "kind", "output", "params", "MACs", "receptive field")]
         for r in self.table(all_calls=all_calls):
-            rows.append((str(r.index), r.name, r.kind, _shape_text(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
+            rows.append((str(r.index), r.name or "(model)", r.kind, _shape_text(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
                          r.field_text()))
         widths = [min(max(len(row[i]) for row in rows), 40) for i in range(len(rows[0]))]
         for row in rows:
