@@ -24,7 +24,7 @@ from docutils import nodes
 from sphinx.application import Sphinx
 from sphinx.transforms.post_transforms import SphinxPostTransform
 
-__all__ = ["CLAIM_ID", "is_claim_id", "link_text", "short_number", "setup"]
+__all__ = ["CLAIM_ID", "is_claim_id", "link_text", "plain_title", "short_number", "setup"]
 
 # The claim id pattern of convbook.claims.ID_PATTERN (kept here so the build does not import the library).
 CLAIM_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*(?:\.[a-z0-9]+(?:-[a-z0-9]+)*)+$")
@@ -116,6 +116,34 @@ def _clean_title(title: str, label: str) -> str:
     return t.replace("`", "").strip()
 
 
+_TEX = [
+    (re.compile(r"\\sqrt\{([^{}]*)\}"), r"√\1"),
+    (re.compile(r"\\(?:text|mathrm|mathbf|mathit|operatorname)\{([^{}]*)\}"), r"\1"),
+    (re.compile(r"\\frac\{([^{}]*)\}\{([^{}]*)\}"), r"\1/\2"),
+]
+_TEX_SYMBOLS = {
+    "\\times": "×", "\\cdot": "·", "\\le": "≤", "\\leq": "≤", "\\ge": "≥", "\\geq": "≥", "\\ne": "≠",
+    "\\neq": "≠", "\\to": "→", "\\rightarrow": "→", "\\approx": "≈", "\\infty": "∞", "\\sum": "Σ",
+    "\\ldots": "…", "\\dots": "…", "\\varepsilon": "ε", "\\epsilon": "ε", "\\gamma": "γ", "\\beta": "β",
+    "\\sigma": "σ", "\\mu": "μ", "\\lambda": "λ", "\\alpha": "α", "\\delta": "δ", "\\pi": "π", "\\top": "⊤",
+    "\\lceil": "⌈", "\\rceil": "⌉", "\\lfloor": "⌊", "\\rfloor": "⌋", "\\circ": "∘", "\\,": " ", "\\ ": " ",
+}
+
+
+def plain_title(title: str) -> str:
+    """A title as plain text for the claims index (an index entry is not typeset): ``$1\\times1$`` -> ``1×1``."""
+
+    def math(m: re.Match) -> str:
+        t = m.group(1)
+        for pattern, repl in _TEX:
+            t = pattern.sub(repl, t)
+        for tex, sym in sorted(_TEX_SYMBOLS.items(), key=lambda kv: -len(kv[0])):
+            t = re.sub(re.escape(tex) + r"(?![A-Za-z])", sym, t)
+        return re.sub(r"[{}]|\\(?=[A-Za-z])", "", t)
+
+    return re.sub(r"\$([^$]+)\$", math, title)
+
+
 def _collect(app: Sphinx, doctree: nodes.document) -> None:
     env = app.env
     if not hasattr(env, "convbook_claims"):
@@ -167,7 +195,7 @@ def _claims_index_class():
                 number = _number(env, info["docname"], info["countertype"], label)
                 chapter = number[0] if number else 0
                 kind = info["realtype"].title()
-                entry = [label, 0, info["docname"], label, info["title"], "", f"{kind} {'.'.join(map(str, number))}".strip()]
+                entry = [label, 0, info["docname"], label, plain_title(info["title"]), "", f"{kind} {'.'.join(map(str, number))}".strip()]
                 groups[(chapter, info["docname"])].append((number, entry))
             content = []
             for (chapter, docname) in sorted(groups):

@@ -23,7 +23,7 @@ request to another host is blocked and reported), and for every page
 
 It also runs a search (``search.html?q=convolution``) and expects results, and saves
 screenshots of the first chapter (its top, and its first claim block) for a human to look
-at. Exit status 1 when anything failed; the problems are listed one per line.
+at, the claim block also at each narrower width. Exit status 1 when anything failed; the problems are listed one per line.
 """
 
 from __future__ import annotations
@@ -351,6 +351,12 @@ def check_book(
                     if i:
                         page.set_viewport_size({"width": width, "height": HEIGHTS.get(width, 900)})
                     _check_layout(page, width, narrow=width < 600, report=report, problem=problem)
+                    if i and rel == FIRST_CHAPTER and screenshot_dir is not None:  # the chapter on a phone
+                        Path(screenshot_dir).mkdir(parents=True, exist_ok=True)
+                        phone = Path(screenshot_dir) / f"01-convolution-{width}px.png"
+                        if page.evaluate(_SCROLL_TO_CLAIM_JS):
+                            page.screenshot(path=str(phone))
+                            report.screenshots.append(phone)
                 if len(widths) > 1:
                     page.set_viewport_size({"width": widths[0], "height": HEIGHTS.get(widths[0], 900)})
                 if rel == FIRST_CHAPTER and screenshot_dir is not None:

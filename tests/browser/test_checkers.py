@@ -370,3 +370,11 @@ def test_process_language_ignores_scripts_and_other_words(tmp_path):
             "<script>const issue = 'session';</script><style>.audit { }</style>")
     _, found = linkcheck.check_process_language(_site(tmp_path, {"index.html": _page(body)}))
     assert found == []
+
+
+def test_claims_index_titles_are_plain_text():
+    """An index entry is not typeset by MathJax: a title's TeX becomes plain text ($ left in it would show raw)."""
+    assert convbook_claims.plain_title(r"The effective receptive field grows as $\sqrt{L}$") == (
+        "The effective receptive field grows as √L")
+    assert convbook_claims.plain_title(r"Option A is a $1\times1$ max pool") == "Option A is a 1×1 max pool"
+    assert "$" not in convbook_claims.plain_title(r"any $\varepsilon > 0$, $C_\text{in}$ and $\lceil H/s\rceil$")
