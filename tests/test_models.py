@@ -89,3 +89,16 @@ def test_invalid_inputs_raise_clear_errors():
         models.InvertedResidual(8, 8, 3, 6)
     with pytest.raises(ValueError, match="input_shape"):
         models.conv_shapes(models.build("resnet18"), (3, 224, 224))
+
+
+def test_block_strides_follow_the_conventions():
+    import numpy as np
+
+    block = models.Bottleneck(16, 4, np.int64(2), nn.Conv2d(16, 16, 1, stride=2))
+    assert block.stride == 2 and type(block.stride) is int and block.conv2.stride == (2, 2)
+    assert models.BasicBlock(8, 8, torch.tensor(1)).conv1.stride == (1, 1)
+    for bad in (2.0, True, "2"):
+        with pytest.raises(ValueError, match="stride must be an integer"):
+            models.BasicBlock(8, 8, bad)
+    with pytest.raises(ValueError, match="stride must be 1 or 2"):
+        models.InvertedResidual(8, 8, 3, 2)
