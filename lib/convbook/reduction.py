@@ -282,15 +282,19 @@ def collapse_1x1_then_kxk(w1: torch.Tensor, b1: torch.Tensor | None, w2: torch.T
     return w, b
 
 
-def border_band_mask(size: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
-                     dilation: Sequence[int]) -> np.ndarray:
+def border_band_mask(size: int | Sequence[int], kernel_size: int | Sequence[int], stride: int | Sequence[int] = 1,
+                     padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1) -> np.ndarray:
     """Boolean mask over the outputs of a conv whose window reads zero padding.
 
     On each axis output ``u`` reads input positions ``s·u − p + d·a``, ``a = 0 … k−1``; it touches
     padding iff ``s·u < p`` or ``s·u − p + d(k−1) >= n``: the first ``⌈p/s⌉`` outputs and the
     last ones whose window overhangs the far end. An output is in the band if it is on either
-    axis's band.
+    axis's band. Every argument is an int (both axes) or a pair, as in ``F.conv2d``.
     """
+    from .numerics import as_tuple
+
+    size, kernel_size = as_tuple(size, 2, "size"), as_tuple(kernel_size, 2, "kernel_size")
+    stride, padding, dilation = as_tuple(stride, 2, "stride"), as_tuple(padding, 2, "padding"), as_tuple(dilation, 2, "dilation")
     axes = []
     for n, k, s_, p_, d_ in zip(size, kernel_size, stride, padding, dilation):
         u = np.arange((n + 2 * p_ - d_ * (k - 1) - 1) // s_ + 1)
