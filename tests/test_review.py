@@ -636,3 +636,12 @@ def test_checkerboard_includes_dilation():
     assert "checkerboard" in codes(rev)
     rev = R.review(nn.Sequential(nn.ConvTranspose2d(2, 2, 4, stride=2, dilation=3)).eval(), (1, 2, 6, 6))
     assert "checkerboard" not in codes(rev)
+
+
+def test_fields_through_pixel_shuffle_nearest_upsampling_and_adaptive_pooling():
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.PixelShuffle(2), nn.Upsample(scale_factor=3), nn.Conv2d(1, 2, 3),
+                          nn.AdaptiveAvgPool2d(7), nn.Conv2d(2, 1, 2))
+    shape = (1, 1, 30, 30)
+    rev = R.review(model, shape)
+    for r in rev.layers:
+        assert [s for s, _ in r.receptive_field] == autograd_field(model, shape, r.name, phases=3), r.name

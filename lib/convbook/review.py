@@ -1054,8 +1054,7 @@ def _field_step(c: Call, tracked, nd: int):
         return tuple(_resample(f, n, o, taps, align) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"pixel_shuffle", "PixelShuffle"}:
         r_ = out[2] // s0[2]
-        return tuple(_resample(f, 1, r_, 1) if False else AxisField.make(f.jump / r_, lambda v, f=f: f.at(v // r_),
-                                                                          len(f.lo) * r_) for f in f0), ""
+        return tuple(AxisField.make(f.jump / r_, lambda v, f=f: f.at(v // r_), len(f.lo) * r_) for f in f0), ""
     if kind in {"pixel_unshuffle", "PixelUnshuffle"}:
         r_ = s0[2] // out[2]
         return tuple(_window(f, r_, r_, 0, 1) for f in f0), ""
