@@ -236,7 +236,39 @@ def _padding_ignored(x, weight, bias=None, stride=1, padding=0, dilation=1, grou
     return out[..., : out.shape[-2] - 1 if out.shape[-2] > 1 else None, : out.shape[-1] - 1 if out.shape[-1] > 1 else None]
 
 
-PLANTS = [Plant("impl.triton", "input offset by one row and column", {"convbook.triton_conv:conv2d_triton": _padding_ignored})] \
-    if TRITON_AVAILABLE else []
+def _swap(v):
+    v = (v, v) if isinstance(v, int) else tuple(v)
+    return (v[1], v[0])
+
+
+def _stride_axes_swapped(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """The vertical stride used horizontally and vice versa (wrong when they differ)."""
+    return _ORIG(x, weight, bias, _swap(stride), padding, dilation, groups, **kw)
+
+
+def _dilation_ignored(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """Adjacent taps read whatever the dilation (the kernel is not spread out)."""
+    return _ORIG(x, weight, bias, stride, padding, 1, groups, **kw)
+
+
+def _groups_reversed(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    """Group g's input channels paired with the weights of group G-1-g."""
+    c = x.shape[1] // groups
+    xr = torch.cat([x[:, (groups - 1 - g) * c:(groups - g) * c] for g in range(groups)], dim=1)
+    return _ORIG(xr, weight, bias, stride, padding, dilation, groups, **kw)
+
+
+def _bias_ignored(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, **kw):
+    return _ORIG(x, weight, None, stride, padding, dilation, groups, **kw)
+
+
+_T = "convbook.triton_conv:conv2d_triton"
+PLANTS = [
+    Plant("impl.triton", "input offset by one row and column", {_T: _padding_ignored}, parameter="padding"),
+    Plant("impl.triton", "stride axes swapped", {_T: _stride_axes_swapped}, parameter="stride"),
+    Plant("impl.triton", "dilation ignored", {_T: _dilation_ignored}, parameter="dilation"),
+    Plant("impl.triton", "groups paired in reverse", {_T: _groups_reversed}, parameter="groups"),
+    Plant("impl.triton", "bias ignored", {_T: _bias_ignored}, parameter="bias"),
+] if TRITON_AVAILABLE else []
 
 test_planted_failure = planted_failure_test(PLANTS)

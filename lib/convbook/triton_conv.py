@@ -335,6 +335,8 @@ if TRITON_AVAILABLE:
         title="The implicit-GEMM Triton kernel equals F.conv2d",
         chapter=11,
         statement="conv2d_triton, which never stores the unfolded matrix, equals F.conv2d in float64 for every stride, padding, dilation, groups and bias (on CPU through Triton's interpreter; 20 layers here, 200 more in the tests).",
+        parameters=("stride", "padding", "dilation", "groups", "bias"),
+        reference="PyTorch F.conv2d (float64)",
     )
     def check_triton(device: str = "cpu"):
         device = check_device(device)
