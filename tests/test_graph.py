@@ -129,3 +129,9 @@ def test_writes_into_a_tensor_are_data_flow():
     assert len(writes) == 2
     assert g.calls[writes[1].inputs[0]] is writes[0]  # the second write reads the result of the first
     assert g.module_calls("head")[0].inputs == [writes[1].index]
+
+
+def test_a_model_on_meta_is_traced_without_changing_its_mode():
+    model = UNet().to("meta").train()
+    g = trace(model, (1, 3, 16, 16))
+    assert g.run_on == "meta" and model.training

@@ -285,7 +285,7 @@ def _trace(model: nn.Module, shape: tuple[int, ...], run_on: str, progress) -> G
     params = list(model.parameters()) + list(model.buffers())
     on_meta = bool(params) and all(p.device.type == "meta" for p in params)
     if run_on == "meta":
-        work = model if on_meta else copy.deepcopy(model).to("meta")
+        work = copy.deepcopy(model).to("meta")  # a copy even on meta: eval() below must not touch the model
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         x = torch.zeros(shape, device="meta", dtype=dtype)
     else:
