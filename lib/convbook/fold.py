@@ -800,17 +800,12 @@ def check_fold_conv(device: str = "cpu"):
         c_out = c_in * randint(1, 2, gen) if depthwise else groups * randint(1, 3, gen)
         if depthwise:
             groups = c_in
-        k = randint(1, 3, gen)
-        s, d = randint(1, 2, gen), randint(1, 2, gen)
-        p = randint(0, 2, gen)
         mode = ["zeros", "reflect", "replicate", "circular"][randint(0, 3, gen)]
-        n = 5 if nd == 3 else 7
-        if mode != "zeros" and p >= n:
-            mode = "zeros"
-        conv = conv_t(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=groups, bias=bool(case % 2),
-                      padding_mode=mode).to(device, DTYPE)
+        geo = _conv_geometry(gen, nd, mode, n_max=5 if nd == 3 else 7)
+        size = geo.pop("size")
+        conv = conv_t(c_in, c_out, **geo, groups=groups, bias=bool(case % 2), padding_mode=mode).to(device, DTYPE)
         bn = bn_t(c_out, affine=case % 7 != 3).to(device, DTYPE)
-        _compare_layer_then_bn(t, conv, bn, (2, c_in, *([n] * nd)), gen, device)
+        _compare_layer_then_bn(t, conv, bn, (2, c_in, *size), gen, device)
     return t.verdict("random layers vs nn.Sequential(conv, bn) in eval mode", case_unit="layers", dtype="float64")
 
 
@@ -836,13 +831,16 @@ def check_fold_transpose(device: str = "cpu"):
         c_out = groups * randint(1, 3, gen)
         if case % 4 == 0:  # depthwise transposed
             groups, c_out = c_in, c_in
-        k, s, d = randint(1, 3, gen), randint(1, 3, gen), randint(1, 2, gen)
-        p = randint(0, d * (k - 1) // 2, gen)
-        op = randint(0, max(s, d) - 1, gen)
-        conv = conv_t(c_in, c_out, k, stride=s, padding=p, output_padding=op, dilation=d, groups=groups,
+        ks = tuple(randint(1, 3, gen) for _ in range(nd))  # per axis: the values differ between axes
+        ss = tuple(randint(1, 3, gen) for _ in range(nd))
+        ds = tuple(randint(1, 2, gen) for _ in range(nd))
+        ps = tuple(randint(0, d * (k - 1) // 2, gen) for k, d in zip(ks, ds))
+        ops = tuple(randint(0, max(s, d) - 1, gen) for s, d in zip(ss, ds))
+        conv = conv_t(c_in, c_out, ks, stride=ss, padding=ps, output_padding=ops, dilation=ds, groups=groups,
                       bias=bool(case % 2)).to(device, DTYPE)
         bn = bn_t(c_out).to(device, DTYPE)
-        _compare_layer_then_bn(t, conv, bn, (2, c_in, *([4] * nd)), gen, device)
+        size = tuple(randint(1, 4, gen) for _ in range(nd))
+        _compare_layer_then_bn(t, conv, bn, (2, c_in, *size), gen, device)
     return t.verdict("random transposed layers vs nn.Sequential(convT, bn)", case_unit="layers", dtype="float64")
 
 
@@ -887,16 +885,20 @@ def check_fold_bn_conv_exact(device: str = "cpu"):
         c_out = groups * randint(1, 3, gen)
         if case % 5 == 0:
             groups, c_out = c_in, c_in * randint(1, 2, gen)
-        k, s, d = randint(1, 3, gen), randint(1, 2, gen), randint(1, 2, gen)
         mode = ["zeros", "reflect", "replicate", "circular"][case % 4]
-        p = 0 if mode == "zeros" else randint(1, 2, gen)
-        conv = conv_t(c_in, c_out, k, stride=s, padding=p, dilation=d, groups=groups, bias=bool(case % 2),
-                      padding_mode=mode).to(device, DTYPE)
+        geo = _conv_geometry(gen, nd, mode, n_max=5 if nd == 3 else 7)
+        if mode == "zeros":  # exact only without zero padding
+            geo = _conv_geometry(gen, nd, mode, p_max=0, n_max=5 if nd == 3 else 7)
+        elif not any(geo["padding"]):
+            geo["padding"] = (1,) + geo["padding"][1:]
+            geo["size"] = (max(geo["size"][0], 2),) + geo["size"][1:]
+        size = geo.pop("size")
+        conv = conv_t(c_in, c_out, **geo, groups=groups, bias=bool(case % 2), padding_mode=mode).to(device, DTYPE)
         bn = bn_t(c_in).to(device, DTYPE)
         _randomise(conv, gen)
         _randomise_bn(bn, gen)
         bn.eval()
-        x = randn(2, c_in, *([5 if nd == 3 else 7] * nd), gen=gen, device=device)
+        x = randn(2, c_in, *size, gen=gen, device=device)
         with torch.no_grad():
             t.close(fold_bn_conv(bn, conv)(x), conv(bn(x)), f"{conv}")
     for case in range(10):
@@ -1105,11 +1107,12 @@ def check_fold_preact(device: str = "cpu"):
         c_out = groups * randint(1, 3, gen)
         if case % 5 == 0:
             groups, c_out = c, c * randint(1, 2, gen)
-        prev = conv_t(randint(1, 3, gen), c, randint(1, 3, gen), bias=bool(case % 2)).to(device, DTYPE)
-        k, s, d = randint(1, 3, gen), randint(1, 2, gen), randint(1, 2, gen)
+        k_prev = randint(1, 3, gen)
+        prev = conv_t(randint(1, 3, gen), c, k_prev, bias=bool(case % 2)).to(device, DTYPE)
         mode = ["zeros", "reflect", "replicate", "circular"][(case // 3) % 4]
-        conv = conv_t(c, c_out, k, stride=s, padding=randint(0, 2, gen), dilation=d, groups=groups,
-                      bias=bool(case % 3), padding_mode=mode).to(device, DTYPE)
+        geo = _conv_geometry(gen, nd, mode, n_max=5 if nd == 3 else 7)
+        size = geo.pop("size")  # the conv's input size = prev's output size
+        conv = conv_t(c, c_out, **geo, groups=groups, padding_mode=mode).to(device, DTYPE)  # bias: output never all 0
         bn = bn_t(c).to(device, DTYPE)
         _randomise(prev, gen)
         _randomise(conv, gen)
@@ -1119,7 +1122,7 @@ def check_fold_preact(device: str = "cpu"):
             with torch.no_grad():
                 bn.weight[randint(0, c - 1, gen)] = -float(randint(0, 1, gen)) * bn.weight.abs().max()
         bn.eval()
-        x = randn(2, prev.in_channels, *([7 if nd == 3 else 9] * nd), gen=gen, device=device)
+        x = randn(2, prev.in_channels, *(n + k_prev - 1 for n in size), gen=gen, device=device)
         try:
             new_prev, new_conv = fold_preact(prev, bn, conv)
         except ValueError as err:
@@ -1311,6 +1314,19 @@ def _fold_before(gm, calls, attr_reads, node, bn) -> str | None:
     node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
     return None
+
+
+def _conv_geometry(gen: torch.Generator, nd: int, mode: str, p_max: int = 2, n_max: int = 7) -> dict:
+    """Random per-axis kernel, stride, padding, dilation and a valid input size for a conv with
+    padding ``mode``: the values differ between axes, and inputs go down to 1 pixel where the
+    window fits (reflect padding needs p < n, circular p ≤ n)."""
+    ks, ss, ps, ds, ns = [], [], [], [], []
+    for _ in range(nd):
+        k, s, d, p = randint(1, 3, gen), randint(1, 2, gen), randint(1, 2, gen), randint(0, p_max, gen)
+        need = max(1, d * (k - 1) + 1 - 2 * p, p + 1 if mode == "reflect" else 1, p if mode == "circular" else 1)
+        ks.append(k), ss.append(s), ds.append(d), ps.append(p), ns.append(max(need, randint(1, n_max, gen)))
+    return {"kernel_size": tuple(ks), "stride": tuple(ss), "padding": tuple(ps), "dilation": tuple(ds),
+            "size": tuple(ns)}
 
 
 def _compare_layer_then_bn(t: Tally, layer: nn.Module, bn: nn.Module, input_shape: tuple, gen, device: str) -> None:
