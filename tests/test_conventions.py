@@ -533,6 +533,20 @@ def _fold_border_band():
     refuses("border_band_width 'same'", lambda: border_band_width(9, 3, 1, "same"))
 
 
+def _reduction_border_band():
+    from convbook.reduction import border_band_mask
+
+    rows, cols = _band_reference(9, 3, 2, 1, 1), _band_reference(8, 2, 1, 0, 2)
+    agree("reduction.border_band_mask tuples", lambda: np.asarray(border_band_mask((9, 8), (3, 2), (2, 1), (1, 0), (1, 2))),
+          lambda: rows[:, None] | cols[None, :], must_work=True)
+    square = _band_reference(7, 3, 2, 1, 1)
+    agree("reduction.border_band_mask ints mean both axes", lambda: np.asarray(border_band_mask(7, 3, 2, 1, 1)),
+          lambda: square[:, None] | square[None, :], must_work=True)
+    agree("reduction.border_band_mask numpy", lambda: np.asarray(border_band_mask(np.int64(7), np.int64(3), np.int64(2), 1, 1)),
+          lambda: square[:, None] | square[None, :])
+    refuses("reduction.border_band_mask float", lambda: border_band_mask(7, 3.0))
+
+
 def _grouped_grouped_cost():
     from convbook.grouped import grouped_cost
 
@@ -1038,6 +1052,8 @@ TABLE: dict[str, Callable[[], None] | Exempt] = {
     "shortcuts.expected_block_coverage": _shortcuts_block_coverage,
     "transposed.overlap_count_nd": _transposed_overlap_nd,
     "transposed.resize_conv_constant_region": _transposed_constant_region,
+    "transposed.plot_scatter_steps": DRAWING,
+    "reduction.border_band_mask": _reduction_border_band,
 }
 
 
