@@ -390,6 +390,7 @@ def check_winograd_2d(device: str = "cpu"):
     statement="For every m, r >= 1 in 1-D and nested in 2-D, F(m, r) performs (m + r − 1)^dims general multiplications per output tile where the definition performs (m r)^dims: 16 vs 36 for F(2×2,3×3), 36 vs 144 for F(4×4,3×3).",
     parameters=("m", "r", "dims"),
     reference="multiplications counted while the symbolic algorithm runs; monomials of the expanded definition",
+    sympy_role="verified for finitely many sizes",
 )
 def check_winograd_mults(device: str = "cpu"):
     check_device(device)
