@@ -338,6 +338,7 @@ def bottleneck_stride_delta(layers: Sequence[int] = (3, 4, 6, 3), image: int = 2
     """
     if len(layers) != 4:
         raise ValueError(f"layers must have 4 entries, got {list(layers)}")
+    image = as_int(image, "image", 1)
     if image % 32:
         raise ValueError(f"image size must be a multiple of 32, got {image}")
     return sum(3 * (image // (8 * 2**j)) ** 2 * (256 * 2**j) * (128 * 2**j) for j in range(3))
@@ -594,8 +595,9 @@ def network_complexity(n_layers: int, chain: bool = True) -> tuple[sp.Expr, sp.E
     input channel count ``Cin[l]`` — what a network with branches and shortcuts needs.
     Returns the two unevaluated ``sympy.Sum`` over ``l = 1 … n_layers``.
     """
-    if not isinstance(n_layers, int) or n_layers < 1:
+    if isinstance(n_layers, (bool, float, str)) or not isinstance(n_layers, (int, np.integer)) or n_layers < 1:
         raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
+    n_layers = int(n_layers)
     M, K, C, Cin = sp.IndexedBase("M"), sp.IndexedBase("K"), sp.IndexedBase("C"), sp.IndexedBase("Cin")
     l = sp.Symbol("l", integer=True, positive=True)
     c_in = C[l - 1] if chain else Cin[l]

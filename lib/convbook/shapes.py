@@ -240,7 +240,7 @@ def layer_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[i
     shape-preserving layers (batch norm, activations, dropout, identity). Anything else raises
     ``ValueError`` naming the module type.
     """
-    shape = tuple(int(v) for v in input_shape)
+    shape = tuple(as_int(v, f"input_shape[{j}]", 0) for j, v in enumerate(input_shape))
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         _expect_channels(module, shape, module.in_channels)
         return conv_output_shape(shape, module.out_channels, module.kernel_size, module.stride, module.padding,
@@ -293,7 +293,7 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str
         if node.op == "placeholder":
             if shapes:
                 raise ValueError("trace_shapes supports models with a single tensor input")
-            shapes[node.name] = tuple(int(v) for v in input_shape)
+            shapes[node.name] = tuple(as_int(v, f"input_shape[{j}]", 0) for j, v in enumerate(input_shape))
             rows.append((node.name, "input", shapes[node.name]))
             continue
         if node.op == "output":
