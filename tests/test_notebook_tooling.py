@@ -68,11 +68,12 @@ def test_nbval_fails_when_a_stored_case_count_changes(tampered_copy):
     assert result.returncode != 0, result.stdout[-2000:]
 
 
-def test_nb_check_reports_out_of_sync_and_unexecuted(tmp_path, monkeypatch):
+def test_nb_check_reports_out_of_sync_and_unexecuted(tmp_path, monkeypatch, capsys):
     src_dir = tmp_path / "notebooks" / "src"
     src_dir.mkdir(parents=True)
     (tmp_path / "book").mkdir()
     shutil.copy(SOURCE, src_dir / SOURCE.name)
+    shutil.copy(ROOT / "_config.yml", tmp_path / "_config.yml")  # the install cell names the repository it sets
     nb = json.loads(CHAPTER.read_text(encoding="utf-8"))
     nb["cells"][1]["source"] = "print('edited')"
     nb["cells"][1]["execution_count"] = None
@@ -80,6 +81,7 @@ def test_nb_check_reports_out_of_sync_and_unexecuted(tmp_path, monkeypatch):
     monkeypatch.setattr(nbtool, "ROOT", tmp_path)
     monkeypatch.setattr(nbtool, "SOURCE_DIRS", [src_dir, tmp_path / "book" / "src"])
     assert nbtool.check() == 1
+    assert "out of sync" in capsys.readouterr().out
 
 
 def test_nb_check_passes_on_the_committed_notebooks():
