@@ -99,8 +99,10 @@ MODES = ("fp64", "fp32-ieee", "tf32", "fp16", "bf16")
 #: inputs, of its accumulation and of its output store (0: no rounding there).
 #:
 #: * ``u_in``: only TF32 rounds inputs inside the kernel (float32 → TF32, 10 explicit
-#:   significand bits): ``2^-10``, the truncation error (wgmma reads float32 operands from
-#:   shared memory and drops the 13 low bits); round-to-nearest would halve it.  fp16 and
+#:   significand bits): ``2^-10``, the truncation error. Triton hands the float32 bits to the
+#:   tensor-core instruction unconverted on sm_90 and sm_80 (no ``cvt.rna.tf32`` in the PTX;
+#:   ``tests/test_gpu_compile.py`` checks), and the instruction ignores the 13 low bits;
+#:   round-to-nearest would halve the error.  fp16 and
 #:   bf16 inputs are used as given (a float32 → fp16/bf16 conversion is the caller's rounding).
 #: * ``u_acc``: float32 sums on tensor cores truncate instead of rounding to nearest (Fasi,
 #:   Higham, Mikaitis & Pranesh 2021 measured this on V100, T4 and A100), so ``2^-23``; the FMA
