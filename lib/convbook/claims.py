@@ -118,7 +118,8 @@ class Tally:
     kind:
         ``"rel."`` — error is ``max|a - b| / max|b|`` per case, and ``max|a - b|`` (the absolute
         error) when the reference ``b`` is all zero — dividing by a tiny floor instead would turn
-        a 1e-16 rounding error into 1e284; the verdict then says so in a note;
+        a 1e-16 rounding error into 1e284; when such a case has a non-zero error the verdict
+        says so in a note;
         ``"abs."`` — error is ``max|a - b|``.
     """
 
@@ -132,7 +133,8 @@ class Tally:
     notes: list[str] = field(default_factory=list)
     first_failure: str | None = None
     zero_references: int = 0
-    """Cases of :meth:`close` (kind ``"rel."``) whose reference was all zero: absolute error used."""
+    """Cases of :meth:`close` (kind ``"rel."``) whose reference was all zero and whose result was not:
+    their error is the absolute one, and the verdict says so."""
 
     def close(self, actual, expected, what: str = "") -> float:
         """Compare two arrays (torch or numpy) of the same shape; returns the case's error."""
@@ -150,9 +152,10 @@ class Tally:
                 err = diff
             else:
                 scale = float(np.max(np.abs(b))) if b.size else 0.0
-                if scale == 0.0:  # all-zero reference: no scale to be relative to
-                    self.zero_references += 1
+                if scale == 0.0:  # all-zero reference: no scale to be relative to, so the absolute error
                     err = diff
+                    if diff > 0.0:  # (an exact zero is zero either way: nothing to report)
+                        self.zero_references += 1
                 else:
                     err = diff / scale
             if not np.isfinite(err):
