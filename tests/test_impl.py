@@ -249,3 +249,14 @@ def test_cost_formulas_match_the_multiplications_performed():
     assert np.allclose(impl.radix2_fft(a, counter=counter), np.fft.fft(a)) and counter == {"complex_mults": 12}
     with pytest.raises(ValueError, match="power of two"):
         impl.radix2_fft(np.zeros(6))
+
+
+def test_counted_fft_convolution_refuses_bad_shapes():
+    with pytest.raises(ValueError, match=r"\(C_in, n, n\)"):
+        impl.conv2d_fft_counted(np.zeros((2, 4, 5)), np.zeros((1, 2, 3, 3)), 1)
+    with pytest.raises(ValueError, match="padding must be"):
+        impl.conv2d_fft_counted(np.zeros((2, 2, 2)), np.zeros((1, 2, 5, 5)), 0)
+    with pytest.raises(ValueError, match="binary einsums"):
+        impl.count_multiplications(lambda: torch.einsum("i...,i...->...", torch.ones(2, 3), torch.ones(2, 3)))
+    with pytest.raises(ValueError, match="unaccounted"):
+        impl.count_multiplications(F.conv2d, torch.ones(1, 1, 3, 3), torch.ones(1, 1, 2, 2))

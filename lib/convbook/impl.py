@@ -388,6 +388,13 @@ def conv2d_fft_counted(x: np.ndarray, weight: np.ndarray, padding: int) -> tuple
     ``C_in·C_out·L²`` products in the frequency domain, each complex multiplication as 4 real.
     Returns ``(y, real_multiplications)``.
     """
+    if x.ndim != 3 or weight.ndim != 4 or x.shape[1] != x.shape[2] or weight.shape[2] != weight.shape[3] \
+            or weight.shape[1] != x.shape[0]:
+        raise ValueError(f"conv2d_fft_counted: x must be (C_in, n, n) and weight (C_out, C_in, k, k), got shapes "
+                         f"{tuple(x.shape)} and {tuple(weight.shape)}")
+    if not isinstance(padding, int) or padding < 0 or weight.shape[2] > x.shape[1] + 2 * padding:
+        raise ValueError(f"conv2d_fft_counted: padding must be an int >= 0 with k <= n + 2p, got padding={padding!r}, "
+                         f"k={weight.shape[2]}, n={x.shape[1]}")
     c_in, n, _ = x.shape
     c_out, _, k, _ = weight.shape
     padded = n + 2 * padding
