@@ -56,6 +56,9 @@ def test_as_tuple_int_means_every_axis_and_tuples_must_match():
     assert as_tuple(5, name="k") == (5, 5)  # default ndim 2, like nn.Conv2d
     assert as_tuple(5, 3, "k") == (5, 5, 5) and as_tuple((1, np.int64(2)), 2, "k") == (1, 2)
     assert as_tuple(np.array([3, 4]), 2, "k") == (3, 4) and as_tuple(torch.Size([3, 4]), 2, "k") == (3, 4)
+    assert as_tuple(np.array(3), 2, "k") == (3, 3) and as_int(np.array(3), "k") == 3  # 0-d arrays are scalars
+    with pytest.raises(ValueError, match="integer"):
+        as_int(np.array(3.0), "k")
     with pytest.raises(ValueError, match="tuple of 2 ints"):
         as_tuple((3,), 2, "k")  # nn.Conv2d(1, 1, (3,)) builds a 1-D weight and fails at run time
     with pytest.raises(ValueError, match="k must be an int or a tuple"):

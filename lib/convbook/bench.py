@@ -600,6 +600,24 @@ def results_by_device(results: Sequence[tuple[pathlib.Path, dict]]) -> dict[str,
     return groups
 
 
+def case_label(case: dict) -> str:
+    """The case's name with the shape that was actually timed.
+
+    ResNet-50 layer cases are named after the full-size layer (``conv1 7x7/2 3->64 @224``); at ``--size small``
+    they time fewer channels on a smaller image. The label then shows the timed shape and names the layer it was
+    scaled from, so every FLOP/byte and bound printed beside it belongs to the shape on its row.
+    """
+    p, name = case["params"], case["name"]
+    full = p.get("resnet50_layer")
+    if full and all(k in p for k in ("kernel", "stride", "c_in", "c_out", "hw")):
+        timed = f"{p['kernel']}x{p['kernel']}/{p['stride']} {p['c_in']}->{p['c_out']} @{p['hw']}"
+        if p.get("groups", 1) != 1:
+            timed += f" g{p['groups']}"
+        if timed != full:
+            return name.replace(full, timed) + f" [scaled from {full}]"
+    return name
+
+
 def format_provenance(data: dict, path: str | os.PathLike | None = None) -> str:
     """Where a result came from: file, date, command, device, versions, clocks, timing method."""
     d, s = data["device"], data["settings"]
@@ -626,7 +644,7 @@ def format_cases(data: dict) -> str:
     skipped = []
     for c in data["cases"]:
         if c["status"] == "ok":
-            rows.append((c["name"], f"{c['median_s'] * 1e3:.3f}", f"{c['iqr_s'] * 1e3:.3f}", f"{c['tflops'] * 1e3:.2f}",
+            rows.append((case_label(c), f"{c['median_s'] * 1e3:.3f}", f"{c['iqr_s'] * 1e3:.3f}", f"{c['tflops'] * 1e3:.2f}",
                          f"{c['gbps']:.2f}", str(len(c["samples_s"]))))
         else:
             skipped.append(f"  skipped {c['name']}: {c['reason']}")
@@ -655,7 +673,10 @@ def relative_rows(data: dict) -> list[dict]:
 
     Groups are cases equal in every parameter except the suite's :data:`VARYING` ones; for
     the whole-network suite times are per image (median / batch). Skipped cases keep their
-    reason. Returns ``[{"group", "case", "status", "ms", "rel_time", "rel_flops", "reason"}]``.
+    reason. ``spread`` is the two cases' relative IQRs added, ``IQR/median`` of the case plus
+    that of the group's first case; ``beyond_spread`` says whether ``|rel_time − 1|`` exceeds
+    it (a difference the repeats' own scatter does not explain). Returns
+    ``[{"group", "case", "status", "ms", "rel_time", "rel_flops", "spread", "beyond_spread", "reason"}]``.
     """
     drop = VARYING.get(data["suite"])
     if drop is None:
@@ -665,13 +686,17 @@ def relative_rows(data: dict) -> list[dict]:
     rows, base = [], {}
     for c in data["cases"]:
         key = json.dumps({k: v for k, v in sorted(c["params"].items()) if k not in drop}, sort_keys=True)
-        row = {"group": key, "case": c["name"], "status": c["status"], "ms": None, "rel_time": None, "rel_flops": None,
-               "reason": c["reason"]}
+        row = {"group": key, "case": case_label(c), "status": c["status"], "ms": None, "rel_time": None, "rel_flops": None,
+               "spread": None, "beyond_spread": None, "reason": c["reason"]}
         if c["status"] == "ok":
             t = c["median_s"] / (c["params"].get("batch", 1) if per_image else 1)
             f = c["flops"] / (c["params"].get("batch", 1) if per_image else 1)
-            base.setdefault(key, (t, f))
-            row.update(ms=t * 1e3, rel_time=t / base[key][0], rel_flops=f / base[key][1])
+            scatter = c["iqr_s"] / c["median_s"]
+            base.setdefault(key, (t, f, scatter))
+            rel = t / base[key][0]
+            spread = scatter + base[key][2]
+            row.update(ms=t * 1e3, rel_time=rel, rel_flops=f / base[key][1], spread=spread,
+                       beyond_spread=abs(rel - 1) > spread)
         rows.append(row)
     return rows
 
@@ -680,16 +705,20 @@ def format_relative(data: dict) -> str:
     """:func:`relative_rows` as a fixed-width table (``×`` the group's first case)."""
     rows = relative_rows(data)
     unit = "ms/image" if data["suite"] == "whole-network" else "median ms"
-    head = ("case", unit, "time ×", "FLOPs ×")
+    head = ("case", unit, "time ×", "FLOPs ×", "spread ±", "beyond spread")
     table = [head]
     notes = []
+    seen: set[str] = set()
     for r in rows:
         if r["status"] == "ok":
-            table.append((r["case"], f"{r['ms']:.3f}", f"{r['rel_time']:.2f}", f"{r['rel_flops']:.2f}"))
+            first = r["group"] not in seen  # the group's reference case: nothing to compare
+            seen.add(r["group"])
+            table.append((r["case"], f"{r['ms']:.3f}", f"{r['rel_time']:.2f}", f"{r['rel_flops']:.2f}",
+                          "" if first else f"{r['spread']:.2f}", "" if first else ("yes" if r["beyond_spread"] else "no")))
         else:
             notes.append(f"  skipped {r['case']}: {r['reason']}")
-    widths = [max(len(t[i]) for t in table) for i in range(4)]
-    lines = ["  ".join([t[0].ljust(widths[0])] + [t[i].rjust(widths[i]) for i in range(1, 4)]) for t in table]
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    lines = ["  ".join([t[0].ljust(widths[0])] + [t[i].rjust(widths[i]) for i in range(1, len(head))]) for t in table]
     return "\n".join(lines + notes)
 
 

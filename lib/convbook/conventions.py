@@ -49,6 +49,8 @@ def as_int(value: Any, name: str, minimum: int | None = None) -> int:
     """
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be an integer, got the bool {value!r}")
+    if isinstance(value, np.ndarray) and value.ndim == 0:  # a 0-d array, as numpy reductions return
+        value = value[()]
     if isinstance(value, torch.Tensor):
         if value.dim() != 0 or value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
             raise ValueError(f"{name} must be an integer (a 0-d integer tensor at most), got {value!r}")
@@ -65,7 +67,9 @@ def as_int(value: Any, name: str, minimum: int | None = None) -> int:
 def _is_scalar(value: Any) -> bool:
     if isinstance(value, torch.Tensor):
         return value.dim() == 0
-    return not isinstance(value, (str, bytes)) and not isinstance(value, Sequence) and not isinstance(value, np.ndarray)
+    if isinstance(value, np.ndarray):
+        return value.ndim == 0
+    return not isinstance(value, (str, bytes)) and not isinstance(value, Sequence)
 
 
 def as_tuple(value: Any, ndim: int = 2, name: str = "value", minimum: int | None = None) -> tuple[int, ...]:

@@ -178,13 +178,15 @@ def roofline_rows(cases, machine: Machine, overhead: float = 0.0) -> list[dict]:
     Per case: intensity ``F/Q``, bound kind, achieved and attainable FLOP/s, fraction of the
     roofline, predicted and measured time and the relative prediction error.
     """
+    from .bench import case_label  # bench imports this module; the label lives with the result format
+
     rows = []
     for c in cases:
         if c.get("status") != "ok":
             continue
         f, q, t = c["flops"], c["bytes"], c["median_s"]
         rows.append({
-            "case": c["name"],
+            "case": case_label(c),
             "intensity": intensity(f, q),
             "bound": bound_kind(f, q, machine.peak_flops, machine.bandwidth),
             "achieved": f / t,
