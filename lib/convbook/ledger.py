@@ -90,8 +90,9 @@ def ledger_rows(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = N
 def ledger_table(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = None) -> str:
     """The ledger as an HTML table: claim (linked id and title), chapter, statement, verdict, cases, evidence."""
     esc = html.escape
-    head = ("<thead><tr><th>claim</th><th>ch.</th><th>statement</th><th>verdict</th><th>cases</th>"
-            "<th>error vs tolerance</th></tr></thead>")
+    cols = "".join(f'<col class="ledger-{c}">' for c in ("claim", "chapter", "statement", "verdict", "cases", "evidence"))
+    head = (f"<colgroup>{cols}</colgroup><thead><tr><th>claim</th><th>ch.</th><th>statement</th><th>✓</th>"
+            "<th>cases, method</th><th>error vs tol.</th></tr></thead>")
     body = []
     for r in ledger_rows(verdicts, pages):
         ident = f'<code class="claim-id">{esc(r.claim_id)}</code>'
