@@ -73,7 +73,7 @@ def test_as_tuple_int_means_every_axis_and_tuples_must_match():
 def test_resolve_padding_follows_pytorch():
     assert resolve_padding(1, 3) == ((1, 1), (1, 1)) and resolve_padding((2, 0), 3) == ((2, 2), (0, 0))
     assert resolve_padding("valid", (3, 4)) == ((0, 0), (0, 0))
-    assert resolve_padding("same", (3, 4), 1, (2, 1)) == ((2, 2), (1, 2))  # even total split left-heavy? no: right
+    assert resolve_padding("same", (3, 4), 1, (2, 1)) == ((2, 2), (1, 2))  # axis 1: d(k-1) = 3, the extra zero on the right
     assert padding_totals("same", 4, ndim=1) == (3,)
     with pytest.raises(ValueError, match="stride 1"):
         resolve_padding("same", 3, (1, 2))
