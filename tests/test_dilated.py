@@ -103,10 +103,14 @@ def test_invalid_inputs_raise_clear_errors():
         effective_kernel_size(3, 0)
     with pytest.raises(ValueError, match="kernel_size must be an int"):
         effective_kernel_size(3.0, 1)
-    with pytest.raises(ValueError, match="dilation\\[0\\] must be >= 1"):
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
         dilate_kernel(_rand(1, 1, 3), 0)
-    with pytest.raises(ValueError, match="one int per spatial axis"):
+    with pytest.raises(ValueError, match="dilation\\[1\\] must be >= 1"):
+        dilate_kernel(_rand(1, 1, 3, 3), (2, 0))
+    with pytest.raises(ValueError, match="one per spatial axis"):
         dilate_kernel(_rand(1, 1, 3, 3), (2, 2, 2))
+    with pytest.raises(ValueError, match="dilation must be an integer"):
+        dilate_kernel(_rand(1, 1, 3, 3), 2.0)
     with pytest.raises(ValueError, match="3-D"):
         dilate_kernel(_rand(3, 3), 2)
     with pytest.raises(ValueError, match="same length"):
@@ -201,3 +205,16 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_numpy_integers_and_padding_strings():
+    x, w = _rand(1, 2, 9, 8, seed=1), _rand(3, 2, 3, 2, seed=2)
+    for d, p in ((np.int64(2), np.int64(1)), ((1, 2), "same"), (2, "valid")):
+        ref = F.conv2d(x, w, padding=p if isinstance(p, str) else int(p), dilation=d if isinstance(d, tuple) else int(d))
+        assert torch.allclose(dilated_conv_by_polyphase(x, w, d, p), ref, rtol=1e-12, atol=1e-12)
+        assert torch.allclose(conv_via_zero_inserted(x, w, 1, p, d), ref, rtol=1e-12, atol=1e-12)
+    assert hdc_max_gap([np.int64(1), np.int64(2), np.int64(5)]) == 2
+    with pytest.raises(ValueError, match="must be an integer"):
+        dilated_conv_by_polyphase(x, w, 2.0)
+    with pytest.raises(ValueError, match="kernel_size must be an integer"):
+        hdc_max_gap([1, 2], kernel_size=3.0)

@@ -144,7 +144,7 @@ def test_stacked_and_effective_examples():
         receptive.tap_variance([1, -1])
     with pytest.raises(ValueError, match="same length"):
         receptive.effective_field_variance([np.ones(3)], [1, 2])
-    with pytest.raises(ValueError, match="depth must be an int >= 1"):
+    with pytest.raises(ValueError, match="depth must be >= 1"):
         receptive.stacked_vs_single(0)
 
 

@@ -430,3 +430,15 @@ PLANTS = [
 _POLY = tr.polyphase_sums
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_numpy_integers_accepted_floats_refused():
+    # np.int64 used to raise TypeError inside pow(); floats must be refused with a ValueError
+    assert overlap_count(np.int64(3), np.int64(2), np.int64(5)).tolist() == overlap_count(3, 2, 5).tolist()
+    assert overlap_count_nd((2, 3), (2, 1), (3, 2), np.int64(2)).shape == overlap_count_nd((2, 3), (2, 1), (3, 2), 2).shape
+    assert overlap_is_uniform(np.int64(4), np.int64(2)) and not overlap_is_uniform(np.int64(2), 2, np.int64(2))
+    assert required_output_padding(np.int64(8), 3, np.int64(2), 1) == 1
+    with pytest.raises(ValueError, match="must be an integer"):
+        overlap_count(4.0, 2, 6)
+    with pytest.raises(ValueError, match="padding must be an integer"):
+        required_output_padding(9, 3, 1, "same")

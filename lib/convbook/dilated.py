@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .claims import Tally, claim
+from .conventions import as_int, as_tuple, resolve_padding
 from .numerics import check_device, generator, randint, randn
 
 __all__ = [
@@ -46,9 +47,8 @@ __all__ = [
 
 
 def effective_kernel_size(kernel_size: int, dilation: int) -> int:
-    """``d(k - 1) + 1``: the span of a dilated kernel. Rules: kernel_size, dilation ≥ 1."""
-    _check_int(kernel_size=(kernel_size, 1), dilation=(dilation, 1))
-    return dilation * (kernel_size - 1) + 1
+    """``d(k - 1) + 1``: the span of a dilated kernel. Rules: kernel_size, dilation ≥ 1 (integers)."""
+    return as_int(dilation, "dilation", 1) * (as_int(kernel_size, "kernel_size", 1) - 1) + 1
 
 
 def dilate_kernel(weight: torch.Tensor, dilation: int | Sequence[int]) -> torch.Tensor:
@@ -61,11 +61,7 @@ def dilate_kernel(weight: torch.Tensor, dilation: int | Sequence[int]) -> torch.
     nd = weight.dim() - 2
     if nd not in (1, 2):
         raise ValueError(f"weight must be C_out × C_in × k (3-D) or × kh × kw (4-D), got shape {tuple(weight.shape)}")
-    d = (dilation,) * nd if isinstance(dilation, int) else tuple(dilation)
-    if len(d) != nd:
-        raise ValueError(f"dilation must be an int or one int per spatial axis ({nd}), got {dilation!r}")
-    for j, dj in enumerate(d):
-        _check_int(**{f"dilation[{j}]": (dj, 1)})
+    d = as_tuple(dilation, nd, "dilation", 1)
     k = weight.shape[2:]
     out = weight.new_zeros(*weight.shape[:2], *[effective_kernel_size(k[j], d[j]) for j in range(nd)])
     out[(slice(None), slice(None), *[slice(None, None, d[j]) for j in range(nd)])] = weight
@@ -115,8 +111,14 @@ def conv_via_zero_inserted(x: torch.Tensor, weight: torch.Tensor, stride: int | 
                            padding: int | Sequence[int] = 0, dilation: int | Sequence[int] = 1) -> torch.Tensor:
     """A dilated convolution computed as an undilated one with :func:`dilate_kernel`'s zero-inserted kernel:
     ``conv(x, W_d, stride, padding)``. 1-D or 2-D; stride, padding and dilation an int or one per axis."""
-    conv = F.conv1d if weight.dim() == 3 else F.conv2d
-    return conv(x, dilate_kernel(weight, dilation), stride=stride, padding=padding)
+    nd = weight.dim() - 2
+    conv = F.conv1d if nd == 1 else F.conv2d
+    d = as_tuple(dilation, nd, "dilation", 1)
+    s = as_tuple(stride, nd, "stride", 1)
+    pads = resolve_padding(padding, tuple(weight.shape[2:]), s, d, nd)
+    if all(a == b for a, b in pads):
+        return conv(x, dilate_kernel(weight, d), stride=s, padding=tuple(a for a, _ in pads))
+    return conv(F.pad(x, [q for pair in reversed(pads) for q in pair]), dilate_kernel(weight, d), stride=s)
 
 
 def dilated_conv_by_polyphase(x: torch.Tensor, weight: torch.Tensor, dilation: int | Sequence[int],
@@ -132,14 +134,10 @@ def dilated_conv_by_polyphase(x: torch.Tensor, weight: torch.Tensor, dilation: i
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"x and weight must be 4-D (N × C × H × W and C_out × C_in × kh × kw), got {tuple(x.shape)} "
                          f"and {tuple(weight.shape)}")
-    d = (dilation,) * 2 if isinstance(dilation, int) else tuple(dilation)
-    p = (padding,) * 2 if isinstance(padding, int) else tuple(padding)
-    if len(d) != 2 or len(p) != 2:
-        raise ValueError(f"dilation and padding must be an int or two ints, got {dilation!r} and {padding!r}")
-    for j in range(2):
-        _check_int(**{f"dilation[{j}]": (d[j], 1), f"padding[{j}]": (p[j], 0)})
-    xp = F.pad(x, (p[1], p[1], p[0], p[0]))
+    d = as_tuple(dilation, 2, "dilation", 1)
     k = weight.shape[2:]
+    (top, bottom), (left, right) = resolve_padding(padding, tuple(k), 1, d, 2)  # ints, per-axis, 'same', 'valid'
+    xp = F.pad(x, (left, right, top, bottom))
     out_size = tuple(xp.shape[2 + j] - d[j] * (k[j] - 1) for j in range(2))
     if min(out_size) < 1:
         raise ValueError(f"dilated kernel larger than the padded input: output size {out_size}")
@@ -162,13 +160,12 @@ def hdc_max_gap(dilations: Sequence[int], kernel_size: int = 3) -> int:
     first layer (``r_1 = 1``) fills every gap left by the others. Rules: kernel_size = 3 (the formula's
     ``2 r_i`` is the span of a 3-tap kernel); at least two dilations, each ≥ 1.
     """
-    if kernel_size != 3:
+    if as_int(kernel_size, "kernel_size", 1) != 3:
         raise ValueError(f"the HDC recursion is stated for 3-tap kernels, got kernel_size = {kernel_size}")
     rs = list(dilations)
     if len(rs) < 2:
         raise ValueError(f"the HDC recursion needs at least two dilations, got {rs}")
-    for j, r in enumerate(rs):
-        _check_int(**{f"dilations[{j}]": (r, 1)})
+    rs = [as_int(r, f"dilations[{j}]", 1) for j, r in enumerate(rs)]
     m = rs[-1]
     for r in reversed(rs[1:-1]):
         m = max(m - 2 * r, m - 2 * (m - r), r)
@@ -414,17 +411,15 @@ def _coverage(dilations: Sequence[int], device: str, kernel_size: int = 3) -> np
 
 
 def _check_int(**values: tuple[int, int]) -> None:
+    """Each ``name=(value, low)``: an integer (Python, numpy or 0-d tensor) ≥ low, else ValueError naming it."""
     for name, (value, low) in values.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+        as_int(value, name, low)
 
 
 def _check_stack(kernel_sizes: Sequence[int], dilations: Sequence[int]) -> tuple[list[int], list[int]]:
     ks, ds = list(kernel_sizes), list(dilations)
     if len(ks) != len(ds) or not ks:
         raise ValueError(f"kernel_sizes and dilations must be non-empty and of the same length, got {len(ks)} and {len(ds)}")
-    for j, (k, d) in enumerate(zip(ks, ds)):
-        _check_int(**{f"kernel_sizes[{j}]": (k, 1), f"dilations[{j}]": (d, 1)})
+    ks = [as_int(k, f"kernel_sizes[{j}]", 1) for j, k in enumerate(ks)]
+    ds = [as_int(d, f"dilations[{j}]", 1) for j, d in enumerate(ds)]
     return ks, ds

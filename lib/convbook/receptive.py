@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from .claims import Tally, claim
+from .conventions import as_int
 from .numerics import DTYPE, check_device, generator, randint
 from .shapes import _single_threaded, conv_output_size, pool_output_size, same_padding
 
@@ -202,6 +203,7 @@ def padded_source(pos: np.ndarray, n: int, padding_mode: str, padding: int = 0) 
     Rules (PyTorch's): ``'reflect'`` needs ``padding < n``, ``'circular'`` ``padding <= n``.
     """
     pos = np.asarray(pos, dtype=np.int64)
+    n, padding = as_int(n, "n", 1), as_int(padding, "padding", 0)
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if padding_mode == "zeros":
@@ -270,9 +272,8 @@ def stacked_vs_single(depth: int, kernel_size: int = 3, channels: int = 1) -> tu
     ``field = depth·(k - 1) + 1``; the stack has ``depth·k²·C²`` weights, the single layer ``field²·C²``
     (three 3×3 layers: field 7, ``27C²`` against ``49C²``). Rules: depth, kernel_size, channels ≥ 1.
     """
-    for name, v in (("depth", depth), ("kernel_size", kernel_size), ("channels", channels)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+    depth, kernel_size, channels = (as_int(v, name, 1) for name, v in
+                                    (("depth", depth), ("kernel_size", kernel_size), ("channels", channels)))
     field = depth * (kernel_size - 1) + 1
     return field, depth * kernel_size**2 * channels**2, field**2 * channels**2
 
@@ -285,8 +286,7 @@ def tap_variance(kernel: Sequence[float] | np.ndarray, dilation: int = 1) -> flo
     w = np.asarray(kernel, dtype=np.float64).ravel()
     if w.size == 0 or np.any(w < 0) or not np.any(w > 0):
         raise ValueError(f"kernel must be non-negative and not all zero, got {w.tolist()}")
-    if not isinstance(dilation, (int, np.integer)) or dilation < 1:
-        raise ValueError(f"dilation must be an int >= 1, got {dilation!r}")
+    dilation = as_int(dilation, "dilation", 1)
     prob = w / w.sum()
     offsets = dilation * np.arange(w.size)
     mean = float(prob @ offsets)
@@ -317,7 +317,9 @@ def gradient_profile(kernels: Sequence, dilations: Sequence[int] | None = None) 
     """The input gradient of output 0 of a stride-1 1-D stack (``F.conv1d``, no padding), by autograd,
     normalised to sum 1: entry ``o`` is the weight of input offset ``o`` (the measured effective field)."""
     ks = [torch.as_tensor(np.asarray(w, dtype=np.float64)) for w in kernels]
-    ds = [1] * len(ks) if dilations is None else list(dilations)
+    ds = [1] * len(ks) if dilations is None else [as_int(d, f"dilations[{j}]", 1) for j, d in enumerate(dilations)]
+    if len(ds) != len(ks) or not ks:
+        raise ValueError(f"kernels and dilations must be non-empty and of the same length, got {len(ks)} and {len(ds)}")
     span = 1 + sum(d * (w.numel() - 1) for w, d in zip(ks, ds))
     x = torch.zeros(1, 1, span, dtype=DTYPE, requires_grad=True)
     h = x

@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from .claims import Tally, claim
+from .conventions import as_int
+from .conventions import as_tuple as per_axis
 from .numerics import as_tuple, check_device, generator, randint, randn
 from .shapes import conv_output_size, conv_transpose_output_size
 
@@ -73,8 +75,10 @@ def required_output_padding(size: int, kernel_size: int, stride: int = 1, paddin
 
     picks it. Validity rules are those of :func:`convbook.shapes.conv_output_size`.
     """
-    conv_output_size(size, kernel_size, stride, padding, dilation)  # validates
-    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) % stride
+    n, k = as_int(size, "size", 1), as_int(kernel_size, "kernel_size", 1)
+    s, p, d = as_int(stride, "stride", 1), as_int(padding, "padding", 0), as_int(dilation, "dilation", 1)
+    conv_output_size(n, k, s, p, d)  # validates
+    return (n + 2 * p - d * (k - 1) - 1) % s
 
 
 def conv_transpose_by_scatter(y: torch.Tensor, weight: torch.Tensor, stride: int | Sequence[int] = 1,
@@ -140,7 +144,7 @@ def equivalent_conv_padding(kernel_size: int, padding: int = 0, dilation: int = 
     Negative values mean cropping. Rules: kernel_size, dilation ≥ 1; padding ≥ 0.
     """
     _nonneg(kernel_size=(kernel_size, 1), dilation=(dilation, 1), padding=(padding, 0))
-    return dilation * (kernel_size - 1) - padding
+    return int(dilation) * (int(kernel_size) - 1) - int(padding)
 
 
 def transposed_kernel_as_conv(weight: torch.Tensor, groups: int = 1) -> torch.Tensor:
@@ -203,7 +207,7 @@ def overlap_count(kernel_size: int, stride: int, length: int, dilation: int = 1)
     Rules: kernel_size, stride, length, dilation ≥ 1.
     """
     _nonneg(kernel_size=(kernel_size, 1), stride=(stride, 1), length=(length, 1), dilation=(dilation, 1))
-    k, s, n, d = kernel_size, stride, length, dilation
+    k, s, n, d = int(kernel_size), int(stride), int(length), int(dilation)
     g = math.gcd(d, s)
     s1, d1 = s // g, d // g
     inv = pow(d1, -1, s1) if s1 > 1 else 0
@@ -223,7 +227,7 @@ def interior_overlap(kernel_size: int, stride: int, dilation: int = 1) -> np.nda
     ``r < m`` get ``q + 1``, the others ``q``. Rules: kernel_size, stride, dilation ≥ 1.
     """
     _nonneg(kernel_size=(kernel_size, 1), stride=(stride, 1), dilation=(dilation, 1))
-    k, s, d = kernel_size, stride, dilation
+    k, s, d = int(kernel_size), int(stride), int(dilation)
     g = math.gcd(d, s)
     s1 = s // g
     inv = pow(d // g, -1, s1) if s1 > 1 else 0
@@ -240,10 +244,10 @@ def overlap_count_nd(kernel_size: Sequence[int], stride: Sequence[int], length: 
     so the count factorises: ``count[j₁, …, j_N] = Π_i c_i[j_i]`` (:func:`overlap_count` per axis).
     Every argument is one int per axis (``dilation`` may be one int for all axes).
     """
-    ks = tuple(kernel_size)
-    nd = len(ks)
-    ss, ls = as_tuple(tuple(stride), nd, "stride"), as_tuple(tuple(length), nd, "length")
-    ds = as_tuple(dilation if isinstance(dilation, int) else tuple(dilation), nd, "dilation")
+    nd = len(tuple(kernel_size))
+    ks = per_axis(kernel_size, nd, "kernel_size", 1)
+    ss, ls = per_axis(stride, nd, "stride", 1), per_axis(length, nd, "length", 1)
+    ds = per_axis(dilation, nd, "dilation", 1)
     out = np.ones((), dtype=np.int64)
     for j in range(nd):
         out = np.multiply.outer(out, overlap_count(ks[j], ss[j], ls[j], ds[j]))
@@ -269,15 +273,17 @@ def overlap_is_uniform(kernel_size: int | Sequence[int], stride: int | Sequence[
     gets ``q``; all get ``q`` when ``m = 0``. (N-D): the table is an outer product of per-axis vectors with
     a positive entry, constant iff every factor is constant.
     """
-    ks = (kernel_size,) if isinstance(kernel_size, int) else tuple(kernel_size)
-    ss = (stride,) * len(ks) if isinstance(stride, int) and not isinstance(kernel_size, int) else (
-        (stride,) if isinstance(stride, int) else tuple(stride))
-    ds = (dilation,) * len(ks) if isinstance(dilation, int) else tuple(dilation)
-    if not len(ks) == len(ss) == len(ds):
+    def axes(v):
+        return (v,) if np.ndim(v) == 0 else tuple(v)
+
+    lengths = {len(axes(v)) for v in (kernel_size, stride, dilation) if np.ndim(v) != 0}
+    nd = lengths.pop() if len(lengths) == 1 else (1 if not lengths else -1)
+    ks, ss, ds = ((v,) * nd if np.ndim(v) == 0 and nd > 0 else axes(v) for v in (kernel_size, stride, dilation))
+    if nd < 0 or not len(ks) == len(ss) == len(ds):
         raise ValueError(f"kernel_size, stride and dilation must have the same length, got {ks}, {ss} and {ds}")
     _nonneg(**{f"kernel_size[{j}]": (v, 1) for j, v in enumerate(ks)}, **{f"stride[{j}]": (v, 1) for j, v in enumerate(ss)},
             **{f"dilation[{j}]": (v, 1) for j, v in enumerate(ds)})
-    return all(math.gcd(d, s) == 1 and k % s == 0 for k, s, d in zip(ks, ss, ds))
+    return all(math.gcd(int(d), int(s)) == 1 and int(k) % int(s) == 0 for k, s, d in zip(ks, ss, ds))
 
 
 def polyphase_sums(weight: torch.Tensor, stride: int, padding: int = 0) -> torch.Tensor:
@@ -340,6 +346,7 @@ def resize_conv_constant_region(out_size: int, padding: int, padding_mode: str =
     a constant stays constant everywhere: ``slice(0, out_size)``.
     """
     _nonneg(out_size=(out_size, 1), padding=(padding, 0))
+    out_size, padding = int(out_size), int(padding)
     if padding_mode not in PADDING_MODES:
         raise ValueError(f"padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
     if padding_mode != "zeros":
@@ -844,12 +851,9 @@ def _conv_transpose_fn(nd: int):
 
 
 def _nonneg(**values: tuple[int, int]) -> None:
-    """Each ``name=(value, low)``: an int ≥ low, else ValueError naming it."""
+    """Each ``name=(value, low)``: an integer (Python, numpy or 0-d tensor) ≥ low, else ValueError naming it."""
     for name, (value, low) in values.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            raise ValueError(f"{name} must be an int, got {value!r}")
-        if value < low:
-            raise ValueError(f"{name} must be >= {low}, got {value}")
+        as_int(value, name, low)
 
 
 def _args(nd: int, stride, padding, dilation, output_padding):
