@@ -302,3 +302,34 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_case_label_names_the_shape_that_was_timed():
+    from convbook.bench import case_label
+
+    scaled = {"name": "conv1 7x7/2 3->64 @224", "params": {"c_in": 3, "c_out": 16, "kernel": 7, "stride": 2, "hw": 112,
+                                                          "resnet50_layer": "7x7/2 3->64 @224"}}
+    assert case_label(scaled) == "conv1 7x7/2 3->16 @112 [scaled from 7x7/2 3->64 @224]"
+    full = {"name": "conv1 7x7/2 3->64 @224", "params": {"c_in": 3, "c_out": 64, "kernel": 7, "stride": 2, "hw": 224,
+                                                        "resnet50_layer": "7x7/2 3->64 @224"}}
+    assert case_label(full) == "conv1 7x7/2 3->64 @224"
+    assert case_label({"name": "conv folded 16ch @28", "params": {"folded": True}}) == "conv folded 16ch @28"
+
+
+def test_relative_rows_say_which_differences_exceed_the_spread():
+    from convbook.bench import format_relative, relative_rows
+
+    def case(name, folded, median, iqr):
+        return {"name": name, "params": {"input": [1, 4, 8, 8], "folded": folded}, "status": "ok", "reason": None,
+                "median_s": median, "iqr_s": iqr, "flops": 100}
+
+    data = {"suite": "bn-fold", "cases": [case("a", False, 1.0, 0.01), case("b", True, 0.8, 0.01),
+                                          case("c", False, 2.0, 0.5), case("d", True, 2.2, 0.5)]}
+    data["cases"][2]["params"]["input"] = [1, 8, 8, 8]
+    data["cases"][3]["params"]["input"] = [1, 8, 8, 8]
+    rows = relative_rows(data)
+    b, d = rows[1], rows[3]
+    assert abs(b["spread"] - (0.01 / 0.8 + 0.01)) < 1e-12 and b["beyond_spread"] is True
+    assert abs(d["spread"] - (0.5 / 2.2 + 0.25)) < 1e-12 and d["beyond_spread"] is False
+    text = format_relative(data)
+    assert "beyond spread" in text and text.splitlines()[2].rstrip().endswith("yes") and text.splitlines()[4].rstrip().endswith("no")
