@@ -378,3 +378,40 @@ def test_claims_index_titles_are_plain_text():
         "The effective receptive field grows as √L")
     assert convbook_claims.plain_title(r"Option A is a $1\times1$ max pool") == "Option A is a 1×1 max pool"
     assert "$" not in convbook_claims.plain_title(r"any $\varepsilon > 0$, $C_\text{in}$ and $\lceil H/s\rceil$")
+
+
+# --------------------------------------------------------------------------- the book's own styles keep evidence whole
+
+# The theme's rules that cut evidence off (pydata-sphinx-theme): inline and display maths clip, output scrolls.
+THEME_CSS = ("<style>div.math,span.math{align-items:center;display:flex;max-width:100%;overflow:hidden}"
+             "span.math{align-items:baseline;display:inline-flex} pre{overflow:auto;white-space:pre}"
+             "div.math mjx-container{flex-grow:1;overflow:auto} .admonition{overflow:hidden}</style>")
+WIDE_TEX = r"\sum_m\sum_a V[o,m,a]\sum_i\sum_b H[m,i,b]\,x_i[u+a-\lfloor n/2\rfloor,\,v+b-\lfloor n/2\rfloor]" * 2
+
+
+def _styled_site(tmp_path: Path, with_book_styles: bool) -> Path:
+    head = MATHJAX_HEAD + THEME_CSS
+    if with_book_styles:
+        head += '<link rel="stylesheet" href="_static/convbook.css"><script src="_static/convbook.js"></script>'
+    verdict = "✓ bn.fold-conv — random layers (groups, stride, dilation, padding modes), float64, 500 layers, max rel. error 4.1e-16 (tol 1e-12)"
+    body = ARTICLE.format(w=688, body=(
+        f'<div class="cell_output"><div class="output"><pre>{verdict}</pre></div></div>'
+        f'<div class="admonition"><p>Inline <span class="math">\\({WIDE_TEX[:60]}\\)</span> in a claim.</p></div>'
+        f'<div class="math">\\[{WIDE_TEX[: len(WIDE_TEX) // 2]}\\]</div>'))
+    root = _site(tmp_path, {"index.html": _page(body, '<meta name="viewport" content="width=device-width">' + head)})
+    (root / "_static").mkdir()
+    (root / "_static" / "mathjax").symlink_to(_mathjax_dir(), target_is_directory=True)
+    for name in ("convbook.css", "convbook.js"):
+        (root / "_static" / name).write_text((ROOT / "book" / "_static" / name).read_text(encoding="utf-8"), encoding="utf-8")
+    return root
+
+
+@needs_chromium
+def test_book_styles_keep_verdicts_and_formulas_whole(tmp_path):
+    """Under the theme's rules alone a verdict line scrolls and formulas are cut off; with the book's
+    convbook.css/js, nothing is clipped or scrolled at 1280 px and only the display formula scrolls at 390 px."""
+    bare = browser_check.check_book(_styled_site(tmp_path / "bare", False), search_term=None)
+    assert bare.layout_problems[1280] >= 2 and bare.layout_problems[390] >= 2, bare.problems
+    styled = browser_check.check_book(_styled_site(tmp_path / "styled", True), search_term=None)
+    assert styled.problems == [], styled.problems
+    assert styled.formulas == 2
