@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .claims import Tally, alias, claim
+from .plotting import mark_uniform
 from .numerics import DTYPE, check_device, generator, randint, randn
 
 __all__ = [
@@ -446,6 +447,7 @@ def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None, font
         w2 = randn(c, per_group, 1, 1, gen=gen)
         m = _composed_matrix(w1, w2, groups, shuffle, "cpu")
         ax.imshow((m != 0).numpy().astype(float), cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        mark_uniform(ax, (m != 0).numpy().astype(float), "every entry non-zero")
         for t in range(0, c + 1, per_group):
             ax.axhline(t - 0.5, color="tab:red", lw=0.8)
             ax.axvline(t - 0.5, color="tab:red", lw=0.8)

@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from .claims import Tally, claim
+from .plotting import mark_uniform
 from .conventions import as_int
 from .numerics import DTYPE, check_device, generator, randint
 from .shapes import _single_threaded, conv_output_size, pool_output_size, same_padding
@@ -455,6 +456,7 @@ def plot_gridding(kernel_size: int, dilation_sets: dict, axes=None):
         img = np.zeros((r, r))
         img[supp[:, 0], supp[:, 1]] = 1
         ax.imshow(img, cmap="Blues", vmin=0, vmax=1.3, interpolation="nearest")
+        mark_uniform(ax, img, "every position read")
         ax.set_title(f"{label}: field {r}×{r}, {len(supp)} of {r * r} read", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])

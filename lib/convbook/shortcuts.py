@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .claims import Tally, claim
+from .plotting import mark_uniform
 from .numerics import DTYPE, check_device, generator, randint, randn
 from .shapes import conv_output_size
 
@@ -398,6 +399,7 @@ def plot_gradient_coverage(height: int = 8, width: int = 8, axes=None):
         mod = shortcut(kind, 2, 4, 2)
         mask = gradient_mask(mod, (1, 2, height, width), seed=1)[0, 0]
         ax.imshow(mask.numpy(), cmap="Greens", vmin=0, vmax=1)
+        mark_uniform(ax, mask.numpy(), "every input reached")
         cov = gradient_coverage(mod, (1, 2, height, width), seed=1)
         ax.set_title(f"{kind}: coverage {cov}")
         ax.set_xticks([])

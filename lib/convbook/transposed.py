@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .claims import Tally, claim
+from .plotting import mark_uniform
 from .conventions import as_int
 from .conventions import as_tuple as per_axis
 from .numerics import as_tuple, check_device, generator, randint, randn
@@ -452,6 +453,7 @@ def plot_overlap_patterns(kernel_sizes: Sequence[int] = (3, 4, 5), strides: Sequ
             counts = overlap_count_2d((k, k), (s, s), (length, length))
             ax = axes[row, col]
             ax.imshow(counts, cmap="viridis", interpolation="nearest")
+            mark_uniform(ax, counts, f"every output: {np.asarray(counts).flat[0]:g} taps")
             inner = interior_overlap(k, s)
             tag = "uniform" if overlap_is_uniform(k, s) else f"{inner.min() ** 2}–{inner.max() ** 2} taps"
             ax.set_title(f"k={k}, s={s}: {tag}", fontsize=10)
@@ -482,6 +484,8 @@ def plot_checkerboard(kernel_size: int = 3, stride: int = 2, size: int = 8, seed
         ax.imshow(im, cmap="gray", interpolation="nearest", vmin=im.min() - (1 if spread < 1e-9 else 0),
                   vmax=im.max() + (1 if spread < 1e-9 else 0))
         ax.set_title(title + ("\n(constant)" if spread < 1e-9 else "\n(periodic)"), fontsize=10)
+        if spread < 1e-9:  # constant up to rounding: say so in the panel, which is otherwise one grey
+            mark_uniform(ax, np.full(im.shape, float(im.mean())), f"constant {float(im.mean()):.3g}")
         ax.set_xticks([])
         ax.set_yticks([])
     return axes
