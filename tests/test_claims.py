@@ -241,3 +241,15 @@ def test_cli_list(capsys):
     assert main(["list", "--statements"]) == 0
     out = capsys.readouterr().out
     assert all(c.id in out for c in ALL)
+
+
+def test_readme_chapter_table_counts_the_registered_claims():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (\d+) \| [^|]+ \| (\d+|—) \|", text, flags=re.M)
+    counted = {int(ch): (0 if n == "—" else int(n)) for ch, n in rows}
+    registered: dict[int, int] = {}
+    for c in ALL:
+        registered[c.chapter] = registered.get(c.chapter, 0) + 1
+    assert {ch: n for ch, n in counted.items() if n} == registered
+    total = re.search(r"^(\d+) claims in all", text, flags=re.M)
+    assert total and int(total.group(1)) == len(ALL)
