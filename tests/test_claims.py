@@ -253,3 +253,8 @@ def test_readme_chapter_table_counts_the_registered_claims():
     assert {ch: n for ch, n in counted.items() if n} == registered
     total = re.search(r"^(\d+) claims in all", text, flags=re.M)
     assert total and int(total.group(1)) == len(ALL)
+
+
+def test_every_claim_names_its_independent_reference():
+    missing = [c.id for c in ALL if not c.reference.strip()]
+    assert not missing, f"claims without a reference (what their check compares against): {missing}"

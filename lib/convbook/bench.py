@@ -782,6 +782,7 @@ def _cmd_bench(args) -> int:
     title="Median and interquartile range of timing samples",
     chapter=12,
     statement="The harness's median and interquartile range equal numpy.percentile's (linear interpolation) 50th percentile and 75th minus 25th percentile, for samples of every length, with ties and outliers.",
+    reference="numpy.percentile (linear interpolation)",
 )
 def check_median_iqr(device: str = "cpu"):
     t = Tally(tol=1e-12)
@@ -805,6 +806,7 @@ def check_median_iqr(device: str = "cpu"):
     title="The harness counts the FLOPs PyTorch's FlopCounterMode counts",
     chapter=12,
     statement="For every case of the single-layer suites and the BN-folding suite at both sizes, the ResNeXt block forms at the small size, and the whole ResNet-50 and ResNeXt-50 at 224x224 (batch 1), the FLOP count the harness divides by the median time equals torch.utils.flop_counter.FlopCounterMode's count of the same computation (2 FLOPs per multiply-accumulate).",
+    reference="torch.utils.flop_counter.FlopCounterMode",
 )
 def check_flop_count(device: str = "cpu"):
     from torch.utils.flop_counter import FlopCounterMode
@@ -842,6 +844,7 @@ def check_flop_count(device: str = "cpu"):
     title="The recorded result files are valid",
     chapter=12,
     statement="Every result file under notebooks/data/bench validates against the harness's JSON schema with medians, IQRs and rates that follow from its raw samples, and the validator rejects files with a missing field, a wrong type, a negative sample, a skipped case without a reason or a median that does not match its samples.",
+    reference="numpy recomputation of each median, IQR and rate from the raw samples; deliberately broken copies",
 )
 def check_schema(device: str = "cpu"):
     t = Tally()

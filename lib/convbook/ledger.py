@@ -63,6 +63,8 @@ class LedgerRow:
     cases: str
     evidence: str
     href: str | None
+    reference: str = ""
+    sympy_role: str = ""
 
 
 def ledger_rows(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = None) -> list[LedgerRow]:
@@ -82,6 +84,8 @@ def ledger_rows(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = N
                 cases=f"{v.cases:,} {v.case_unit}",
                 evidence=evidence(v),
                 href=f"{page}#{c.id}" if page else None,
+                reference=c.reference,
+                sympy_role=c.sympy_role,
             )
         )
     return rows
@@ -92,7 +96,7 @@ def ledger_table(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = 
     esc = html.escape
     cols = "".join(f'<col class="ledger-{c}">' for c in ("claim", "chapter", "statement", "verdict", "cases", "evidence"))
     head = (f"<colgroup>{cols}</colgroup><thead><tr><th>claim</th><th>ch.</th><th>statement</th><th>✓</th>"
-            "<th>cases, method</th><th>error vs tol.</th></tr></thead>")
+            "<th>cases, method, reference</th><th>error vs tol.</th></tr></thead>")
     body = []
     for r in ledger_rows(verdicts, pages):
         ident = f'<code class="claim-id">{esc(r.claim_id)}</code>'
@@ -104,7 +108,10 @@ def ledger_table(verdicts: Iterable[Verdict], pages: Mapping[str, str] | None = 
             f'<td class="ledger-chapter">{r.chapter}</td>'
             f'<td class="ledger-statement">{esc(r.statement)}</td>'
             f'<td class="ledger-verdict" title="{"passed" if r.passed else "failed"}">{mark}</td>'
-            f'<td class="ledger-cases">{esc(r.cases)}<br><span class="ledger-method">{esc(r.method)}</span></td>'
+            f'<td class="ledger-cases">{esc(r.cases)}<br><span class="ledger-method">{esc(r.method)}</span>'
+            f'<br><span class="ledger-reference">checked against: {esc(r.reference)}</span>'
+            + (f'<br><span class="ledger-sympy">sympy: {esc(r.sympy_role)}</span>' if r.sympy_role else "")
+            + "</td>"
             f'<td class="ledger-evidence">{esc(r.evidence)}</td>'
             "</tr>"
         )
