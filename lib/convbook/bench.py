@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .claims import Tally, claim
-from .conventions import as_int
+from .conventions import as_int, as_tuple
 from .numerics import generator
 
 __all__ = [
@@ -177,7 +177,7 @@ def conv_counts(x_shape: Sequence[int], w_shape: Sequence[int], stride=1, paddin
     if groups < 1 or c_in % groups or c_out % groups or c_in_g * groups != c_in:
         raise ValueError(f"groups must divide C_in and C_out with weight.shape[1] = C_in/groups; got C_in={c_in}, "
                          f"C_out={c_out}, weight.shape[1]={c_in_g}, groups={groups}")
-    s, p, d = _pair(stride), _pair(padding), _pair(dilation)
+    s, p, d = (as_tuple(v, 2, name) for v, name in ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     ho = (h + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
     wo = (w + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
     if ho < 1 or wo < 1:

@@ -224,6 +224,9 @@ def circular_conv2d(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) ->
 
     Requires an odd kernel on both axes (``d(k-1)`` even), so the padding is symmetric.
     """
+    from .conventions import as_int
+
+    dilation = as_int(dilation, "dilation", 1)
     ks = tuple(weight.shape[2:])
     if any(dilation * (k - 1) % 2 for k in ks):
         raise ValueError(f"circular 'same' padding needs d*(k-1) even (an odd kernel), got kernel {ks}, dilation {dilation}")

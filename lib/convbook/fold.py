@@ -272,6 +272,11 @@ def border_band_width(size: int, kernel_size: int, stride: int = 1, padding: int
     ``s u − p + d(k−1) ≥ n``, i.e. ``n_out − ⌈(n + p − d(k−1)) / s⌉`` outputs (never
     negative), ``n_out = ⌊(n + 2p − d(k−1) − 1)/s⌋ + 1``.  The two may overlap on a small input.
     """
+    from .conventions import as_int
+
+    size, kernel_size, stride, dilation = (as_int(v, name, 1) for v, name in (
+        (size, "size"), (kernel_size, "kernel_size"), (stride, "stride"), (dilation, "dilation")))
+    padding = as_int(padding, "padding", 0)
     n_out = (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
     if n_out < 1:
         raise ValueError(f"empty output: size {size}, kernel {kernel_size}, padding {padding}, dilation {dilation}")

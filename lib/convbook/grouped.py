@@ -56,6 +56,8 @@ __all__ = [
     "channel_unshuffle",
     "group_connectivity",
     "plot_group_connectivity",
+    "plot_resnext_forms",
+    "plot_grouped_weight_layout",
 ]
 
 #: Xie et al. 2017, Table 2 (conv2 stage, 256-d in and out): cardinality C -> bottleneck width d.
@@ -138,7 +140,9 @@ def grouped_cost(in_channels: int, out_channels: int, kernel_size: int | Sequenc
     position, taps on padding included).
     """
     _check_groups(in_channels, out_channels, groups)
-    ks = (kernel_size,) * 2 if isinstance(kernel_size, int) else tuple(kernel_size)
+    from .conventions import as_tuple, spatial_ndim
+
+    ks = as_tuple(kernel_size, spatial_ndim(kernel_size), "kernel_size")
     if any(k < 1 for k in ks) or any(n < 1 for n in out_size):
         raise ValueError(f"kernel sizes and output sizes must be >= 1, got {ks} and {tuple(out_size)}")
     params = out_channels * (in_channels // groups)
@@ -462,6 +466,172 @@ def plot_group_connectivity(groups: int = 4, per_group: int = 4, axes=None, font
                              Patch(facecolor="white", edgecolor="grey", label="zero")],
                     loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=fontsize, frameon=False)
     return axes
+
+
+def plot_grouped_weight_layout(axes=None, in_channels: int = 8, out_channels: int = 8, groups: int = 4,
+                               seed: int = 0, fontsize: float = 10):
+    """A grouped 1×1 convolution's weight (``C_out × C_in/g``) beside the dense ``C_out × C_in`` weight it
+    equals (:func:`grouped_to_dense`): the same numbers, group ``j``'s rows moved into diagonal block ``j``,
+    zeros (white) elsewhere. One colour scale for both panels, each group outlined in its own colour, all
+    text at least ``fontsize`` points. ``axes``: two axes, or None for a new figure. Returns ``axes``.
+    Rules: ``groups`` divides both channel counts.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import MaxNLocator
+
+    _check_groups(in_channels, out_channels, groups)
+    n_in, n_out = in_channels // groups, out_channels // groups
+    conv = _conv(in_channels, out_channels, 1, groups).to(DTYPE)
+    with torch.no_grad():
+        conv.weight.copy_(randn(*conv.weight.shape, gen=generator(seed)))
+    w = conv.weight.detach()[:, :, 0, 0].numpy()
+    dense = grouped_to_dense(conv).weight.detach()[:, :, 0, 0].numpy()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(3.0 + 0.5 * (n_in + in_channels), 1.2 + 0.5 * out_channels),
+                               gridspec_kw={"width_ratios": [max(n_in, 2), in_channels]})
+    lim = float(abs(w).max())
+    colours = plt.get_cmap("tab10")
+    for ax, m, title in ((axes[0], w, f"grouped weight\n{out_channels} × {n_in} (C_out × C_in/g)"),
+                         (axes[1], dense, f"dense weight\n{out_channels} × {in_channels}, {groups} diagonal blocks")):
+        ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+        ax.set_title(title, fontsize=fontsize + 1)
+        ax.set_ylabel("output channel", fontsize=fontsize)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.tick_params(labelsize=fontsize)
+    axes[0].set_xlabel("input channel\nwithin its group", fontsize=fontsize)
+    axes[1].set_xlabel("input channel", fontsize=fontsize)
+    for j in range(groups):
+        c = colours(j % 10)
+        axes[0].add_patch(Rectangle((-0.5, j * n_out - 0.5), n_in, n_out, fill=False, edgecolor=c, lw=2.5))
+        axes[1].add_patch(Rectangle((j * n_in - 0.5, j * n_out - 0.5), n_in, n_out, fill=False, edgecolor=c, lw=2.5))
+    return axes
+
+
+
+def plot_resnext_forms(ax=None, paths: int = 4, cardinality: int = 32, width: int = 4, channels: int = 256,
+                       fontsize: float = 10):
+    """Block diagrams of ResNeXt's three equivalent forms (Xie et al. 2017, Fig. 3), side by side.
+
+    (a) ``cardinality`` separate paths, each 1×1 (channels→width), 3×3 (width→width), 1×1 (width→channels),
+    summed with the identity; (b) per-path 1×1 and 3×3, concatenated to ``cardinality·width`` channels, one
+    1×1 back to ``channels``; (c) one 1×1 (channels→C·d), one grouped 3×3 with ``cardinality`` groups, one 1×1.
+    ``paths`` paths are drawn (the last one numbered ``cardinality``) with "…" between. Every box is labelled
+    with its kernel and widths ``in→out``; all text is at least ``fontsize`` points. One axes in inch units;
+    with ``ax=None`` a new figure of exactly the drawing's size holds it. Returns ``ax``.
+    Rules: 2 ≤ paths ≤ cardinality; fontsize ≥ 9.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle, FancyArrowPatch, FancyBboxPatch
+
+    if not 2 <= paths <= cardinality:
+        raise ValueError(f"need 2 <= paths <= cardinality, got paths={paths}, cardinality={cardinality}")
+    if fontsize < 9:
+        raise ValueError(f"fontsize must be at least 9 points, got {fontsize}")
+    cd = cardinality * width
+    f = fontsize / 10  # geometry scales with the font so labels keep their room
+    bw, bh, step = 0.78 * f, 0.56 * f, 0.95 * f  # box width, box height, path spacing (inches)
+    rows = {"in": 5.75, 1: 4.85, 2: 3.9, 3: 2.95, 4: 2.0, "sum": 1.1, "out": 0.35}
+    rows = {k: v * max(1.0, f) for k, v in rows.items()}
+    slots = paths + 1  # paths, plus one slot for "…" before the last path
+    w_paths = slots * step
+    w_ab = w_paths + 0.9 * f  # room for the identity on the right
+    w_c = 2.3 * f + 0.9 * f
+    gap = 0.5 * f
+    total_w = 2 * w_ab + w_c + 2 * gap
+    total_h = rows["in"] + 0.9 * max(1.0, f)
+    if ax is None:
+        ax = plt.figure(figsize=(total_w, total_h)).add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, total_w)
+    ax.set_ylim(0, total_h)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    colours = {"1x1": "#dbe9f6", "3x3": "#fde3c8", "cat": "#e5e5e5"}
+
+    def box(xc, yc, text, kind, w=bw, h=bh):
+        ax.add_patch(FancyBboxPatch((xc - w / 2, yc - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.06",
+                                    facecolor=colours[kind], edgecolor="black", lw=1.0))
+        ax.text(xc, yc, text, ha="center", va="center", fontsize=fontsize)
+
+    def arrow(p0, p1):
+        ax.add_patch(FancyArrowPatch(p0, p1, arrowstyle="-|>", mutation_scale=10 * f, lw=1.0, color="black",
+                                     shrinkA=0, shrinkB=0))
+
+    def plus(xc, yc):
+        r = 0.17 * f
+        ax.add_patch(Circle((xc, yc), r, facecolor="white", edgecolor="black", lw=1.0))
+        ax.text(xc, yc, "+", ha="center", va="center", fontsize=fontsize + 2)
+        return r
+
+    def frame(x0, w, title, last_row):
+        """Input, output, the sum and the identity of one form; returns the x of the sum."""
+        xc = x0 + w_paths / 2 if w != w_c else x0 + 1.15 * f
+        ax.text(xc, total_h - 0.25 * f, title, ha="center", va="top", fontsize=fontsize + 1)
+        ax.text(xc, rows["in"], f"{channels}-d in", ha="center", va="center", fontsize=fontsize)
+        r = plus(xc, rows["sum"])
+        arrow((xc, rows["sum"] - r), (xc, rows["out"] + 0.15 * f))
+        ax.text(xc, rows["out"], f"{channels}-d out", ha="center", va="center", fontsize=fontsize)
+        x_id = x0 + w - 0.35 * f
+        ax.plot([xc + 0.55 * f, x_id, x_id], [rows["in"], rows["in"], rows["sum"]], color="black", lw=1.0)
+        arrow((x_id, rows["sum"]), (xc + r, rows["sum"]))
+        ax.text(x_id + 0.1 * f, (rows["in"] + rows["sum"]) / 2, "identity", rotation=90, ha="left", va="center",
+                fontsize=fontsize)
+        return xc
+
+    def path_columns(x0):
+        xs = [x0 + step * (i + 0.5) for i in range(slots)]
+        return xs[:-2] + xs[-1:], xs[-2]  # path centres, the "…" slot
+
+    def fan_out(xc, xs, y_top):
+        for x in xs:
+            arrow((xc, rows["in"] - 0.15 * f), (x, y_top + bh / 2))
+
+    # (a) separate paths, summed
+    x0 = 0.0
+    xc = frame(x0, w_ab, f"(a) {cardinality} separate paths\n({paths} drawn), summed", 3)
+    xs, x_dots = path_columns(x0)
+    fan_out(xc, xs, rows[1])
+    for x in xs:
+        box(x, rows[1], f"1×1\n{channels}→{width}", "1x1")
+        box(x, rows[2], f"3×3\n{width}→{width}", "3x3")
+        box(x, rows[3], f"1×1\n{width}→{channels}", "1x1")
+        arrow((x, rows[1] - bh / 2), (x, rows[2] + bh / 2))
+        arrow((x, rows[2] - bh / 2), (x, rows[3] + bh / 2))
+        arrow((x, rows[3] - bh / 2), (xc, rows["sum"] + 0.17 * f))
+    for r in (1, 2, 3):
+        ax.text(x_dots, rows[r], "…", ha="center", va="center", fontsize=fontsize + 4)
+
+    # (b) early concatenation
+    x0 = w_ab + gap
+    xc = frame(x0, w_ab, f"(b) early concatenation\n({paths} of {cardinality} paths drawn)", 4)
+    xs, x_dots = path_columns(x0)
+    fan_out(xc, xs, rows[1])
+    for x in xs:
+        box(x, rows[1], f"1×1\n{channels}→{width}", "1x1")
+        box(x, rows[2], f"3×3\n{width}→{width}", "3x3")
+        arrow((x, rows[1] - bh / 2), (x, rows[2] + bh / 2))
+        arrow((x, rows[2] - bh / 2), (x, rows[3] + bh / 2))
+    for r in (1, 2):
+        ax.text(x_dots, rows[r], "…", ha="center", va="center", fontsize=fontsize + 4)
+    box(xc, rows[3], f"concatenate: {cd}-d", "cat", w=w_paths - 0.2 * f)
+    box(xc, rows[4], f"1×1\n{cd}→{channels}", "1x1", w=1.3 * f)
+    arrow((xc, rows[3] - bh / 2), (xc, rows[4] + bh / 2))
+    arrow((xc, rows[4] - bh / 2), (xc, rows["sum"] + 0.17 * f))
+
+    # (c) one grouped convolution
+    x0 = 2 * (w_ab + gap)
+    xc = frame(x0, w_c, "(c) grouped\nconvolution", 3)
+    wide = 2.1 * f
+    box(xc, rows[1], f"1×1\n{channels}→{cd}", "1x1", w=wide)
+    box(xc, rows[2], f"3×3, {cardinality} groups\n{cd}→{cd}", "3x3", w=wide)
+    box(xc, rows[3], f"1×1\n{cd}→{channels}", "1x1", w=wide)
+    arrow((xc, rows["in"] - 0.15 * f), (xc, rows[1] + bh / 2))
+    arrow((xc, rows[1] - bh / 2), (xc, rows[2] + bh / 2))
+    arrow((xc, rows[2] - bh / 2), (xc, rows[3] + bh / 2))
+    arrow((xc, rows[3] - bh / 2), (xc, rows["sum"] + 0.17 * f))
+    return ax
+
 
 
 # --------------------------------------------------------------------------------------

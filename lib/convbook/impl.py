@@ -249,6 +249,9 @@ def circular_alias_free(n: int, k: int, length: int) -> np.ndarray:
     ``y[j] = 0`` beyond its end): all of ``y`` needs ``L >= N + K - 1``; the *valid* outputs ``j ∈ [K-1, N-1]``
     need only ``L >= N``. Returns a boolean mask over ``j = 0 .. L-1``.
     """
+    from .conventions import as_int
+
+    n, k, length = as_int(n, "n"), as_int(k, "k"), as_int(length, "length")
     if min(n, k) < 1 or length < max(n, k):
         raise ValueError(f"circular_alias_free: need N, K >= 1 and L >= max(N, K), got N={n}, K={k}, L={length}")
     j = np.arange(length)
@@ -302,6 +305,9 @@ def fft_mults(n: int, k: int, c_in: int, c_out: int, power_of_two: bool = False)
     outputs, and ``C_in C_out L²`` complex products in between:
     ``(C_in + C_out)·4 L² log2 L + 4 C_in C_out L²``.
     """
+    from .conventions import as_int
+
+    n, k, c_in, c_out = (as_int(v, name, 1) for v, name in ((n, "n"), (k, "k"), (c_in, "c_in"), (c_out, "c_out")))
     length = n + k - 1
     if power_of_two:
         length = 1 << (length - 1).bit_length()

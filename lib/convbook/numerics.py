@@ -36,15 +36,13 @@ def randint(low: int, high: int, gen: torch.Generator) -> int:
 
 
 def as_tuple(value: int | Sequence[int], n: int, name: str) -> tuple[int, ...]:
-    """``value`` as an ``n``-tuple of ints; an int is repeated. Raises ``ValueError`` on a wrong length."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-    if isinstance(value, int):
-        return (value,) * n
-    out = tuple(value)
-    if len(out) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-        raise ValueError(f"{name} must be an int or a sequence of {n} ints, got {value!r}")
-    return out
+    """``value`` as an ``n``-tuple of ints; an int is repeated. Raises ``ValueError`` on a wrong length.
+
+    The rules of :func:`convbook.conventions.as_tuple`: numpy integers and 0-d integer tensors
+    count as ints; floats, bools and strings are refused."""
+    from .conventions import as_tuple as _as_tuple
+
+    return _as_tuple(value, n, name)
 
 
 def check_device(device: str) -> str:

@@ -65,6 +65,9 @@ def conv1x1_einsum(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     ``x`` is ``(B, C_in, *spatial)`` (1, 2 or 3 spatial axes); ``weight`` is ``(C_out, C_in)``
     or ``(C_out, C_in, 1, …, 1)``.  Stride subsamples the positions first.
     """
+    from .conventions import as_int
+
+    stride = as_int(stride, "stride", 1)  # one stride for every axis
     w = _as_matrix(weight, x)
     nd = x.dim() - 2
     if stride != 1:

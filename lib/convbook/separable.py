@@ -143,9 +143,10 @@ def depthwise_separable_multiplies(c_in: int, c_out: int, kernel_size: int) -> t
 
     Ratio ``1/C_out + 1/k²``. Rules: all ≥ 1.
     """
-    for name, value in (("c_in", c_in), ("c_out", c_out), ("kernel_size", kernel_size)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    from .conventions import as_int
+
+    c_in, c_out, kernel_size = (as_int(v, name, 1) for v, name in (
+        (c_in, "c_in"), (c_out, "c_out"), (kernel_size, "kernel_size")))
     return c_in * kernel_size**2 + c_in * c_out, c_in * c_out * kernel_size**2
 
 

@@ -165,6 +165,9 @@ def expected_coverage(kind: str, stride: int, height: int, width: int, identity:
     ``s`` tiles the input, so every element is in exactly one window. Not defined for
     ``'max'`` (the covered elements depend on the data).
     """
+    from .conventions import as_int
+
+    stride = as_int(stride, "stride")
     if kind not in ("A", "B", "C", "D"):
         raise ValueError(f"expected_coverage is derived for the linear kinds A, B, C, D, got {kind!r}")
     if identity or kind == "D":
@@ -202,6 +205,9 @@ def shortcut_rank(kind: str, in_channels: int, out_channels: int, stride: int, h
     block-diagonal over positions (after subsampling or pooling, each of rank ``P`` per
     channel), each block the ``C_out × C_in`` weight matrix of generic rank ``min``.
     """
+    from .conventions import as_int
+
+    stride = as_int(stride, "stride")
     if kind not in ("A", "B", "C", "D"):
         raise ValueError(f"shortcut_rank is defined for the linear kinds A, B, C, D, got {kind!r}")
     p = math.ceil(height / stride) * math.ceil(width / stride)
@@ -253,6 +259,9 @@ def expected_block_coverage(placement: str, kind: str, stride: int, height: int,
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     if kind not in ("A", "B", "D"):
         raise ValueError(f"expected_block_coverage is derived for options A, B, D, got {kind!r}")
+    from .conventions import as_int
+
+    stride = as_int(stride, "stride")
     if stride not in (2, 3):
         raise ValueError(f"expected_block_coverage is derived for stride 2 or 3 (a 3×3 window covers its stride), got {stride}")
     if placement == "v1.5" or kind == "D":
@@ -304,9 +313,12 @@ def shortcut_cost(kind: str, in_channels: int, out_channels: int, stride: int, s
     ``macs = C_in·C_out·P``, ``pool_reads = C_in·P·k²`` (window elements read by a pool,
     padding included); all zero for the identity and for option A.
     """
+    from .conventions import as_int, as_tuple
+
+    stride = as_int(stride, "stride")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    h, w = as_tuple(size, 2, "size")  # an int for both axes (convbook.conventions)
     if h < 1 or w < 1 or stride < 1:
         raise ValueError(f"size and stride must be >= 1, got size={size!r}, stride={stride}")
     p = math.ceil(h / stride) * math.ceil(w / stride)

@@ -299,6 +299,7 @@ def rounding_error_bound(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     """
     import torch.nn.functional as F
 
+    conv_params(x, weight, bias, stride, padding, dilation, groups, who="rounding_error_bound")  # F.conv2d's argument rules
     if mode not in UNIT_ROUNDOFF:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     u_in, u_acc, u_out = UNIT_ROUNDOFF[mode]
