@@ -343,3 +343,60 @@ def test_plot_group_connectivity_fixed_scale_integer_ticks():
         assert ax.xaxis.label.get_fontsize() >= 9 and ax.title.get_fontsize() >= 9
     assert float(axes[1].images[0].get_array().min()) == 1.0  # every entry non-zero: drawn black, not blank
     plt.close("all")
+
+
+# --- picture: ResNeXt's three forms -----------------------------------------------------------
+
+
+def test_plot_resnext_forms_draws_three_labelled_diagrams():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    ax = grouped.plot_resnext_forms(paths=4)
+    fig = ax.figure
+    fig.canvas.draw()
+    texts = [t for t in ax.texts if t.get_text()]
+    strings = [t.get_text() for t in texts]
+    boxes = [p for p in ax.patches if isinstance(p, FancyBboxPatch)]
+    # (a) 4 paths × 3 boxes, (b) 4 × 2 + concatenate + 1×1, (c) 3 boxes
+    assert len(boxes) == 12 + 10 + 3
+    assert strings.count("…") == 3 + 2
+    assert any("3×3, 32 groups" in s for s in strings) and any("concatenate: 128-d" in s for s in strings)
+    assert strings.count("1×1\n256→4") == 8 and strings.count("1×1\n4→256") == 4
+    assert all(t.get_fontsize() >= 9 for t in texts)
+    renderer = fig.canvas.get_renderer()
+    extents = [t.get_window_extent(renderer) for t in texts]
+    for i in range(len(extents)):
+        for j in range(i + 1, len(extents)):
+            assert not extents[i].overlaps(extents[j]), (strings[i], strings[j])
+    plt.close(fig)
+
+
+def test_plot_resnext_forms_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="paths"):
+        grouped.plot_resnext_forms(paths=1)
+    with pytest.raises(ValueError, match="fontsize"):
+        grouped.plot_resnext_forms(fontsize=8)
+
+
+def test_plot_grouped_weight_layout_shows_the_same_numbers_in_diagonal_blocks():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes = grouped.plot_grouped_weight_layout(in_channels=8, out_channels=6, groups=2, seed=0)
+    left = axes[0].images[0].get_array()
+    right = axes[1].images[0].get_array()
+    assert left.shape == (6, 4) and right.shape == (6, 8)
+    mask = block_diagonal_mask(6, 8, 2).numpy()
+    assert (right[~mask] == 0).all()
+    assert sorted(right[mask].tolist()) == sorted(left.ravel().tolist())
+    assert len(axes[0].patches) == 2 and len(axes[1].patches) == 2
+    assert "6 × 4" in axes[0].get_title() and "2 diagonal blocks" in axes[1].get_title()
+    with pytest.raises(ValueError):
+        grouped.plot_grouped_weight_layout(in_channels=8, out_channels=6, groups=4)
+    plt.close("all")

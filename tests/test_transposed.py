@@ -442,3 +442,63 @@ def test_numpy_integers_accepted_floats_refused():
         overlap_count(4.0, 2, 6)
     with pytest.raises(ValueError, match="padding must be an integer"):
         required_output_padding(9, 3, 1, "same")
+
+
+# --- picture: checkerboard on a smooth image ----------------------------------------------------
+
+
+def test_checkerboard_demo_transposed_has_far_larger_period2_component():
+    demo = tr.checkerboard_demo(64, seed=0)
+    assert demo["input"].shape == (32, 32) and demo["transposed"].shape == (64, 64)
+    assert demo["resize_conv"].shape == (64, 64)
+    # measured: 0.44 vs 2.7e-4 (ratio about 1600) for seed 0; other seeds give ratios above 1000
+    assert demo["fraction_transposed"] > 0.1
+    assert demo["fraction_resize_conv"] < 1e-3
+    assert demo["ratio"] > 100
+    for seed in range(1, 4):
+        assert tr.checkerboard_demo(32, seed=seed)["ratio"] > 10
+
+
+def test_checkerboard_demo_weights_and_resize_conv_of_constant_is_constant():
+    demo = tr.checkerboard_demo(16, seed=0)
+    assert float(demo["w_transposed"].sum()) == pytest.approx(4.0)
+    assert float(demo["w_resize"].sum()) == pytest.approx(1.0)
+    assert bool((demo["w_transposed"] > 0).all()) and bool((demo["w_resize"] > 0).all())
+    x = torch.full((1, 1, 8, 8), 2.5, dtype=D)
+    out = resize_conv(x, demo["w_resize"], 2, padding=1, padding_mode="replicate")[0, 0]
+    assert torch.allclose(out, torch.full_like(out, 2.5), rtol=0, atol=1e-12)
+    # the same constant through the transposed convolution is not constant: phases get 4, 2, 2, 1 taps
+    t = F.conv_transpose2d(x, demo["w_transposed"], stride=2, padding=1, output_padding=1)[0, 0, 2:-2, 2:-2]
+    assert float(t.max() - t.min()) > 0.1
+
+
+def test_period2_fraction_on_known_images():
+    checker = np.indices((8, 8)).sum(axis=0) % 2.0
+    assert tr.period2_fraction(checker) == pytest.approx(1.0)
+    ramp = np.add.outer(np.arange(8.0), np.zeros(8))
+    assert 0 < tr.period2_fraction(ramp) < 0.1
+    with pytest.raises(ValueError, match="even"):
+        tr.period2_fraction(np.ones((3, 4)))
+    with pytest.raises(ValueError, match="constant"):
+        tr.period2_fraction(np.ones((4, 4)))
+    with pytest.raises(ValueError, match="size"):
+        tr.checkerboard_demo(7)
+
+
+def test_plot_checkerboard_image_titles_carry_the_measure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes, demo = tr.plot_checkerboard_image(size=32, seed=0, crop=8)
+    assert axes.shape == (2, 3)
+    titles = [ax.get_title() for ax in axes.flat]
+    assert f"{demo['fraction_transposed']:.2g}" in titles[1]
+    assert f"{demo['fraction_resize_conv']:.2g}" in titles[2]
+    assert all(len(ax.images) == 1 for ax in axes.flat)
+    assert all(len(ax.patches) == 1 for ax in axes[0])  # the zoom window
+    assert axes[1, 0].images[0].get_array().shape == (4, 4) and axes[1, 1].images[0].get_array().shape == (8, 8)
+    with pytest.raises(ValueError, match="crop"):
+        tr.plot_checkerboard_image(size=32, crop=5)
+    plt.close("all")

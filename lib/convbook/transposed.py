@@ -57,6 +57,9 @@ __all__ = [
     "plot_scatter_steps",
     "plot_overlap_patterns",
     "plot_checkerboard",
+    "period2_fraction",
+    "checkerboard_demo",
+    "plot_checkerboard_image",
 ]
 
 
@@ -489,6 +492,97 @@ def plot_checkerboard(kernel_size: int = 3, stride: int = 2, size: int = 8, seed
         ax.set_xticks([])
         ax.set_yticks([])
     return axes
+
+
+def period2_fraction(image) -> float:
+    """Share of a 2-D image's variance carried by its 2×2-periodic component.
+
+    The four phases ``(i mod 2, j mod 2)`` each have a mean ``m_φ``; the period-2 component is the
+    image that takes the value ``m_φ`` on phase ``φ``. Returned: ``var(m_φ) / var(image)`` (population
+    variances; phases weighted equally), in ``[0, 1]`` for even sides. A smooth image has nearly equal
+    phase means, so a value near 0; a checkerboard puts its energy here.
+    Rules: image 2-D with even sides ≥ 2 and non-zero variance.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] % 2 or a.shape[1] % 2 or min(a.shape) < 2:
+        raise ValueError(f"image must be 2-D with even sides >= 2, got shape {a.shape}")
+    total = float(a.var())
+    if total == 0.0:
+        raise ValueError("image is constant: its variance is 0, so the fraction is undefined")
+    means = np.array([a[i::2, j::2].mean() for i in range(2) for j in range(2)])
+    return float(means.var() / total)
+
+
+def checkerboard_demo(size: int = 64, seed: int = 0) -> dict:
+    """Upsample a smooth synthetic image ×2 two ways and measure the checkerboard.
+
+    The input (float64, ``1 × 1 × size/2 × size/2``) is a sum of four Gaussian bumps with seeded
+    centres, widths and heights on a positive floor. It is upsampled to ``size × size`` by
+    (i) a transposed convolution, kernel 3, stride 2, padding 1, output padding 1, with random
+    positive weights scaled to sum 4 (so the four polyphase sums average 1, but differ: 4, 2, 2, 1
+    taps), and (ii) nearest resize ×2, then a 3×3 convolution with replicate padding 1 and random
+    positive weights scaled to sum 1 (a constant input stays constant).
+    Returns ``{"input", "transposed", "resize_conv"}`` (2-D numpy arrays), the period-2 fractions
+    ``{"fraction_transposed", "fraction_resize_conv"}`` (:func:`period2_fraction`) and their ratio
+    ``"ratio"``, plus the weights ``{"w_transposed", "w_resize"}``.
+    Rules: size even and ≥ 4.
+    """
+    size = as_int(size, "size")
+    if size < 4 or size % 2:
+        raise ValueError(f"size must be even and >= 4, got {size}")
+    gen = generator(seed)
+    n = size // 2
+    yy, xx = torch.meshgrid(torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64), indexing="ij")
+    img = torch.full((n, n), 0.2, dtype=torch.float64)
+    for _ in range(4):
+        cy, cx, width, height = torch.rand(4, generator=gen, dtype=torch.float64).tolist()
+        sigma = n * (0.12 + 0.18 * width)
+        img = img + (0.5 + height) * torch.exp(-((yy - cy * n) ** 2 + (xx - cx * n) ** 2) / (2 * sigma ** 2))
+    x = img[None, None]
+    w_t = torch.rand(1, 1, 3, 3, generator=gen, dtype=torch.float64) + 0.1
+    w_t = w_t * (4.0 / w_t.sum())
+    w_r = torch.rand(1, 1, 3, 3, generator=gen, dtype=torch.float64) + 0.1
+    w_r = w_r / w_r.sum()
+    up_t = F.conv_transpose2d(x, w_t, stride=2, padding=1, output_padding=1)[0, 0]
+    up_r = resize_conv(x, w_r, 2, padding=1, padding_mode="replicate")[0, 0]
+    f_t, f_r = period2_fraction(up_t.numpy()), period2_fraction(up_r.numpy())
+    return {"input": img.numpy(), "transposed": up_t.numpy(), "resize_conv": up_r.numpy(),
+            "fraction_transposed": f_t, "fraction_resize_conv": f_r, "ratio": f_t / f_r,
+            "w_transposed": w_t, "w_resize": w_r}
+
+
+def plot_checkerboard_image(axes=None, size: int = 64, seed: int = 0, crop: int = 12, fontsize: float = 10):
+    """Original, transposed-conv ×2 and resize-conv ×2 of :func:`checkerboard_demo` (top row), and a
+    zoomed ``crop × crop`` window of each (bottom row, same place in the image), titles giving the
+    period-2 fraction. ``crop`` is even (pixels of the upsampled images). ``axes``: 2 × 3 array of axes, or None for a new figure. Returns ``(axes, demo)``."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if crop < 2 or crop % 2 or crop > size:
+        raise ValueError(f"crop must be even, >= 2 and <= size={size}, got {crop}")
+    demo = checkerboard_demo(size, seed)
+    if axes is None:
+        _, axes = plt.subplots(2, 3, figsize=(11, 7.4))
+    axes = np.asarray(axes).reshape(2, 3)
+    n = size // 2
+    c0 = (n - crop // 2) // 2 * 2  # even corner in the upsampled image, so the phases line up
+    panels = [(demo["input"], f"original ({n}×{n})", 1),
+              (demo["transposed"], f"transposed conv, k=3 s=2\nperiod-2 share {demo['fraction_transposed']:.2g}", 2),
+              (demo["resize_conv"], f"nearest resize + 3×3 conv\nperiod-2 share {demo['fraction_resize_conv']:.2g}", 2)]
+    for col, (img, title, scale) in enumerate(panels):
+        top, bottom = axes[0, col], axes[1, col]
+        top.imshow(img, cmap="magma", interpolation="nearest")
+        top.set_title(title, fontsize=fontsize + 1)
+        side, start = crop * scale // 2, c0 * scale // 2  # the same window of the scene in every column
+        top.add_patch(Rectangle((start - 0.5, start - 0.5), side, side, fill=False, edgecolor="cyan", lw=1.5))
+        window = img[start:start + side, start:start + side]
+        bottom.imshow(window, cmap="magma", interpolation="nearest")
+        bottom.set_title(f"zoom: {side}×{side} pixels", fontsize=fontsize)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return axes, demo
+
 
 
 # --------------------------------------------------------------------------------------
