@@ -9,7 +9,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convbook import winograd
+from fractions import Fraction
+
+from convbook import impl, winograd
 from convbook.winograd import (conv2d_winograd, default_points, direct_correlation_1d, winograd_1d, winograd_2d,
                                winograd_matrices, winograd_mults)
 from tests.planting import Plant, planted_failure_test
@@ -195,6 +197,39 @@ def _winograd_in_float64(x, weight, bias=None, stride=1, padding=0, dilation=1, 
     return _ORIG_CONV(x.double(), weight.double(), b, stride, padding, dilation, groups, m=m).to(x.dtype)
 
 
+_ORIG_SPECTRUM = impl.fft_kernel_spectrum_numel
+_ORIG_LAYER_OPS = winograd.winograd_layer_ops
+
+
+def _spectrum_without_k_minus_1(c_in, c_out, n, k, padding=None, onesided=True):
+    return _ORIG_SPECTRUM(c_in, c_out, n, k, padding=0, onesided=onesided)
+
+
+def _spectrum_height_for_both_axes(c_in, c_out, n, k, padding=None, onesided=True):
+    nh = n[0] if isinstance(n, tuple) else n
+    return _ORIG_SPECTRUM(c_in, c_out, (nh, nh), k, padding=padding, onesided=onesided)
+
+
+def _spectrum_rfft_halving_ignored(c_in, c_out, n, k, padding=None, onesided=True):
+    return _ORIG_SPECTRUM(c_in, c_out, n, k, padding=padding, onesided=False)
+
+
+def _ops_input_transform_per_pair(c_in, c_out, h_out, w_out, kh, kw, m, batch=1):
+    ops = _ORIG_LAYER_OPS(c_in, c_out, h_out, w_out, kh, kw, m, batch)
+    return {**ops, "input": ops["input"] * c_out}
+
+
+def _ops_output_transform_per_pair(c_in, c_out, h_out, w_out, kh, kw, m, batch=1):
+    ops = _ORIG_LAYER_OPS(c_in, c_out, h_out, w_out, kh, kw, m, batch)
+    return {**ops, "output": ops["output"] * c_in}
+
+
+def _ops_tiles_floored(c_in, c_out, h_out, w_out, kh, kw, m, batch=1):
+    ops = _ORIG_LAYER_OPS(c_in, c_out, h_out, w_out, kh, kw, m, batch)
+    scale = Fraction((h_out // m) * (w_out // m), -(-h_out // m) * -(-w_out // m))
+    return {key: (v if key == "weight" else int(v * scale)) for key, v in ops.items()}
+
+
 PLANTS = [
     Plant("impl.winograd-f23-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
     Plant("impl.winograd-f43-symbolic", "Bᵀ = V⁻¹ instead of V⁻ᵀ", {"convbook.winograd:winograd_matrices": _interpolation_not_transposed}),
@@ -218,6 +253,18 @@ PLANTS = [
     Plant("impl.winograd-float32", "errors reported in the wrong order",
           {"convbook.winograd:float32_error_by_tile": lambda ms=(2, 4, 6), **kw: _swap_4_6(_ORIG_ERR(ms, **kw))}),
     Plant("impl.winograd-float32", "tile transforms computed in float64", {"convbook.winograd:conv2d_winograd": _winograd_in_float64}),
+    Plant("impl.fast-algorithm-memory", "k−1 dropped from L",
+          {"convbook.impl:fft_kernel_spectrum_numel": _spectrum_without_k_minus_1}, parameter="k"),
+    Plant("impl.fast-algorithm-memory", "L_h used on both axes",
+          {"convbook.impl:fft_kernel_spectrum_numel": _spectrum_height_for_both_axes}, parameter="n"),
+    Plant("impl.fast-algorithm-memory", "rfft halving ignored",
+          {"convbook.impl:fft_kernel_spectrum_numel": _spectrum_rfft_halving_ignored}),
+    Plant("impl.fast-algorithm-memory", "input transform counted per (C_in, C_out) pair",
+          {"convbook.winograd:winograd_layer_ops": _ops_input_transform_per_pair}, parameter="C_out"),
+    Plant("impl.fast-algorithm-memory", "output transform counted per (C_in, C_out) pair",
+          {"convbook.winograd:winograd_layer_ops": _ops_output_transform_per_pair}, parameter="C_in"),
+    Plant("impl.fast-algorithm-memory", "tiles counted as ⌊n/m⌋",
+          {"convbook.winograd:winograd_layer_ops": _ops_tiles_floored}, parameter="m"),
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)

@@ -54,6 +54,7 @@ __all__ = [
     "conv2d_fft",
     "direct_mults",
     "fft_mults",
+    "fft_kernel_spectrum_numel",
     "fft_crossover_kernel",
     "count_multiplications",
     "radix2_fft",
@@ -312,6 +313,21 @@ def fft_mults(n: int, k: int, c_in: int, c_out: int, power_of_two: bool = False)
     if power_of_two:
         length = 1 << (length - 1).bit_length()
     return (c_in + c_out) * 4.0 * length * length * math.log2(length) + 4.0 * c_in * c_out * length * length
+
+
+def fft_kernel_spectrum_numel(c_in: int, c_out: int, n, k, padding=None, onesided: bool = True) -> int:
+    """Complex values held by the transformed kernels of :func:`conv2d_fft` (one group).
+
+    ``n``, ``k`` and ``padding`` are per-axis (an int means both axes); ``padding`` defaults to
+    the "same" padding ``(k - 1) // 2``. The transform length per axis is the padded input,
+    ``L = n + 2p`` (``n + k - 1`` for odd ``k``); with ``rfft2`` the last axis keeps
+    ``L_w // 2 + 1`` frequencies (the rest are conjugates): ``C_in·C_out·L_h·(L_w//2 + 1)``, or
+    ``C_in·C_out·L_h·L_w`` for a full complex FFT (``onesided=False``).
+    """
+    (nh, nw), (kh, kw) = as_tuple(n, 2, "n"), as_tuple(k, 2, "k")
+    ph, pw = ((kh - 1) // 2, (kw - 1) // 2) if padding is None else as_tuple(padding, 2, "padding")
+    lh, lw = nh + 2 * ph, nw + 2 * pw
+    return c_in * c_out * lh * (lw // 2 + 1 if onesided else lw)
 
 
 def count_multiplications(fn: Callable, *args, **kwargs) -> tuple[object, int]:

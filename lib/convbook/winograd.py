@@ -33,6 +33,7 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
+from . import impl as _impl
 from .claims import Tally, claim
 from .impl import conv_params, random_conv_case
 from .numerics import DTYPE, check_device, generator, randint, randn
@@ -49,6 +50,8 @@ __all__ = [
     "LAVIN_GRAY",
     "row_signs",
     "conv2d_winograd",
+    "winograd_layer_ops",
+    "transform_share",
 ]
 
 #: The matrices ``(Aᵀ, G, Bᵀ)`` as printed by Lavin & Gray (2016) for F(2,3) and F(4,3), typed
@@ -249,6 +252,40 @@ def conv2d_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return y.contiguous()
 
 
+def winograd_layer_ops(c_in: int, c_out: int, h_out: int, w_out: int, kh: int, kw: int, m: int,
+                       batch: int = 1) -> dict[str, int]:
+    """Multiplications :func:`conv2d_winograd` performs on one layer (stride 1, one group),
+    the transforms counted as the dense matrix products the implementation does.
+
+    ``T = ⌈h_out/m⌉·⌈w_out/m⌉`` tiles per image, ``α_h = m + k_h - 1``, ``α_w = m + k_w - 1``:
+
+    * ``general`` — ``N·C_in·C_out·T·α_h α_w`` products of data by weights;
+    * ``input`` — ``Bᵀ d B`` once per image, input channel and tile, reused by all ``C_out``
+      filters: ``N·C_in·T·α_h α_w (α_h + α_w)``;
+    * ``output`` — ``Aᵀ M A`` once per image, output channel and tile, after the sum over
+      ``C_in``: ``N·C_out·T·m α_w (α_h + m)``;
+    * ``weight`` — ``G g Gᵀ`` once per filter: ``C_in·C_out·α_h k_w (k_h + α_w)``.
+
+    The three transforms multiply by constants only; Lavin & Gray's sparse transforms replace
+    most of them by additions, which changes the constants but not the scaling.
+    """
+    ah, aw = m + kh - 1, m + kw - 1
+    tiles = -(-h_out // m) * -(-w_out // m)
+    return {
+        "general": batch * c_in * c_out * tiles * ah * aw,
+        "input": batch * c_in * tiles * ah * aw * (ah + aw),
+        "output": batch * c_out * tiles * m * aw * (ah + m),
+        "weight": c_in * c_out * ah * kw * (kh + aw),
+    }
+
+
+def transform_share(c: int, n: int = 56, r: int = 3, m: int = 2) -> float:
+    """Share of the per-image data transforms (input + output) in the multiplications of a
+    ``C → C`` "same" ``r×r`` layer on ``n×n`` inputs, weights pre-transformed."""
+    ops = winograd_layer_ops(c, c, n, n, r, r, m)
+    return (ops["input"] + ops["output"]) / (ops["general"] + ops["input"] + ops["output"])
+
+
 def float32_error_by_tile(ms: Sequence[int] = (2, 4, 6), *, cases: int = 4, seed: int = 11, size: int = 24,
                           channels: int = 16, device: str = "cpu") -> dict:
     """RMS relative error ``‖y - y64‖ / ‖y64‖`` (over all outputs of ``cases`` random layers) of
@@ -434,6 +471,74 @@ def check_winograd_float32(device: str = "cpu"):
     t.exact(errs[6] > 10 * errs["direct"], f"F(6,3) {errs[6]:.1e} vs 10 × direct {errs['direct']:.1e}")
     return t.verdict("float32 RMS errors against float64 F.conv2d, 4 random 16-channel 3×3 layers",
                      case_unit="comparisons")
+
+
+def _fft_weight_spectra(x, w, padding):
+    """Run :func:`convbook.impl.conv2d_fft` and return the ``rfft2`` outputs it computes
+    from the (flipped, dilated) weight tensor, recorded as its torch calls run."""
+    from torch.overrides import TorchFunctionMode
+
+    seen = []
+
+    class _Recorder(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if func is torch.fft.rfft2 and args[0].shape == w.shape:  # the padded input is larger than k
+                seen.append(out)
+            return out
+
+    with _Recorder():
+        y = _impl.conv2d_fft(x, w, padding=padding)
+    return y, seen
+
+
+@claim(
+    "impl.fast-algorithm-memory",
+    title="What the fast algorithms store and what their transforms cost",
+    chapter=11,
+    statement="FFT: conv2d_fft holds C_in·C_out·L_h·(L_w//2+1) complex kernel values (rfft2; C_in·C_out·L_h·L_w with a full complex FFT), L = n + k − 1 per axis for a 'same' layer with odd k. Winograd F(m×m, k_h×k_w), T = ⌈h/m⌉·⌈w/m⌉ tiles: conv2d_winograd performs C_in·C_out·T·α_hα_w general multiplications (α = m + k − 1) plus data transforms proportional to (C_in + C_out)·T — the input transform once per input channel and tile, the output transform once per output channel and tile — plus a weight transform once per filter, so the data-transform share tends to 0 as the channels grow.",
+    parameters=("C_in", "C_out", "n", "k", "m"),
+    reference="numel() and element_size() of the kernel spectra conv2d_fft computes (rfft2 calls recorded as it runs); multiplications counted as conv2d_winograd's torch operations run (impl.count_multiplications), both checked against F.conv2d",
+)
+def check_fast_algorithm_memory(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally(tol=1e-10)
+    gen = generator(1112)
+    for _ in range(12):
+        c_in, c_out = randint(1, 5, gen), randint(1, 5, gen)
+        nh, nw = randint(3, 12, gen), randint(3, 12, gen)
+        kh, kw = 2 * randint(1, 2, gen) + 1, 2 * randint(1, 2, gen) + 1
+        nh, nw = max(nh, kh), max(nw, kw)
+        x = randn(1, c_in, nh, nw, gen=gen, device=device)
+        w = randn(c_out, c_in, kh, kw, gen=gen, device=device)
+        pad = ((kh - 1) // 2, (kw - 1) // 2)
+        ref = F.conv2d(x, w, padding=pad)
+        y, spectra = _fft_weight_spectra(x, w, pad)
+        t.close(y, ref, f"conv2d_fft C={c_in}->{c_out} n={nh}x{nw} k={kh}x{kw}")
+        t.exact(len(spectra) == 1, f"one kernel spectrum expected, recorded {len(spectra)}")
+        if spectra:
+            spec = spectra[0]
+            formula = _impl.fft_kernel_spectrum_numel(c_in, c_out, (nh, nw), (kh, kw))
+            t.exact(spec.numel() == formula, f"FFT C={c_in}->{c_out} n={nh}x{nw} k={kh}x{kw}: "
+                                             f"numel {spec.numel()} vs formula {formula}")
+            t.exact(spec.numel() * spec.element_size() == formula * 2 * w.element_size(),
+                    f"FFT bytes {spec.numel() * spec.element_size()} vs {formula} × 2 × {w.element_size()}")
+        m = randint(1, 4, gen)
+        y_w, performed = _impl.count_multiplications(conv2d_winograd, x, w, padding=pad, m=m)
+        t.close(y_w, ref, f"conv2d_winograd m={m} C={c_in}->{c_out} n={nh}x{nw} k={kh}x{kw}")
+        ops = winograd_layer_ops(c_in, c_out, nh, nw, kh, kw, m)
+        t.exact(performed == sum(ops.values()), f"Winograd m={m} C={c_in}->{c_out} n={nh}x{nw} k={kh}x{kw}: "
+                                                f"performed {performed} vs formula {sum(ops.values())} {ops}")
+    # the data transforms per general multiplication fall exactly as 1/C (C_in = C_out = C)
+    one = winograd_layer_ops(1, 1, 56, 56, 3, 3, 2)
+    for c in (4, 16, 64, 256, 1024):
+        ops = winograd_layer_ops(c, c, 56, 56, 3, 3, 2)
+        t.exact((ops["input"] + ops["output"]) * c * one["general"] == ops["general"] * (one["input"] + one["output"]),
+                f"C={c}: data transforms / general multiplications is not 1/C of its value at C=1")
+    shares = [transform_share(c) for c in (1, 4, 16, 64, 256, 1024)]
+    t.exact(all(a > b for a, b in zip(shares, shares[1:])), f"share not falling with C: {[round(s, 4) for s in shares]}")
+    return t.verdict("kernel-spectrum sizes recorded from conv2d_fft; multiplications counted in conv2d_winograd; "
+                     "random layers vs F.conv2d", case_unit="comparisons", dtype="float64")
 
 
 # --------------------------------------------------------------------------------------
