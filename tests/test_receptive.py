@@ -503,3 +503,44 @@ def test_a_network_the_book_does_not_use():
         measured = {tuple(r) for r in np.argwhere(x.grad[0, 0].numpy() != 0)}
         pred = {(a, b) for a in receptive_support(net, 32, u[0], 0) for b in receptive_support(net, 28, u[1], 1)}
         assert measured == pred, u
+
+
+# --- rf.alignment ---------------------------------------------------------------------------------------------
+
+
+def test_field_centre_offset_named_pairs():
+    from convbook.receptive import field_centre_offset, paths_aligned
+
+    assert field_centre_offset([(3, 2, 1)]) == 0.0
+    assert field_centre_offset([(1, 2, 0)]) == 0.0
+    assert field_centre_offset([(2, 2, 0)]) == 0.5
+    assert field_centre_offset([(3, 1, 0, 2)]) == 2.0
+    assert field_centre_offset([]) == 0.0
+    assert paths_aligned([(3, 2, 1)], [(1, 2, 0)]) == (True, 0.0)
+    assert paths_aligned([(2, 2, 0)], [(1, 2, 0)]) == (False, -0.5)
+    # ResNet-50's conv3_1 (v1.5): 1x1, 3x3/2 p1, 1x1 against the 1x1/2 projection shortcut
+    assert paths_aligned([(1, 1, 0), (3, 2, 1), (1, 1, 0)], [(1, 2, 0)]) == (True, 0.0)
+    with pytest.raises(ValueError, match="same jump"):
+        paths_aligned([(3, 2, 1)], [(1, 1, 0)])
+
+
+def _centre_offset_with(*, pad=True, dil=True, half=True):
+    def wrong(layers, axis=0):
+        r, j, start = 1, 1, 0
+        for k, s, p, d, _ in receptive.layers_of(layers, axis):
+            d = d if dil else 1
+            r, j, start = r + (k - 1) * d * j, j * s, start - (p if pad else 0) * j
+        return start + ((r - 1) / 2 if half else 0)
+    return wrong
+
+
+PLANTS += [
+    Plant("rf.alignment", "padding ignored in the offset",
+          {"convbook.receptive:field_centre_offset": _centre_offset_with(pad=False)}, parameter="padding"),
+    Plant("rf.alignment", "dilation ignored", {"convbook.receptive:field_centre_offset": _centre_offset_with(dil=False)},
+          parameter="dilation"),
+    Plant("rf.alignment", "(size - 1)/2 dropped", {"convbook.receptive:field_centre_offset": _centre_offset_with(half=False)},
+          parameter="kernel"),
+]
+
+test_planted_failure = planted_failure_test(PLANTS)

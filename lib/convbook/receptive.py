@@ -58,6 +58,8 @@ __all__ = [
     "receptive_field_recurrence_expr",
     "receptive_field_closed_form_expr",
     "field_offsets",
+    "field_centre_offset",
+    "paths_aligned",
     "receptive_support",
     "gradient_support",
     "chain_module",
@@ -169,6 +171,33 @@ def field_offsets(layers: nn.Module | Sequence, axis: int = 0) -> np.ndarray:
         offsets = np.unique((offsets[:, None] + taps[None, :]).ravel())
         jump *= s
     return offsets
+
+
+def field_centre_offset(layers: nn.Module | Sequence, axis: int = 0) -> float:
+    """Centre of output 0's field in input coordinates: ``start + (size - 1)/2``.
+
+    Output unit ``u`` of the chain is centred on ``offset + u·jump``. Computed by the recurrence
+    (padding enters ``start``, kernel and dilation enter ``size``); a half-integer where the field
+    has an even number of positions.
+    """
+    r, j, start = 1, 1, 0
+    for k, s, p, d, _ in layers_of(layers, axis):
+        r, j, start = r + (k - 1) * d * j, j * s, start - p * j
+    return start + (r - 1) / 2
+
+
+def paths_aligned(path_a: nn.Module | Sequence, path_b: nn.Module | Sequence, axis: int = 0) -> tuple[bool, float]:
+    """Whether the fields of two merged paths are aligned along ``axis``, and by how much they are not.
+
+    Returns ``(aligned, shift)``: ``shift = offset_b - offset_a`` (:func:`field_centre_offset`), the same
+    for every output unit. Both paths must have the same jump (their outputs are added or concatenated
+    position by position); ``ValueError`` otherwise. Araujo, Norris & Sim (2019).
+    """
+    ja, jb = receptive_field(path_a, axis)[1], receptive_field(path_b, axis)[1]
+    if ja != jb:
+        raise ValueError(f"merged paths must have the same jump, got {ja} and {jb}")
+    shift = field_centre_offset(path_b, axis) - field_centre_offset(path_a, axis)
+    return shift == 0, shift
 
 
 def receptive_support(layers: nn.Module | Sequence, input_size: int, index: int, axis: int = 0) -> np.ndarray:
@@ -720,6 +749,89 @@ def check_effective(device: str = "cpu"):
                         f"uniform k={k} d={d} L={L}: sqrt(L) law")
     return t.verdict("80 random non-negative stacks (seeded) + uniform stacks: variance of the autograd gradient vs "
                      "the sum of per-layer variances", dtype="float64")
+
+
+@claim(
+    "rf.alignment",
+    title="Receptive-field alignment of merged paths",
+    chapter=3,
+    statement="For every two chains of convolutions (any kernels, strides, paddings and dilations, per axis) with the same jump J, output unit u of path i has its field centred on o_i + u·J with o_i = start_i + (size_i − 1)/2 (start_i = −Σ_l p_l Π_{m<l} s_m, size_i = 1 + Σ_l (k_l − 1) d_l Π_{m<l} s_m); so the fields of the merged (added or concatenated) output are aligned for every u iff o_1 = o_2, and otherwise shifted by o_2 − o_1 at every u. A 3×3/2 conv with padding 1 and a 1×1/2 conv (ResNet's projection shortcut) are aligned (centres 2u); a 2×2/2 conv without padding is half a pixel off a 1×1/2 conv (2u + 0.5 vs 2u).",
+    parameters=("padding", "dilation", "kernel"),
+    reference="autograd (midpoint of the non-zero input gradient of one output unit of each path, real nn.Conv2d modules)",
+)
+@_single_threaded
+def check_alignment(device: str = "cpu"):
+    device = check_device(device)
+    t = Tally()
+    gen = generator(3707)
+    seen = {True: 0, False: 0}
+
+    def measured_centres(path, u):
+        r, j, _ = zip(*(receptive_field(_axis_chain(path, a)) for a in range(2)))
+        n = tuple(r[a] + j[a] * (u + 2) + 8 for a in range(2))  # unit u's span lies inside the input
+        model = _conv2d_path(path, gen).to(device)
+        supp = gradient_support(model, (1, 1, *n), (u, u))
+        return tuple((int(supp[:, a].min()) + int(supp[:, a].max())) / 2 for a in range(2))
+
+    named = [("3x3/2 p1 vs 1x1/2", [(3, 2, 1, 1)], [(1, 2, 0, 1)], True),
+             ("2x2/2 p0 vs 1x1/2", [(2, 2, 0, 1)], [(1, 2, 0, 1)], False)]
+    cases = [(name, [[l, l] for l in a], [[l, l] for l in b]) for name, a, b, _ in named]
+    for case in range(40):
+        a = [[(randint(1, 5, gen), randint(1, 3, gen), randint(0, 2, gen), randint(1, 2, gen)) for _ in range(2)]
+             for _ in range(randint(1, 3, gen))]
+        b = []
+        for layer in a:  # the same strides in another order: the same jump
+            b.append([(randint(1, 5, gen), s, randint(0, 2, gen), randint(1, 2, gen)) for (_, s, _, _) in layer])
+        b = [b[i] for i in torch.randperm(len(b), generator=gen).tolist()]
+        if case % 2 == 0:  # one layer made to align with path a where possible
+            single = []
+            for ax in range(2):
+                jump = receptive_field(_axis_chain(a, ax))[1]
+                target = field_centre_offset(_axis_chain(a, ax))
+                options = [(k, jump, int((k - 1) / 2 - target), 1) for k in range(1, 6)
+                           if ((k - 1) / 2 - target) in (0, 1, 2)]
+                single.append(options[randint(0, len(options) - 1, gen)] if options else (1, jump, 0, 1))
+            b = [single]
+        cases.append((f"case {case}", a, b))
+    for name, a, b in cases:
+        u = randint(0, 2, gen) + max(-(receptive_field(_axis_chain(path, ax))[2] // receptive_field(_axis_chain(path, ax))[1])
+                                     for path in (a, b) for ax in range(2))
+        for path in (a, b):
+            centre = measured_centres(path, u)
+            for ax in range(2):
+                ch = _axis_chain(path, ax)
+                predicted = field_centre_offset(ch) + u * receptive_field(ch)[1]
+                t.exact(centre[ax] == predicted, f"{name}, axis {ax}, unit {u}: centre {centre[ax]} vs {predicted}")
+        ca, cb = measured_centres(a, u), measured_centres(b, u)
+        for ax in range(2):
+            pa, pb = _axis_chain(a, ax), _axis_chain(b, ax)
+            if receptive_field(pa)[1] != receptive_field(pb)[1]:
+                continue
+            aligned, shift = paths_aligned(pa, pb)
+            seen[bool(ca[ax] == cb[ax])] += 1
+            t.exact((ca[ax] == cb[ax]) == aligned and cb[ax] - ca[ax] == shift,
+                    f"{name}, axis {ax}: measured shift {cb[ax] - ca[ax]}, predicted {shift} (aligned {aligned})")
+    for name, a, b, aligned in named:
+        t.exact(paths_aligned(a, b) == (aligned, 0.0 if aligned else -0.5), f"{name}: {paths_aligned(a, b)}")
+    t.exact(seen[True] > 0 and seen[False] > 0, f"aligned and misaligned pairs both measured: {seen}")
+    return t.verdict("2 named pairs + 40 random pairs of 2-D conv chains with equal jumps (seeded): midpoint of the "
+                     "autograd support of one unit per path vs offset + u·jump, and alignment", case_unit="cases")
+
+
+def _axis_chain(path, axis: int) -> list[tuple[int, int, int, int]]:
+    return [layer[axis] for layer in path]
+
+
+def _conv2d_path(path, gen) -> nn.Sequential:
+    """Real ``nn.Conv2d`` layers (one channel, weights in [0.5, 1.5], float64) for per-axis ``(k, s, p, d)`` pairs."""
+    mods = []
+    for layer in path:
+        k, s, p, d = (tuple(ax[i] for ax in layer) for i in range(4))
+        c = nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d, bias=False).to(DTYPE)
+        with torch.no_grad():
+            c.weight.uniform_(0.5, 1.5, generator=gen)
+        mods.append(c)
+    return nn.Sequential(*mods)
 
 
 # --------------------------------------------------------------------------------------
