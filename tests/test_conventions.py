@@ -614,6 +614,35 @@ def _impl_counts():
     same_for_numpy("circular_alias_free", lambda **a: circular_alias_free(**a), dict(n=6, k=3, length=8), ("k",))
 
 
+def _impl_fft_spectrum():
+    from convbook.impl import fft_kernel_spectrum_numel
+
+    def spectrum(c_in, c_out, n, k, p):  # what torch.fft.rfft2 returns for kernels zero-padded to the padded input
+        lh, lw = n[0] + 2 * p[0], n[1] + 2 * p[1]
+        return torch.fft.rfft2(torch.zeros(c_out, c_in, lh, lw)).numel()
+
+    for n, k, p in ((8, 3, None), ((9, 7), (3, 5), None), ((6, 6), (3, 3), (1, 0))):
+        nt, kt = ((n, n) if isinstance(n, int) else n), ((k, k) if isinstance(k, int) else k)
+        pt = ((kt[0] - 1) // 2, (kt[1] - 1) // 2) if p is None else p
+        agree(f"fft_kernel_spectrum_numel n={n} k={k} p={p}", lambda: fft_kernel_spectrum_numel(2, 3, n, k, p),
+              lambda: spectrum(2, 3, nt, kt, pt), must_work=True)
+    same_for_numpy("fft_kernel_spectrum_numel", lambda **a: fft_kernel_spectrum_numel(**a), dict(c_in=2, c_out=3, n=8, k=3),
+                   ("k",))
+    refuses("fft_kernel_spectrum_numel float padding", lambda: fft_kernel_spectrum_numel(2, 3, 8, 3, 1.0))
+
+
+def _winograd_layer_ops():
+    from convbook.impl import count_multiplications
+    from convbook.winograd import conv2d_winograd, winograd_layer_ops
+
+    x, w = _rand(1, 2, 6, 5, seed=40), _rand(3, 2, 3, 3, seed=41)
+    _, counted = count_multiplications(conv2d_winograd, x, w, m=2)
+    ops = winograd_layer_ops(2, 3, 4, 3, 3, 3, 2)
+    assert sum(ops.values()) == counted, (ops, counted)
+    same_for_numpy("winograd_layer_ops", lambda **a: winograd_layer_ops(**a),
+                   dict(c_in=2, c_out=3, h_out=4, w_out=3, kh=3, kw=3, m=2), ("kh", "kw"))
+
+
 def _reduction_conv1x1():
     from convbook.reduction import conv1x1_einsum
 
@@ -985,6 +1014,7 @@ TABLE: dict[str, Callable[[], None] | Exempt] = {
     "impl.conv2d_fft": _impl_forward("conv2d_fft"),
     "impl.direct_mults": _impl_counts,
     "impl.fft_mults": _impl_counts,
+    "impl.fft_kernel_spectrum_numel": _impl_fft_spectrum,
     "impl.float32_errors": Exempt("padding is handed to the algorithms (conv2d_direct, _im2col, _fft, _winograd), each exercised here"),
     "impl.plot_im2col": DRAWING,
     # convbook.receptive
@@ -1032,6 +1062,7 @@ TABLE: dict[str, Callable[[], None] | Exempt] = {
     "winograd.direct_correlation_1d": Exempt("d is the input tile, not a dilation"),
     "winograd.direct_correlation_2d": Exempt("d is the input tile, not a dilation"),
     "winograd.conv2d_winograd": _winograd_forward,
+    "winograd.winograd_layer_ops": _winograd_layer_ops,
     # convbook.triton_conv
     "triton_conv.conv2d_triton": _triton_forward,
     "triton_conv.rounding_error_bound": _triton_bound,

@@ -269,6 +269,11 @@ def winograd_layer_ops(c_in: int, c_out: int, h_out: int, w_out: int, kh: int, k
     The three transforms multiply by constants only; Lavin & Gray's sparse transforms replace
     most of them by additions, which changes the constants but not the scaling.
     """
+    from .conventions import as_int
+
+    c_in, c_out, h_out, w_out, kh, kw, m, batch = (as_int(v, name, 1) for v, name in (
+        (c_in, "c_in"), (c_out, "c_out"), (h_out, "h_out"), (w_out, "w_out"), (kh, "kh"), (kw, "kw"), (m, "m"),
+        (batch, "batch")))
     ah, aw = m + kh - 1, m + kw - 1
     tiles = -(-h_out // m) * -(-w_out // m)
     return {
