@@ -205,3 +205,14 @@ def test_compiled_instruction_counts_follow_from_the_tile():
     for r in gc.load_json("compiled.json")["records"]:
         want = gc.instruction_formula(r["target"], r["dtype"], r["block_m"], r["block_n"], r["block_k"], r["num_warps"])
         assert {k: r[k] for k in want} == want, (r["target"], r["dtype"], r["config"])
+
+
+def test_formula_mismatches_flags_a_record_that_disagrees():
+    from convbook import gpu_compile as gc
+
+    records = gc.load_json("compiled.json")["records"]
+    assert gc.formula_mismatches(records) == []
+    bad = dict(records[0])
+    key = next(k for k in ("wgmma", "mma", "fma") if k in bad)
+    bad[key] += 1
+    assert gc.formula_mismatches([bad]) == [bad]

@@ -137,3 +137,10 @@ def test_factorised_weight_against_a_loop():
                     assert abs(w[o, i, a, b] - sum(v[o, m, a, 0] * h[m, i, 0, b] for m in range(2))) < 1e-12
     x = torch.randn(1, 4, 6, 6, dtype=torch.float64)
     assert torch.allclose(F.conv2d(x, w, padding=2), inc.factorised_conv(x, v, h), rtol=0, atol=1e-12)
+
+
+def test_factorised_example_reports_the_identity_and_the_rank():
+    ex = inc.factorised_example(n=5, c_in=6, c_mid=3, c_out=4, size=9, seed=3)
+    assert ex["equal"] is True and ex["rank"] == 3 and ex["shape"] == (20, 30)
+    assert (ex["macs_factorised"], ex["macs_full"]) == (5 * 3 * 10, 25 * 24)
+    assert ex["band_rows"] == [0, 1, 7, 8]

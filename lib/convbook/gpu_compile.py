@@ -51,6 +51,7 @@ from functools import lru_cache
 from .triton_conv import CONFIGS, MODES, TileConfig, pick_config
 
 __all__ = [
+    "formula_mismatches",
     "TARGETS",
     "SM_LIMITS",
     "DEVICES",
@@ -525,6 +526,14 @@ def instruction_formula(target: str, dtype: str, block_m: int, block_n: int, blo
         out["ld_global"] = (block_m + block_n) * block_k // threads
     return out
 
+
+
+def formula_mismatches(records: list[dict]) -> list[dict]:
+    """The compiled records whose instruction counts differ from :func:`instruction_formula`
+    (empty when every compiled configuration compiles to the counts the tile predicts)."""
+    return [r for r in records
+            if any(r[k] != v for k, v in instruction_formula(r["target"], r["dtype"], r["block_m"], r["block_n"],
+                                                             r["block_k"], r["num_warps"]).items())]
 
 def format_compiled(records: list[dict], targets=("sm_90", "sm_80"), dtypes=MODES, configs=None) -> str:
     """A fixed-width table of compile records: registers, spill bytes, shared KB, instruction

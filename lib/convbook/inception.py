@@ -48,6 +48,7 @@ __all__ = [
     "factorised_conv",
     "factorised_border_rows",
     "googlenet_cost_table",
+    "factorised_example",
     "plot_block_costs",
 ]
 
@@ -188,6 +189,24 @@ def factorised_border_rows(height: int, n: int) -> list[int]:
     h, n = _positive(height, "height"), _positive(n, "n")
     band = n // 2
     return sorted({r for r in range(h) if r < band or r >= h - band})
+
+
+def factorised_example(n: int = 7, c_in: int = 8, c_mid: int = 4, c_out: int = 8, size: int = 17, seed: int = 14) -> dict:
+    """One seeded factorised pair on a ``size × size`` input: whether the bias-free pair equals the composed
+    n×n convolution at every pixel (to 1e-12), the rank of its ``(C_out·n) × (C_in·n)`` matrix, and the
+    multiply-adds per pixel of the pair, ``n·C_mid·(C_in + C_out)``, against ``n²·C_in·C_out``."""
+    import numpy as np
+
+    gen = generator(seed)
+    horizontal, vertical = randn(c_mid, c_in, 1, n, gen=gen), randn(c_out, c_mid, n, 1, gen=gen)
+    x = randn(1, c_in, size, size, gen=gen)
+    weight = factorised_weight(vertical, horizontal)
+    equal = bool(torch.allclose(F.conv2d(x, weight, padding=n // 2), factorised_conv(x, vertical, horizontal),
+                                rtol=0, atol=1e-12))
+    rank = int(np.linalg.matrix_rank(weight.permute(0, 2, 1, 3).reshape(c_out * n, c_in * n).numpy()))
+    return {"n": n, "c_mid": c_mid, "equal": equal, "rank": rank, "shape": (c_out * n, c_in * n),
+            "macs_factorised": n * c_mid * (c_in + c_out), "macs_full": n * n * c_in * c_out,
+            "band_rows": factorised_border_rows(size, n)}
 
 
 def googlenet_cost_table() -> list[dict]:
