@@ -92,13 +92,21 @@ def test_pool_ops_by_enumeration(c, k, n, s, p):
     assert pool_ops(c, k, n, s, p, ndim=nd) == out.numel() * math.prod(k2)
 
 
-def test_profile_static_trace_equals_hook_trace():
+def test_profile_rows_are_the_graph_calls_with_formula_shapes():
+    """Each row is one executed leaf call; its output shape (recorded by the run) equals the book's formula."""
+    from convbook.graph import trace
+    from convbook.shapes import layer_output_shape
+
     for name, kw in (("resnet18", {}), ("resnet50", {"stride_on": "1x1"}), ("mobilenet_v1", {}),
                      ("mobilenet_v2", {}), ("vgg16", {})):
         m = models.build(name, **kw)
-        static = [r for r in cost._trace(m, (2, 3, 64, 64)) if not isinstance(r[1], cost._ELEMENTWISE)]
-        hooked = [r for r in cost._hook_trace(m, (2, 3, 64, 64)) if not isinstance(r[1], cost._ELEMENTWISE)]
-        assert [(n, i, o) for n, _, i, o in static] == [(n, i, o) for n, _, i, o in hooked], name
+        rows = profile(m, (2, 3, 64, 64)).rows
+        calls = [c for c in trace(m, (2, 3, 64, 64)).calls if c.is_module]
+        assert [(r.name, r.input_shape, r.output_shape) for r in rows] == \
+            [(c.name, c.input_shape, c.output_shape) for c in calls], name
+        for r, c in zip(rows, calls):
+            if not isinstance(c.module, nn.Flatten):
+                assert layer_output_shape(c.module, r.input_shape) == r.output_shape, (name, r.name)
 
 
 def test_profile_generic_model_uses_hooks_and_matches_counter():

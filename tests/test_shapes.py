@@ -157,8 +157,12 @@ def test_invalid_inputs_raise_clear_errors():
         layer_output_shape(nn.MaxPool2d(2), (1, 2, 8))
     with pytest.raises(ValueError, match="in_features"):
         layer_output_shape(nn.Linear(3, 4), (1, 5))
-    with pytest.raises(ValueError, match="no shape rule for module type LSTM"):
-        layer_output_shape(nn.LSTM(3, 4), (1, 5, 3))
+    with pytest.raises(ValueError, match="no shape rule for module type Embedding"):
+        layer_output_shape(nn.Embedding(3, 4), (1, 5))
+    with pytest.raises(ValueError, match="LSTM expects"):
+        layer_output_shape(nn.LSTM(3, 4), (1, 5, 2))
+    with pytest.raises(ValueError, match="LayerNorm over"):
+        layer_output_shape(nn.LayerNorm(4), (1, 5, 3))
 
     class Cat(nn.Module):
         def forward(self, x):
@@ -171,8 +175,14 @@ def test_invalid_inputs_raise_clear_errors():
         def forward(self, x):
             return torch.cat([x, torch.flatten(x, 1)], 1)
 
-    with pytest.raises(ValueError, match="must agree except along dim"):
+    with pytest.raises(ValueError, match="fails on an input of shape"):  # the structure comes from one run
         trace_shapes(BadCat(), (1, 2, 3))
+    with pytest.raises(ValueError, match="must agree except along dim"):
+        shapes.function_output_shape("cat", ([("tensor", (1, 2, 3)), ("tensor", (1, 6))], 1))
+    with pytest.raises(ValueError, match="no shape rule for function getitem"):
+        shapes.function_output_shape("getitem", (("tensor", (1, 2, 3)), 0))
+    with pytest.raises(ValueError, match="cannot be viewed"):
+        shapes.function_output_shape("view", (("tensor", (2, 3)), 4, -1))
     with pytest.raises(ValueError, match="padding <= d"):
         shapes.plot_arithmetic(5, 2, 1, 2, transposed=True)
 
@@ -460,3 +470,90 @@ def test_transposed_size_below_one_is_refused_and_preimages_counted():
     assert conv_transpose_output_size(1, 1, 3, 1, 1, 2) == 1
     assert shapes.forward_preimages(1, 1, 3, 1, 1) == (1,)
     assert shapes.forward_preimages(4, 3, 2, 1, 1) == (7, 8)
+
+
+# --- trace_shapes on models torch.fx cannot trace (structure from convbook.graph) -------------
+
+
+def _recorded(model, shape):
+    """Every call's first output shape when the model runs for real (forward hooks + the graph's CPU run)."""
+    from convbook.graph import trace
+
+    return [c.output_shape for c in trace(model, shape, prefer_meta=False).calls]
+
+
+class _Wrapper(nn.Module):
+    """Python control flow on a size: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU())
+
+    def forward(self, x):
+        if x.shape[-1] > 9:
+            x = self.body(x)
+        return x
+
+
+class _Twice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(4, 4, 3, padding=1, stride=2)
+
+    def forward(self, x):
+        return self.c(self.c(x))
+
+
+class _LayerScale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3, padding="same")
+        self.gamma = nn.Parameter(torch.full((3, 1, 1), 1e-2))
+
+    def forward(self, x):
+        return x + self.c(x) * self.gamma
+
+
+class _Recurrent(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lstm = nn.LSTM(4, 5, batch_first=True, bidirectional=True)
+        self.fc = nn.Linear(10, 2)
+
+    def forward(self, x):
+        out, (h, _c) = self.lstm(x)
+        return self.fc(out) + h.sum()
+
+
+class _Misc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d((2, 1, 1, 0))
+        self.up = nn.Upsample(scale_factor=2)
+        self.norm = nn.LayerNorm(3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        y = self.up(self.pad(x))
+        z = self.norm(y.mean((2, 3)))
+        return self.fc(z.view(z.size(0), -1))
+
+
+@pytest.mark.parametrize("model,shape", [
+    (_Wrapper(), (1, 3, 11, 12)), (_Wrapper(), (1, 3, 5, 5)), (_Twice(), (2, 4, 9, 8)), (_LayerScale(), (1, 3, 6, 5)),
+    (nn.Conv1d(2, 3, 4, padding="same", dilation=3), (1, 2, 10)), (_Recurrent(), (2, 6, 4)), (_Misc(), (1, 3, 4, 5)),
+])
+def test_trace_shapes_work_on_models_fx_cannot_trace(model, shape):
+    rows = trace_shapes(model, shape)
+    assert rows[0][2] == shape
+    assert [s for _, _, s in rows[1:]] == _recorded(model, shape)
+    assert rows[-1][2] == tuple(model(torch.zeros(shape)).shape)
+
+
+def test_trace_shapes_names_each_call_of_a_shared_module():
+    rows = trace_shapes(_Twice(), (1, 4, 16, 16))
+    assert [(n, w, s) for n, w, s in rows[1:]] == [("c", "Conv2d", (1, 4, 8, 8)), ("c_1", "Conv2d", (1, 4, 4, 4))]
+    rec = trace_shapes(_Recurrent(), (2, 6, 4))
+    assert ("lstm", "LSTM", (2, 6, 10)) in rec
+    misc = {n: s for n, _, s in trace_shapes(_Misc(), (1, 3, 4, 5))}
+    assert misc["pad"] == (1, 3, 5, 8) and misc["up"] == (1, 3, 10, 16) and misc["mean"] == (1, 3)

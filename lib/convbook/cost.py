@@ -19,8 +19,9 @@ The bias addition is not counted as a MAC (``FlopCounterMode`` does not count it
 ``FlopCounterMode`` reports FLOPs = 2 × MACs for convolutions and matrix products and
 nothing for batch norm, pooling or activations.
 
-:func:`profile` traces a model (statically for the book's models, with forward hooks on a
-meta-device copy otherwise) and applies these formulas layer by layer.
+:func:`profile` reads the calls a model makes from :func:`convbook.graph.trace` (one run on
+meta tensors) and applies these formulas call by call; :func:`graph_counts` sums the same
+formulas into the FLOPs and compulsory bytes the benchmarks compare against.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "LayerCost",
     "Profile",
     "profile",
+    "graph_counts",
     "flop_counter_flops",
     "stage_costs",
     "bottleneck_stride_delta",
@@ -290,11 +292,13 @@ class Profile:
 def profile(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), bytes_per_element: int = 4) -> Profile:
     """Per-layer parameters, MACs, other ops, activations and bytes moved for ``model``.
 
-    Leaf layers are found by a shape trace: statically (pure arithmetic) for the models of
-    :mod:`convbook.models`, else by forward hooks on a meta-device copy. Costs then come
-    from the formulas of this module (``conv_macs``, ``conv_params``, …), applied to the
-    whole batch ``input_shape[0]``. Layers without a rule (activations, dropout) get zero
-    MACs and ops but their output still counts as activation memory.
+    The rows are the leaf-module calls of :func:`convbook.graph.trace` in execution order (a
+    module called k times gives k rows; any model that runs, including ones ``torch.fx``
+    cannot trace). Costs then come from the formulas of this module (``conv_macs``,
+    ``conv_params``, …), applied to the whole batch ``input_shape[0]``; the graph supplies
+    only which layer ran on which input shape. Layers without a rule (activations, dropout,
+    LSTM) get zero MACs and ops but their output still counts as activation memory.
+    Parameters read outside leaf calls (a layer-scale γ) are :attr:`Profile.extra_params`.
     """
     if len(input_shape) < 2 or any(int(s) < 1 for s in input_shape):
         raise ValueError(f"input_shape must be (N, C, *spatial) with positive sizes, got {tuple(input_shape)}")
@@ -304,6 +308,40 @@ def profile(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224), byt
     records = _trace(model, shape)
     rows, seen = _params_once(model, records, [_cost(name, mod, i, o, bytes_per_element) for name, mod, i, o in records])
     return Profile(tuple(rows), bytes_per_element, _params_outside(model, seen))
+
+
+def graph_counts(model: nn.Module, x_shape: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """FLOPs and compulsory bytes of ``model`` on one input, summed over its leaf-module calls.
+
+    The calls come from :func:`convbook.graph.trace` (one run on meta tensors; a module called
+    k times counts k times). FLOPs are ``2 · MACs`` (``torch.utils.flop_counter``'s convention)
+    for every ``Conv1d/2d/3d`` (``Π n_out · Π k · C_in/g · C_out`` per sample, any padding
+    including ``'same'``/``'valid'``), every ``ConvTranspose1d/2d/3d`` (``Π n_in · Π k · C_in/g
+    · C_out`` per sample) and every ``Linear`` (``rows · in · out``): :func:`conv_macs`,
+    :func:`linear_macs`. Bytes: each leaf call reads its first tensor input and its parameters
+    and writes its first tensor output once, ``itemsize(dtype)`` bytes each (an LSTM's
+    ``(out, (h, c))`` counts ``out``); normalisation, activation and pooling layers move bytes
+    but add no FLOPs. Same contract as ``convbook.bench.module_counts``.
+
+    Rules (``ValueError``): ``x_shape`` positive ints; ``dtype`` a floating torch dtype.
+    """
+    x_shape = tuple(as_int(v, f"x_shape[{j}]", 1) for j, v in enumerate(x_shape))
+    if not x_shape:
+        raise ValueError("x_shape must have at least one axis")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch dtype, got {dtype!r}")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    flops = elems = 0
+    for name, mod, i, o in _trace(model, x_shape):
+        if isinstance(mod, _CONV + _CONVT):
+            transposed = isinstance(mod, _CONVT)
+            flops += 2 * i[0] * conv_macs(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), tuple(i[2:]),
+                                          tuple(mod.stride), _padding(mod.padding), tuple(mod.dilation), mod.groups,
+                                          transposed, tuple(mod.output_padding) if transposed else 0)
+        elif isinstance(mod, nn.Linear):
+            flops += 2 * linear_macs(mod.in_features, mod.out_features, math.prod(i[:-1]))
+        elems += math.prod(i) + sum(p.numel() for p in mod.parameters()) + math.prod(o)
+    return int(flops), int(itemsize * elems)
 
 
 def flop_counter_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> dict[str, int]:
@@ -929,102 +967,26 @@ def _tup(v, nd: int) -> tuple[int, ...]:
 
 
 def _trace(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, nn.Module, tuple, tuple]]:
-    """(name, module, input shape, output shape) of every leaf module, statically if possible."""
-    names = {m: n for n, m in model.named_modules()}
-    out: list = []
-    try:
-        _static(model, shape, names, out)
-        return out
-    except _NotStatic:
-        return _hook_trace(model, shape)
+    """(name, module, input shape, output shape) of every leaf-module call, in execution order.
 
-
-class _NotStatic(Exception):
-    pass
-
-
-def _static(mod: nn.Module, s: tuple, names: dict, out: list) -> tuple:
-    """Shape propagation by arithmetic alone (no tensors): returns the output shape."""
-    if isinstance(mod, nn.Sequential):
-        for child in mod:
-            s = _static(child, s, names, out)
-        return s
-    if isinstance(mod, models.ResNet):
-        for child in (mod.conv1, mod.bn1, mod.relu, mod.maxpool, mod.layer1, mod.layer2, mod.layer3, mod.layer4, mod.avgpool):
-            s = _static(child, s, names, out)
-        return _static(mod.fc, (s[0], math.prod(s[1:])), names, out)
-    if isinstance(mod, (models.BasicBlock, models.Bottleneck)):
-        if mod.downsample is not None:  # forward() computes the shortcut first
-            _static(mod.downsample, s, names, out)
-        convs = [(mod.conv1, mod.bn1), (mod.conv2, mod.bn2)] + ([(mod.conv3, mod.bn3)] if isinstance(mod, models.Bottleneck) else [])
-        for conv, bn in convs:
-            s = _static(bn, _static(conv, s, names, out), names, out)
-        return s
-    if isinstance(mod, (models.MobileNetV1, models.MobileNetV2, models.VGG)):
-        s = _static(mod.avgpool, _static(mod.features, s, names, out), names, out)
-        head = mod.fc if isinstance(mod, models.MobileNetV1) else mod.classifier
-        return _static(head, (s[0], math.prod(s[1:])), names, out)
-    if isinstance(mod, models.InvertedResidual):
-        return _static(mod.conv, s, names, out)
-    if list(mod.children()):
-        raise _NotStatic(type(mod).__name__)
-    o = _leaf_shape(mod, s)
-    out.append((names.get(mod, type(mod).__name__), mod, s, o))
-    return o
-
-
-def _leaf_shape(mod: nn.Module, s: tuple) -> tuple:
-    if isinstance(mod, _CONV + _CONVT):
-        sp_out = conv_out_size(tuple(s[2:]), tuple(mod.kernel_size), tuple(mod.stride), _padding(mod.padding), tuple(mod.dilation),
-                               isinstance(mod, _CONVT), tuple(mod.output_padding) if isinstance(mod, _CONVT) else 0)
-        return (s[0], mod.out_channels, *sp_out)
-    if isinstance(mod, nn.Linear):
-        return (*s[:-1], mod.out_features)
-    if isinstance(mod, _POOL):
-        nd = len(s) - 2
-        if getattr(mod, "ceil_mode", False) or (hasattr(mod, "dilation") and mod.dilation != 1):
-            raise _NotStatic("pool options")
-        sp_out = conv_out_size(tuple(s[2:]), _tup(mod.kernel_size, nd), _tup(mod.stride, nd), _tup(mod.padding, nd))
-        return (s[0], s[1], *sp_out)
-    if isinstance(mod, _ADAPTIVE):
-        nd = len(s) - 2
-        return (s[0], s[1], *_tup(mod.output_size, nd))
-    if isinstance(mod, _BN + _ELEMENTWISE):
-        return s
-    raise _NotStatic(type(mod).__name__)
-
-
-def _hook_trace(model: nn.Module, shape: tuple) -> list:
-    traced = model if models._on_meta(model) else models._meta_copy(model)
-    names = {m: n for n, m in traced.named_modules()}
-    out: list = []
-
-    def hook(mod, inputs, output):
-        i, o = _first_tensor(inputs), _first_tensor(output)
-        if i is None or o is None:
-            raise ValueError(f"layer {names[mod]} ({type(mod).__name__}) has no tensor input or output to cost")
-        out.append((names[mod], mod, tuple(i.shape), tuple(o.shape)))
-
-    handles = [m.register_forward_hook(hook) for m in traced.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            traced(torch.empty(*shape, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+    A view of :func:`convbook.graph.trace`: its module calls, with the first tensor input and the
+    first tensor output of each (an LSTM returns ``(out, (h, c))``: ``out``). A call without a
+    tensor input or output cannot be costed and raises ``ValueError`` naming it."""
+    out = []
+    for c in _graph(model, shape).calls:
+        if not c.is_module:
+            continue
+        if c.input_shape is None or c.output_shape is None:
+            raise ValueError(f"layer {c.name} ({c.kind}) has no tensor input or output to cost")
+        out.append((c.name, c.module, c.input_shape, c.output_shape))
     return out
 
 
-def _first_tensor(value):
-    """The first tensor in a (nested) tuple/list output such as LSTM's ``(out, (h, c))``."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            t = _first_tensor(v)
-            if t is not None:
-                return t
-    return None
+def _graph(model: nn.Module, shape: Sequence[int]):
+    """:func:`convbook.graph.trace` of ``model`` (imported here: graph is the one model walker)."""
+    from .graph import trace
+
+    return trace(model, shape)
 
 
 def _fvcore(model, x):

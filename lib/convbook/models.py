@@ -431,32 +431,29 @@ def count_params(model: nn.Module) -> int:
 
 
 def conv_shapes(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224, 224)) -> list[dict]:
-    """Every ``nn.Conv2d`` of ``model`` in execution order, with the input it sees.
+    """Every ``nn.Conv2d`` call of ``model`` in execution order, with the input it sees.
 
-    Runs one forward pass on the meta device (the model is not modified: a meta copy is
-    traced when the model lives elsewhere) and returns dicts with keys ``name``,
-    ``in_channels``, ``out_channels``, ``kernel_size``, ``stride``, ``padding``,
+    A view of :func:`convbook.graph.trace` (one run on meta tensors of a copy; the model is not
+    modified; any model that runs, including ones ``torch.fx`` cannot trace; a conv called k
+    times gives k rows). Returns dicts with keys ``name``, ``in_channels``, ``out_channels``,
+    ``kernel_size``, ``stride``, ``padding`` (a tuple, or the string ``'same'``/``'valid'``),
     ``dilation``, ``groups``, ``bias``, ``input_size`` (H, W) and ``output_size`` (H, W).
+    Rules (``ValueError``): ``input_shape`` is ``(N, C, H, W)``.
     """
     if len(input_shape) != 4:
         raise ValueError(f"input_shape must be (N, C, H, W), got {tuple(input_shape)}")
-    traced = model if _on_meta(model) else _meta_copy(model)
-    names = {m: n for n, m in traced.named_modules()}
+    from .graph import trace
+
     rows: list[dict] = []
-
-    def hook(mod, inputs, output):
-        rows.append(dict(name=names[mod], in_channels=mod.in_channels, out_channels=mod.out_channels,
-                         kernel_size=tuple(mod.kernel_size), stride=tuple(mod.stride), padding=tuple(mod.padding),
+    for c in trace(model, input_shape).calls:
+        mod = c.module
+        if not isinstance(mod, nn.Conv2d):
+            continue
+        rows.append(dict(name=c.name, in_channels=mod.in_channels, out_channels=mod.out_channels,
+                         kernel_size=tuple(mod.kernel_size), stride=tuple(mod.stride),
+                         padding=mod.padding if isinstance(mod.padding, str) else tuple(mod.padding),
                          dilation=tuple(mod.dilation), groups=mod.groups, bias=mod.bias is not None,
-                         input_size=tuple(inputs[0].shape[2:]), output_size=tuple(output.shape[2:])))
-
-    handles = [m.register_forward_hook(hook) for m in traced.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            traced(torch.empty(*input_shape, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
+                         input_size=tuple(c.input_shape[2:]), output_size=tuple(c.output_shape[2:])))
     return rows
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 import operator
 import warnings
 from typing import Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "conv_output_shape",
     "layer_output_shape",
     "trace_shapes",
+    "function_output_shape",
     "format_shape_table",
     "bottleneck_block",
     "conv_output_size_expr",
@@ -236,9 +238,13 @@ def layer_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[i
     """Output shape of one layer from the formulas (the layer is not run).
 
     Knows ``Conv*d``, ``ConvTranspose*d`` (without an explicit ``output_size``), ``MaxPool*d``,
-    ``AvgPool*d``, ``AdaptiveAvgPool*d``/``AdaptiveMaxPool*d``, ``Linear``, ``Flatten``, and
-    shape-preserving layers (batch norm, activations, dropout, identity). Anything else raises
-    ``ValueError`` naming the module type.
+    ``AvgPool*d``, ``AdaptiveAvgPool*d``/``AdaptiveMaxPool*d``, ``Linear``, ``Flatten``,
+    ``Upsample`` (``size`` or ``floor(n · scale_factor)``), the padding layers
+    (``ReflectionPad*d``, ``ReplicationPad*d``, ``ZeroPad*d``, ``ConstantPad*d``, ``CircularPad*d``:
+    each axis grows by its left + right padding), ``RNN``/``GRU``/``LSTM`` (the first output,
+    ``(…, D·H_out)``), ``LayerNorm`` (its input must end in ``normalized_shape``) and
+    shape-preserving layers (batch/group/instance norm, activations, dropout, identity).
+    Anything else raises ``ValueError`` naming the module type.
     """
     shape = tuple(as_int(v, f"input_shape[{j}]", 0) for j, v in enumerate(input_shape))
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
@@ -271,45 +277,165 @@ def layer_output_shape(module: nn.Module, input_shape: Sequence[int]) -> tuple[i
         return (*shape[:-1], module.out_features)
     if isinstance(module, nn.Flatten):
         return _flatten_shape(shape, module.start_dim, module.end_dim)
+    if isinstance(module, nn.Upsample):
+        return _resize_shape(shape, module.size, module.scale_factor, "Upsample")
+    if isinstance(module, _PADS):
+        nd = int(type(module).__name__[-2])
+        pad = as_tuple(module.padding, 2 * nd, "padding", 0)
+        if len(shape) < nd + 1:
+            raise ValueError(f"{type(module).__name__} needs at least {nd + 1} axes, got {shape}")
+        return _pad_shape(shape, pad, type(module).__name__)
+    if isinstance(module, nn.RNNBase):
+        return _rnn_shapes(module, shape)[0]
+    if isinstance(module, nn.LayerNorm):
+        norm = tuple(module.normalized_shape)
+        if tuple(shape[len(shape) - len(norm):]) != norm:
+            raise ValueError(f"LayerNorm over {norm} needs an input ending in {norm}, got {shape}")
+        return shape
     if isinstance(module, _SHAPE_PRESERVING):
         return shape
     raise ValueError(f"no shape rule for module type {type(module).__name__}")
 
 
 def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[str, str, tuple[int, ...]]]:
-    """Per-layer output shapes of ``model`` for an input of ``input_shape``, from the formulas.
+    """Per-call output shapes of ``model`` for an input of ``input_shape``, from the formulas.
 
-    The model is traced symbolically with ``torch.fx`` (no data flows through it); each node's
-    shape is computed from :func:`layer_output_shape` (modules) or a broadcasting/flatten/cat
-    rule (functions such as ``+``, ``torch.relu``, ``torch.flatten``). Returns rows
-    ``(node name, what it is, output shape)`` in execution order, the input first.
+    The *structure* — which calls run, in which order, and which call produced each input —
+    comes from :func:`convbook.graph.trace` (one run on meta tensors, so any model that runs
+    works: Python control flow, a module called twice, wrappers ``torch.fx`` cannot trace).
+    Every *shape* is then computed here, from the input shape forward: modules through
+    :func:`layer_output_shape`, functions and tensor methods through the broadcasting, flatten,
+    cat, reduction, view and interpolation rules of :func:`function_output_shape`; the shapes
+    the run recorded are not used (except for tensors no call produced: parameters, constants).
+    Returns rows ``(name, what it is, output shape)`` in execution order, the input first:
+    ``name`` is the module's qualified name with ``.`` → ``_`` (``torch.fx``'s node names), or
+    the op's name; a repeated name gets ``_1``, ``_2``, … . A call without a rule raises
+    ``ValueError`` naming it; a model that fails on ``input_shape`` raises ``ValueError``.
     """
+    import inspect
 
-    graph = fx.symbolic_trace(model).graph
-    modules = dict(model.named_modules())
-    shapes: dict[str, tuple[int, ...]] = {}
-    rows = []
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if shapes:
-                raise ValueError("trace_shapes supports models with a single tensor input")
-            shapes[node.name] = tuple(as_int(v, f"input_shape[{j}]", 0) for j, v in enumerate(input_shape))
-            rows.append((node.name, "input", shapes[node.name]))
-            continue
-        if node.op == "output":
-            continue
-        args = [fx.node.map_arg(a, lambda n: shapes[n.name]) for a in node.args]
-        if node.op == "call_module":
-            mod = modules[node.target]
-            shape = layer_output_shape(mod, args[0])
-            what = type(mod).__name__
-        elif node.op in ("call_function", "call_method"):
-            shape, what = _function_shape(node, args)
+    from .graph import trace
+
+    shape = tuple(as_int(v, f"input_shape[{j}]", 1) for j, v in enumerate(input_shape))
+    g = trace(model, shape)
+    try:
+        first = next(iter(inspect.signature(model.forward).parameters))
+    except (StopIteration, TypeError, ValueError):
+        first = "input"
+    rows = [(first, "input", shape)]
+    seen: dict[str, int] = {first: 1}
+    predicted: dict[int, list[tuple[int, ...]]] = {-1: [shape]}
+    for c in g.calls:
+        ins = [_predicted_input(predicted, g.calls, src, recorded)
+               for src, recorded in zip(c.inputs, c.input_shapes)]
+        if c.is_module:
+            if not ins:
+                raise ValueError(f"{c.name} ({c.kind}) is called without a tensor input")
+            outs = _module_output_shapes(c.module, ins[0])
         else:
-            raise ValueError(f"no shape rule for graph node {node.op} {node.target}")
-        shapes[node.name] = shape
-        rows.append((node.name, what, shape))
+            outs = [function_output_shape(c.kind, _with_shapes(c.args, ins, c.input_shapes), c.kwargs)]
+        predicted[c.index] = outs
+        base = c.name.replace(".", "_")
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        rows.append((base if n == 0 else f"{base}_{n}", c.kind, outs[0]))
     return rows
+
+
+def function_output_shape(op: str, args: Sequence, kwargs: dict | None = None) -> tuple[int, ...]:
+    """Output shape of a torch function or tensor method ``op`` from the shapes of its arguments.
+
+    ``args``/``kwargs`` are the call's arguments with every tensor replaced by
+    ``("tensor", shape)`` (as :class:`convbook.graph.Call` records them). Rules: element-wise
+    binary ops (``add``, ``mul``, ``sub``, ``div``, …) broadcast; unary element-wise ops
+    (activations, dropout, ``contiguous``, ``clone``, normalisations, softmax) keep the shape;
+    ``flatten(start, end)`` multiplies the merged sizes; ``cat``/``stack`` add / insert the
+    ``dim`` axis (other sizes must agree); reductions ``mean``/``sum``/``amax``/``amin`` over
+    ``dim`` drop it (keep a 1 with ``keepdim``); ``view``/``reshape`` take the requested sizes,
+    resolving one ``-1`` from the element count (which must match); ``permute``,
+    ``transpose``, ``unsqueeze``, ``squeeze``; ``interpolate`` ``floor(n · scale)`` or ``size``;
+    ``pad`` adds each (left, right) pair from the last axis backwards; ``linear`` replaces the
+    last size by the weight's rows; ``adaptive_avg_pool*d`` takes ``output_size``. Anything
+    else raises ``ValueError`` naming the op.
+    """
+    kwargs = dict(kwargs or {})
+    tensors = [a for a in _flat_args((args, kwargs)) if _is_tshape(a)]
+    if not tensors:
+        raise ValueError(f"{op}: no tensor argument to compute a shape from")
+    x = tuple(tensors[0][1])
+
+    def arg(i, name, default=None):
+        if len(args) > i:
+            return args[i]
+        return kwargs.get(name, default)
+
+    if op in _BROADCAST_OPS:
+        shapes = [tuple(t[1]) for t in tensors]
+        try:
+            return tuple(torch.broadcast_shapes(*shapes))
+        except RuntimeError:
+            raise ValueError(f"{op}: shapes {shapes} do not broadcast") from None
+    if op in _SAME_SHAPE_OPS:
+        return x
+    if op == "flatten":
+        return _flatten_shape(x, arg(1, "start_dim", 0), arg(2, "end_dim", -1))
+    if op in ("cat", "concat", "concatenate", "stack"):
+        seq = [tuple(t[1]) for t in (args[0] if args else kwargs["tensors"])]
+        dim = arg(1, "dim", 0)
+        if op == "stack":
+            rank = len(seq[0]) + 1
+            if any(s_ != seq[0] for s_ in seq):
+                raise ValueError(f"torch.stack: every shape must agree, got {seq}")
+            d = _dim(dim, rank, op)
+            return (*seq[0][:d], len(seq), *seq[0][d:])
+        return _cat_shape(seq, dim)
+    if op in ("mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm"):
+        dim = arg(1, "dim", None)
+        if op in ("max", "min") and dim is None:
+            return ()
+        keep = bool(arg(2, "keepdim", False))
+        dims = range(len(x)) if dim is None else ((dim,) if isinstance(dim, int) else tuple(dim))
+        dims = {_dim(d, len(x), op) for d in dims}
+        return tuple(1 if i in dims else v for i, v in enumerate(x) if keep or i not in dims)
+    if op in ("view", "reshape"):
+        sizes = tuple(args[1:]) if len(args) > 1 else tuple(kwargs.get("shape", ()))
+        if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)):
+            sizes = tuple(sizes[0])
+        return _resolve_view(x, tuple(int(v) for v in sizes), op)
+    if op == "permute":
+        dims = tuple(args[1:]) if len(args) > 1 else tuple(kwargs.get("dims", ()))
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        return tuple(x[_dim(d, len(x), op)] for d in dims)
+    if op in ("transpose", "swapaxes"):
+        a, b = _dim(arg(1, "dim0"), len(x), op), _dim(arg(2, "dim1"), len(x), op)
+        out = list(x)
+        out[a], out[b] = out[b], out[a]
+        return tuple(out)
+    if op == "unsqueeze":
+        d = _dim(arg(1, "dim"), len(x) + 1, op)
+        return (*x[:d], 1, *x[d:])
+    if op == "squeeze":
+        dim = arg(1, "dim", None)
+        if dim is None:
+            return tuple(v for v in x if v != 1)
+        d = _dim(dim, len(x), op)
+        return tuple(v for i, v in enumerate(x) if not (i == d and v == 1))
+    if op in ("interpolate", "upsample"):
+        return _resize_shape(x, arg(1, "size"), arg(2, "scale_factor"), op)
+    if op == "pad":
+        return _pad_shape(x, tuple(arg(1, "pad")), op)
+    if op == "linear":
+        w = tuple(tensors[1][1])
+        if x[-1] != w[-1]:
+            raise ValueError(f"linear: input's last size {x[-1]} != weight's in_features {w[-1]}")
+        return (*x[:-1], w[0])
+    if op.startswith("adaptive_") and op[-2:] in ("1d", "2d", "3d"):
+        nd = int(op[-2])
+        size = arg(1, "output_size")
+        size = (size,) * nd if isinstance(size, int) else tuple(size)
+        return (*x[:-nd], *(x[len(x) - nd + j] if v is None else v for j, v in enumerate(size)))
+    raise ValueError(f"no shape rule for function {op}")
 
 
 def format_shape_table(rows: Sequence[tuple[str, str, tuple[int, ...]]]) -> str:
@@ -808,9 +934,9 @@ def check_validity_rules(device: str = "cpu"):
     "shape.trace",
     title="trace_shapes predicts every layer's output shape",
     chapter=2,
-    statement="trace_shapes, computed from the formulas on a torch.fx trace without running the model, gives the shape each layer produces when the model runs, for ResNet bottlenecks, a DenseNet-style block (torch.cat) and random conv/pool stacks with pooling ceil_mode and transposed output_padding.",
+    statement="trace_shapes, computing every call's shape from the formulas (the model graph gives only which calls run on which inputs), gives the shape each layer produces when the model runs, for ResNet bottlenecks, a DenseNet-style block (torch.cat), a wrapper with Python control flow, a shared module, a layer scale, padding='same', Upsample, ReflectionPad2d, LayerNorm and x.mean (not traceable by torch.fx), and random conv/pool stacks with pooling ceil_mode and transposed output_padding.",
     parameters=("ceil_mode", "output_padding"),
-    reference="running the model (torch.fx interpreter)",
+    reference="running the model on CPU and recording each call's output shape",
 )
 @_single_threaded
 def check_trace(device: str = "cpu"):
@@ -823,7 +949,8 @@ def check_trace(device: str = "cpu"):
     for name, s in _run_shapes(big, (1, 256, 56, 56), device).items():
         t.exact(pred.get(name) == s, f"bottleneck {name}: predicted {pred.get(name)}, ran {s}")
     models = [(bottleneck_block(64, 64, 256, 1), (2, 64, 15, 15)), (bottleneck_block(32, 16, 64, 2), (1, 32, 9, 7)),
-              (_DenseBlock(8, growth=4, layers=3), (1, 8, 11, 11))]
+              (_DenseBlock(8, growth=4, layers=3), (1, 8, 11, 11)), (_Untraceable(), (2, 3, 12, 10)),
+              (_Untraceable(), (1, 3, 7, 7))]
     for _ in range(10):
         nd = int(torch.randint(1, 3, (1,), generator=gen))
         layers, c = [], 2
@@ -853,7 +980,7 @@ def check_trace(device: str = "cpu"):
         pred = {name: s for name, _, s in predicted}
         for name, s in measured.items():
             t.exact(pred.get(name) == s, f"{name}: predicted {pred.get(name)}, ran {s}")
-    return t.verdict("trace_shapes vs running the model (fx interpreter)", case_unit="layer shapes")
+    return t.verdict("trace_shapes vs running the model (shapes recorded on a real CPU run)", case_unit="layer shapes")
 
 
 @claim(
@@ -918,7 +1045,10 @@ def check_dv_dilated(device: str = "cpu"):
 
 _SHAPE_PRESERVING = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU,
                      nn.Sigmoid, nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.Hardswish,
-                     nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
+                     nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.ELU, nn.SELU, nn.Mish,
+                     nn.PReLU, nn.Hardsigmoid, nn.Hardtanh, nn.Softmax, nn.LogSoftmax, nn.Softplus, nn.AlphaDropout)
+_PADS = tuple(getattr(nn, f"{kind}Pad{nd}d") for kind in ("Reflection", "Replication", "Zero", "Constant", "Circular")
+              for nd in (1, 2, 3) if hasattr(nn, f"{kind}Pad{nd}d"))
 
 
 def _ints(**values: tuple[object, int]) -> tuple[int, ...]:
@@ -961,23 +1091,141 @@ def _flatten_shape(shape: tuple[int, ...], start: int, end: int) -> tuple[int, .
     return (*shape[:start], merged, *shape[end + 1:])
 
 
-_ELEMENTWISE = {torch.relu, F.relu, torch.sigmoid, torch.tanh, F.gelu, F.silu}
+_BROADCAST_OPS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "true_divide", "rsub", "pow", "maximum",
+                  "minimum", "where", "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or", "floor_divide",
+                  "remainder", "mod", "and", "or", "xor"}
+_SAME_SHAPE_OPS = {"relu", "relu_", "relu6", "sigmoid", "sigmoid_", "tanh", "tanh_", "gelu", "silu", "silu_", "hardswish",
+                   "hardsigmoid", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu", "elu_", "selu", "mish",
+                   "softplus", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "contiguous", "clone",
+                   "float", "double", "half", "bfloat16", "to", "type_as", "abs", "neg", "exp", "log", "sqrt", "rsqrt",
+                   "square", "reciprocal", "sin", "cos", "erf", "softmax", "log_softmax", "batch_norm", "layer_norm",
+                   "group_norm", "instance_norm", "local_response_norm", "normalize", "clamp", "clamp_", "clip",
+                   "detach", "neg_", "abs_", "exp_", "sign", "floor", "ceil", "round", "zero_", "fill_", "cumsum",
+                   "prelu", "channel_shuffle", "roll", "flip", "dropout_"}
 
 
-def _function_shape(node, args) -> tuple[tuple[int, ...], str]:
-    target = node.target
-    name = getattr(target, "__name__", str(target))
-    if target in (operator.add, operator.mul, operator.sub, torch.add, torch.mul):
-        return tuple(torch.broadcast_shapes(*[a for a in args if isinstance(a, tuple)])), name
-    if target in _ELEMENTWISE or target in ("relu", "sigmoid", "tanh", "contiguous"):
-        return args[0], name
-    if target in (torch.flatten, "flatten"):
-        start = args[1] if len(args) > 1 else node.kwargs.get("start_dim", 0)
-        end = args[2] if len(args) > 2 else node.kwargs.get("end_dim", -1)
-        return _flatten_shape(args[0], start, end), name
-    if target is torch.cat or target == "cat":
-        return _cat_shape(list(args[0]), args[1] if len(args) > 1 else node.kwargs.get("dim", 0)), name
-    raise ValueError(f"no shape rule for function {name}")
+def _is_tshape(a) -> bool:
+    return isinstance(a, tuple) and len(a) == 2 and a[0] == "tensor" and isinstance(a[1], tuple)
+
+
+def _flat_args(obj) -> list:
+    """Arguments in order, lists/tuples/dicts opened (a ``("tensor", shape)`` pair stays whole)."""
+    if _is_tshape(obj):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [v for o in obj for v in _flat_args(o)]
+    if isinstance(obj, dict):
+        return [v for o in obj.values() for v in _flat_args(o)]
+    return [obj]
+
+
+def _with_shapes(obj, predicted: list, recorded: list):
+    """``obj`` with the call's data inputs' recorded ``("tensor", shape)`` pairs replaced, in order,
+    by the predicted shapes (pairs of parameters, which are not data inputs, are kept)."""
+    state = {"j": 0}
+
+    def walk(o):
+        if _is_tshape(o):
+            j = state["j"]
+            if j < len(recorded) and tuple(o[1]) == tuple(recorded[j]):
+                state["j"] = j + 1
+                return ("tensor", tuple(predicted[j]))
+            return o
+        if isinstance(o, (list, tuple)) and not hasattr(o, "_fields"):
+            return type(o)(walk(v) for v in o)
+        if isinstance(o, dict):
+            return {k: walk(v) for k, v in o.items()}
+        return o
+
+    return walk(obj)
+
+
+def _predicted_input(predicted: dict, calls, src, recorded) -> tuple[int, ...]:
+    """Predicted shape of one input: the producer's predicted output it reads (the recorded shape
+    picks which output of a call with several), or the recorded shape of a tensor no call produced."""
+    if src is None:
+        return tuple(recorded)
+    outs = predicted[src]
+    if src >= 0 and len(outs) > 1:
+        rec = calls[src].output_shapes
+        j = next((i for i, r in enumerate(rec) if tuple(r) == tuple(recorded)), 0)
+        return outs[min(j, len(outs) - 1)]
+    return outs[0]
+
+
+def _module_output_shapes(module: nn.Module, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """Every tensor output's shape of one module call (an RNN returns output and hidden states)."""
+    if isinstance(module, nn.RNNBase):
+        return _rnn_shapes(module, shape)
+    return [layer_output_shape(module, shape)]
+
+
+def _rnn_shapes(module: nn.RNNBase, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """``RNN``/``GRU``/``LSTM``: output ``(L, N, D·H_out)`` (batch first: ``(N, L, ·)``; unbatched
+    ``(L, ·)``), hidden ``(D·num_layers, N, H_out)`` (LSTM: cell with ``hidden_size``)."""
+    if len(shape) not in (2, 3) or shape[-1] != module.input_size:
+        raise ValueError(f"{type(module).__name__} expects (L, N, {module.input_size}) or (L, {module.input_size}), "
+                         f"got {shape}")
+    d = 2 if module.bidirectional else 1
+    h_out = module.proj_size if getattr(module, "proj_size", 0) else module.hidden_size
+    batch = () if len(shape) == 2 else ((shape[0],) if module.batch_first else (shape[1],))
+    out = (*shape[:-1], d * h_out)
+    hidden = (d * module.num_layers, *batch, h_out)
+    if isinstance(module, nn.LSTM):
+        return [out, hidden, (d * module.num_layers, *batch, module.hidden_size)]
+    return [out, hidden]
+
+
+def _dim(d, rank: int, op: str) -> int:
+    d = int(d)
+    if not -rank <= d < rank:
+        raise ValueError(f"{op}: dim {d} out of range for rank {rank}")
+    return d % rank
+
+
+def _resolve_view(x: tuple[int, ...], sizes: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """``view``/``reshape``: at most one ``-1``, resolved so the element count is kept (which must match)."""
+    total = 1
+    for v in x:
+        total *= v
+    known = 1
+    for v in sizes:
+        if v != -1:
+            known *= v
+    if sizes.count(-1) > 1:
+        raise ValueError(f"{op}: at most one -1 in {sizes}")
+    if -1 in sizes:
+        if known == 0 or total % known:
+            raise ValueError(f"{op}: {x} cannot be viewed as {sizes}")
+        sizes = tuple(total // known if v == -1 else v for v in sizes)
+    elif known != total:
+        raise ValueError(f"{op}: {x} has {total} elements, {sizes} has {known}")
+    return sizes
+
+
+def _resize_shape(x: tuple[int, ...], size, scale, op: str) -> tuple[int, ...]:
+    """Upsampling: spatial axes become ``size`` or ``floor(n · scale_factor)``."""
+    nd = len(x) - 2
+    if size is not None:
+        out = (size,) * nd if isinstance(size, int) else tuple(size)
+    elif scale is not None:
+        sc = (scale,) * nd if isinstance(scale, (int, float)) else tuple(scale)
+        out = tuple(int(math.floor(x[2 + j] * float(sc[j]))) for j in range(nd))
+    else:
+        raise ValueError(f"{op}: needs size or scale_factor")
+    return (*x[:2], *(int(v) for v in out))
+
+
+def _pad_shape(x: tuple[int, ...], pad: tuple[int, ...], op: str) -> tuple[int, ...]:
+    """``F.pad``: ``pad = (left_last, right_last, left_prev, right_prev, …)`` from the last axis backwards."""
+    if len(pad) % 2 or len(pad) // 2 > len(x):
+        raise ValueError(f"{op}: pad {pad} must have an even length ≤ 2 · rank")
+    out = list(x)
+    for j in range(len(pad) // 2):
+        out[len(x) - 1 - j] += pad[2 * j] + pad[2 * j + 1]
+        if out[len(x) - 1 - j] < 1:
+            raise ValueError(f"{op}: padding {pad} leaves an empty axis in {x}")
+    return tuple(out)
 
 
 def _cat_shape(shapes: list[tuple[int, ...]], dim: int) -> tuple[int, ...]:
@@ -995,24 +1243,47 @@ def _cat_shape(shapes: list[tuple[int, ...]], dim: int) -> tuple[int, ...]:
 
 
 def _run_shapes(model: nn.Module, shape, device) -> dict[str, tuple[int, ...]] | None:
-    """Run ``model`` node by node (fx interpreter) and record every node's actual output shape."""
-
-    gm = fx.symbolic_trace(model)
-    seen: dict[str, tuple[int, ...]] = {}
-
-    class Recorder(fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            if isinstance(out, torch.Tensor) and n.op != "output":
-                seen[n.name] = tuple(out.shape)
-            return out
+    """Run ``model`` for real (CPU, float32) and record every call's first output shape, keyed by
+    the row names of :func:`trace_shapes`; ``None`` when the model fails on ``shape``."""
+    from .graph import trace
 
     try:
-        with torch.no_grad():
-            Recorder(gm).run(torch.zeros(*shape, dtype=DTYPE, device=device))
-    except (RuntimeError, ValueError):
+        g = trace(model, shape, prefer_meta=False)
+    except ValueError:
         return None
-    return seen
+    seen: dict[str, int] = {}
+    out: dict[str, tuple[int, ...]] = {}
+    for c in g.calls:
+        base = c.name.replace(".", "_")
+        n = seen.get(base, 0)
+        seen[base] = n + 1
+        if c.output_shape is not None:
+            out[base if n == 0 else f"{base}_{n}"] = c.output_shape
+    return out
+
+
+class _Untraceable(nn.Module):
+    """Python control flow on sizes, a shared conv called twice, a layer scale, padding='same',
+    Upsample, ReflectionPad2d, LayerNorm and ``x.mean``: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.pad = nn.ReflectionPad2d((1, 2, 0, 1))
+        self.conv = nn.Conv2d(3, 6, 3)
+        self.same = nn.Conv2d(6, 6, (5, 3), padding="same", dilation=(1, 2))
+        self.gamma = nn.Parameter(torch.full((6, 1, 1), 0.1))
+        self.up = nn.Upsample(scale_factor=1.5, mode="nearest")
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        self.norm = nn.LayerNorm(6)
+        self.head = nn.Linear(6, 4)
+
+    def forward(self, x):
+        x = self.conv(self.pad(x))
+        for _ in range(2 if x.size(-1) > 8 else 1):
+            x = x + self.same(x) * self.gamma
+        x = self.pool(self.up(x))
+        z = self.norm(x.mean((2, 3)))
+        return self.head(z).view(x.size(0), 2, -1)
 
 
 def _floor_arg(expr: sp.Expr) -> sp.Expr:
