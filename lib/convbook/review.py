@@ -415,6 +415,8 @@ def _layout_step(c: Call, tracked, nd: int):
         if len(new) != len(out):
             return None, f"not tracked past {where} ({kind})"
         return tuple(new), ""
+    if kind in _RESHAPES and len(s0) == len(lay0):
+        return _reshape_layout(lay0, tuple(s0), tuple(out), where, kind)
     if all(_standard(lay, nd) for lay, _ in tracked) and len(out) == nd + 2 and not _is_layout_free(c):
         f, note = _field_step(c, [(lay[2:], shape) for lay, shape in tracked], nd)
         return (None if f is None else (None, None) + tuple(f)), note
@@ -442,6 +444,27 @@ def _layout_step(c: Call, tracked, nd: int):
             return None, f"not tracked past {where} (its inputs have different jumps)"
         return joined, ""
     return None, f"not tracked past {where} ({kind} changes the layout)"
+
+
+_RESHAPES = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "Flatten", "Unflatten"}
+
+
+def _reshape_layout(lay, s0: tuple, out: tuple, where: str, kind: str):
+    """A reshape keeps the field of an axis when that axis lies in the longest common prefix or
+    suffix of the input and output shapes (in row-major order an element keeps its index along
+    those axes: ``(N, C, H, W) → (N, g, C/g, H, W)`` keeps H and W); a spatial axis anywhere else
+    is mixed with other axes and its field is not tracked."""
+    i = 0
+    while i < min(len(s0), len(out)) and s0[i] == out[i]:
+        i += 1
+    j = 0
+    while j < min(len(s0), len(out)) - i and s0[len(s0) - 1 - j] == out[len(out) - 1 - j]:
+        j += 1
+    middle = lay[i:len(lay) - j]
+    if any(f is not None for f in middle):
+        return None, f"not tracked past {where} ({kind} merges or splits a spatial axis)"
+    new = tuple(lay[:i]) + (None,) * (len(out) - i - j) + tuple(lay[len(lay) - j:])
+    return new, ""
 
 
 def _as_tuple(v):
