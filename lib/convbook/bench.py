@@ -82,6 +82,11 @@ __all__ = [
     "format_cases",
     "relative_rows",
     "format_relative",
+    "format_comparisons",
+    "comparison_summary",
+    "time_interleaved",
+    "measure_cpu_roofline",
+    "keep_freed_memory",
     "add_cli",
 ]
 
@@ -90,6 +95,7 @@ SCHEMA_ID = "convbook.bench/1"
 DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / "notebooks" / "data" / "bench"
 SIZES = ("small", "full")
 METHODS = ("timer", "adaptive", "events", "do_bench")
+INTERLEAVED_REPEATS = 15
 MIN_SAMPLES, MAX_ROUNDS = 10, 5
 
 
@@ -104,12 +110,20 @@ class Skip(Exception):
 
 @dataclass(frozen=True)
 class Prepared:
-    """A built case: the callable to time and the work it does."""
+    """A built case: the callable to time and the work it does.
+
+    With a ``reference`` (e.g. ``F.conv2d`` on the same tensors) the two are timed in
+    alternation (:func:`time_interleaved`) and the record holds the per-repeat time ratios;
+    ``extra`` is recorded as is (a float32 error, the tile a cost model chose, …).
+    """
 
     fn: Callable[[], Any]
     flops: int
     bytes: int
     dtype: str
+    reference: Callable[[], Any] | None = None
+    reference_label: str | None = None
+    extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -347,11 +361,23 @@ def run_case(case: Case, device: str = "cpu", **timing) -> dict:
     """Build and time one case; returns its record (``status`` ``'ok'`` or ``'skipped'`` with the reason)."""
     base = {"name": case.name, "params": dict(case.params), "settings": dict(case.settings)}
     reason = _unavailable(case, device)
+    comparison = None
     if reason is None:
         try:
             with _backend_settings(case.settings, device):
                 prepared = case.build(device)
-                samples, record = time_callable(prepared.fn, device=device, **timing)
+                if prepared.reference is None:
+                    plain = {k: v for k, v in timing.items() if k in ("method", "warmup", "min_run_time", "flush_l2")}
+                    samples, record = time_callable(prepared.fn, device=device, **plain)
+                else:
+                    samples, ref_samples, record = time_interleaved(
+                        prepared.fn, prepared.reference, device=device, warmup=timing.get("warmup") or 2,
+                        repeats=timing.get("repeats") or INTERLEAVED_REPEATS,
+                        min_sample_time=timing.get("min_sample_time", 0.02))
+                    ratios = [a / b for a, b in zip(samples, ref_samples)]
+                    r_med, r_iqr = median_iqr(ratios)
+                    comparison = {"reference": prepared.reference_label or "reference", "reference_samples_s": ref_samples,
+                                  "ratios": ratios, "ratio_median": r_med, "ratio_iqr": r_iqr}
         except Skip as exc:
             reason = str(exc)
         except NotImplementedError as exc:
@@ -360,20 +386,126 @@ def run_case(case: Case, device: str = "cpu", **timing) -> dict:
         return {**base, "status": "skipped", "reason": reason, "dtype": None, "flops": None, "bytes": None,
                 "samples_s": [], "median_s": None, "iqr_s": None, "tflops": None, "gbps": None, "timing": None}
     med, iqr = median_iqr(samples)
-    return {**base, "status": "ok", "reason": None, "dtype": prepared.dtype, "flops": int(prepared.flops),
-            "bytes": int(prepared.bytes), "samples_s": samples, "median_s": med, "iqr_s": iqr,
-            "tflops": prepared.flops / med / 1e12, "gbps": prepared.bytes / med / 1e9, "timing": record}
+    out = {**base, "status": "ok", "reason": None, "dtype": prepared.dtype, "flops": int(prepared.flops),
+           "bytes": int(prepared.bytes), "samples_s": samples, "median_s": med, "iqr_s": iqr,
+           "tflops": prepared.flops / med / 1e12, "gbps": prepared.bytes / med / 1e9, "timing": record}
+    if comparison is not None:
+        out["comparison"] = comparison
+    if prepared.extra:
+        out["extra"] = dict(prepared.extra)
+    return out
+
+
+def time_interleaved(fn: Callable[[], Any], reference: Callable[[], Any], *, device: str = "cpu", warmup: int = 2,
+                     repeats: int = 15, min_sample_time: float = 0.02) -> tuple[list[float], list[float], dict]:
+    """Time ``fn`` and ``reference`` in alternation: ``repeats`` rounds, each timing both, the order
+    swapped every round (A B, B A, …) so that a slow drift of the machine (clock, other load)
+    falls on both alike; a sample is the mean of ``number`` consecutive calls, ``number`` chosen
+    from a probe so a sample lasts at least ``min_sample_time`` seconds. Returns
+    ``(fn seconds per call, reference seconds per call, record)``, one sample per round each;
+    their ratios, round by round, are what a comparison reports (median and IQR)."""
+    if repeats < 1 or warmup < 0 or not min_sample_time > 0:
+        raise ValueError(f"need repeats >= 1, warmup >= 0, min_sample_time > 0; got {repeats}, {warmup}, {min_sample_time}")
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    for _ in range(warmup):
+        fn()
+        reference()
+    sync()
+
+    def per_call(f, number):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            f()
+        sync()
+        return (time.perf_counter() - t0) / number
+
+    probe = max(per_call(fn, 1), per_call(reference, 1), 1e-7)
+    number = max(1, math.ceil(min_sample_time / probe))
+    a, b = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            a.append(per_call(fn, number))
+            b.append(per_call(reference, number))
+        else:
+            b.append(per_call(reference, number))
+            a.append(per_call(fn, number))
+    record = {"method": "interleaved", "warmup": warmup, "repeats": repeats, "number_per_sample": number,
+              "min_sample_time_s": min_sample_time, "timer": "time.perf_counter" + (" + cuda.synchronize" if cuda else ""),
+              "order": "alternating (A B, B A, …)"}
+    return a, b, record
+
+
+def measure_cpu_roofline(*, n: int = 2048, copy_bytes: int = 256 * 2**20, repeats: int = 5) -> dict:
+    """The CPU's roofline, measured with the threads torch uses now.
+
+    Peak: ``2n³ / t`` for a float32 ``n×n`` GEMM (``torch.mm``), median of ``repeats``.
+    Bandwidth: ``2·Q / t`` for copying a ``Q``-byte float32 buffer into another, already
+    allocated one (``Q`` read + ``Q`` written), median of ``repeats`` — large enough to miss
+    every cache. Returns the two rates, their samples and what was run."""
+    n, copy_bytes, repeats = as_int(n, "n", 1), as_int(copy_bytes, "copy_bytes", 4), as_int(repeats, "repeats", 1)
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)
+    gemm = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=out)
+        gemm.append(time.perf_counter() - t0)
+    src = torch.ones(copy_bytes // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    copies = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        copies.append(time.perf_counter() - t0)
+    t_gemm, t_copy = median_iqr(gemm)[0], median_iqr(copies)[0]
+    return {"peak_flops": 2 * n ** 3 / t_gemm, "bandwidth": 2 * (copy_bytes // 4) * 4 / t_copy,
+            "threads": torch.get_num_threads(),
+            "gemm": {"op": f"torch.mm float32 {n}x{n} @ {n}x{n}", "flops": 2 * n ** 3, "samples_s": gemm},
+            "copy": {"op": f"Tensor.copy_ of {copy_bytes // 4 * 4:,} B float32 into an allocated buffer",
+                     "bytes": 2 * (copy_bytes // 4) * 4, "samples_s": copies}}
+
+
+def keep_freed_memory() -> bool:
+    """Tell glibc's ``malloc`` to keep freed memory for reuse (``mallopt``: no ``mmap`` for large
+    blocks, no trimming), as a caching allocator does; returns whether it applied.
+
+    Without it, every large tensor a call allocates is fresh ``mmap`` memory whose first touch
+    page-faults, on every call — a cost of the allocator, not of the algorithm, which falls
+    hardest on algorithms with large temporaries (im2col's unfolded matrix, FFT spectra)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if platform.system() != "Linux" or not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+        return all(libc.mallopt(opt, val) == 1 for opt, val in ((m_mmap_max, 0), (m_trim_threshold, 2**31 - 1),
+                                                                (m_top_pad, 64 * 2**20)))
+    except (OSError, AttributeError):
+        return False
 
 
 def run_suite(name: str, device: str = "cpu", size: str | None = None, progress=None, command: str | None = None,
-              **timing) -> dict:
-    """Run every case of suite ``name`` and return the result document (see :data:`RESULT_SCHEMA`)."""
+              roofline: dict | bool | None = None, allocator: str | None = None, **timing) -> dict:
+    """Run every case of suite ``name`` and return the result document (see :data:`RESULT_SCHEMA`).
+
+    On a CPU the document records the machine's measured roofline (:func:`measure_cpu_roofline`,
+    measured here unless a measured ``roofline`` dict is passed; ``roofline=False`` leaves it out)
+    and ``allocator``, a description of the memory allocator setting the run used."""
     if not (device == "cpu" or device.startswith("cuda")):
         raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
     size = size or ("full" if device.startswith("cuda") else "small")
     cases = suite(name, size)
+    if roofline is None or roofline is True:
+        roofline = measure_cpu_roofline() if device == "cpu" else None
     records = []
     for i, case in enumerate(cases):
         if progress is not None:
@@ -381,7 +513,7 @@ def run_suite(name: str, device: str = "cpu", size: str | None = None, progress=
         records.append(run_case(case, device, **timing))
     if progress is not None:
         progress(len(cases), len(cases), "done")
-    return {
+    data = {
         "schema": SCHEMA_ID,
         "suite": name,
         "size": size,
@@ -395,9 +527,13 @@ def run_suite(name: str, device: str = "cpu", size: str | None = None, progress=
             "num_threads": torch.get_num_threads(),
             "flop_convention": "2 FLOPs per multiply-accumulate of conv and linear layers",
             "byte_convention": "compulsory traffic: each layer reads input and parameters once, writes output once",
+            "allocator": allocator or "default",
         },
         "cases": records,
     }
+    if roofline:
+        data["roofline"] = roofline
+    return data
 
 
 def device_info(device: str = "cpu") -> dict:
@@ -460,6 +596,13 @@ RESULT_SCHEMA: dict = {
             "required": ["cudnn_benchmark", "num_threads"],
             "properties": {"cudnn_benchmark": {"type": "boolean"}, "num_threads": {"type": "integer", "minimum": 1}},
         },
+        "roofline": {
+            "type": "object",
+            "required": ["peak_flops", "bandwidth", "threads", "gemm", "copy"],
+            "properties": {"peak_flops": {"type": "number", "exclusiveMinimum": 0},
+                           "bandwidth": {"type": "number", "exclusiveMinimum": 0},
+                           "threads": {"type": "integer", "minimum": 1}},
+        },
         "cases": {
             "type": "array",
             "minItems": 1,
@@ -482,6 +625,13 @@ RESULT_SCHEMA: dict = {
                     "tflops": _NULLNUM,
                     "gbps": _NULLNUM,
                     "timing": {"type": ["object", "null"]},
+                    "comparison": {
+                        "type": "object",
+                        "required": ["reference", "reference_samples_s", "ratios", "ratio_median", "ratio_iqr"],
+                        "properties": {"reference": {"type": "string"}, "reference_samples_s": {"type": "array", "minItems": 1},
+                                       "ratios": {"type": "array", "minItems": 1}, "ratio_median": _NUM, "ratio_iqr": _NUM},
+                    },
+                    "extra": {"type": "object"},
                 },
                 "if": {"properties": {"status": {"const": "ok"}}},
                 "then": {"properties": {"reason": {"type": "null"}, "samples_s": {"minItems": 1}, "median_s": _NUM,
@@ -506,6 +656,16 @@ def validate_result(data: Any, source: str = "<result>") -> dict:
     if exc is not None:
         where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
         raise ValueError(f"{source}: not a valid bench result file: at {where}: {exc.message}")
+    roof = data.get("roofline")
+    if roof is not None:
+        for key, what, count in (("peak_flops", "gemm", "flops"), ("bandwidth", "copy", "bytes")):
+            part = roof[what]
+            samples = part.get("samples_s") if isinstance(part, dict) else None
+            if not samples or not isinstance(part.get(count), (int, float)) or any(
+                    not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 for v in samples):
+                raise ValueError(f"{source}: roofline {what}: needs '{count}' and samples > 0")
+            if not math.isclose(roof[key], part[count] / median_iqr(samples)[0], rel_tol=1e-9):
+                raise ValueError(f"{source}: roofline {key} = {roof[key]!r} does not follow from its samples")
     for i, case in enumerate(data["cases"]):
         bad = [v for v in case["samples_s"] if isinstance(v, bool) or not isinstance(v, (int, float))
                or not math.isfinite(v) or v <= 0]
@@ -514,6 +674,21 @@ def validate_result(data: Any, source: str = "<result>") -> dict:
                              f"got {bad[:3]!r}")
         if case["status"] != "ok":
             continue
+        comp = case.get("comparison")
+        if comp is not None:
+            ref = comp["reference_samples_s"]
+            if len(ref) != len(case["samples_s"]) or len(comp["ratios"]) != len(ref) or any(
+                    not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0 for v in ref):
+                raise ValueError(f"{source}: case {i} ({case['name']!r}): a comparison needs one finite reference sample "
+                                 f"> 0 and one ratio per sample")
+            for a, b, r in zip(case["samples_s"], ref, comp["ratios"]):
+                if not math.isclose(r, a / b, rel_tol=1e-9):
+                    raise ValueError(f"{source}: case {i} ({case['name']!r}): ratio {r!r} is not sample / reference "
+                                     f"({a!r} / {b!r})")
+            r_med, r_iqr = median_iqr(comp["ratios"])
+            if not (math.isclose(comp["ratio_median"], r_med, rel_tol=1e-9) and
+                    math.isclose(comp["ratio_iqr"], r_iqr, rel_tol=1e-9, abs_tol=1e-15)):
+                raise ValueError(f"{source}: case {i} ({case['name']!r}): ratio median/IQR do not match its ratios")
         med, iqr = median_iqr(case["samples_s"])
         expected = {"median_s": med, "iqr_s": iqr, "tflops": case["flops"] / med / 1e12, "gbps": case["bytes"] / med / 1e9}
         for key, value in expected.items():
@@ -630,8 +805,13 @@ def format_provenance(data: dict, path: str | os.PathLike | None = None) -> str:
         f"device    {d['kind']}: {d['name']}" + (f", driver {d['driver']}" if d.get("driver") else ""),
         f"versions  torch {d['torch']}, CUDA {d['cuda'] or '—'}, cuDNN {d['cudnn'] or '—'}, python {d['python']}",
         f"clocks    {', '.join(f'{k} {v}' for k, v in sorted(d['clocks'].items())) or 'not readable'}",
-        f"settings  cudnn.benchmark={s['cudnn_benchmark']}, threads {s['num_threads']}",
+        f"settings  cudnn.benchmark={s['cudnn_benchmark']}, threads {s['num_threads']}"
+        + (f", allocator: {s['allocator']}" if s.get("allocator") not in (None, "default") else ""),
     ]
+    roof = data.get("roofline")
+    if roof:
+        lines.append(f"roofline  measured: peak {roof['peak_flops'] / 1e9:.1f} GFLOP/s ({roof['gemm']['op']}), "
+                     f"bandwidth {roof['bandwidth'] / 1e9:.1f} GB/s (copy), {roof['threads']} thread(s)")
     if timing:
         lines.append(f"timing    {timing.get('timer', timing['method'])}, warm-up {timing['warmup']}, "
                      f"L2 flush {timing.get('l2_flush_bytes', 0):,} B")
@@ -653,6 +833,46 @@ def format_cases(data: dict) -> str:
     return "\n".join(out + skipped)
 
 
+def format_comparisons(data: dict) -> str:
+    """Cases timed against a reference: both medians (ms), the median ratio ``time / reference time``
+    with its IQR over the interleaved rounds, the float32 error, and each case's extra notes."""
+    rows = [("case", "ref ms", "ms", "× ref", "IQR", "float32 err", "note")]
+    skipped = []
+    for c in data["cases"]:
+        if c["status"] != "ok" or "comparison" not in c:
+            if c["status"] != "ok":
+                skipped.append(f"  skipped {c['name']}: {c['reason']}")
+            continue
+        comp, extra = c["comparison"], dict(c.get("extra", {}))
+        err = extra.pop("float32_rel_error", None)
+        note = []
+        if "cost_model_tile" in extra:
+            note.append("cost model's tile" if extra["cost_model_tile"] == extra.get("m") else f"cost model: m={extra['cost_model_tile']}")
+        if "cost_model_crossover" in extra:
+            note.append(f"model crossover k={extra['cost_model_crossover']}")
+        rows.append((case_label(c), f"{median_iqr(comp['reference_samples_s'])[0] * 1e3:.2f}", f"{c['median_s'] * 1e3:.2f}",
+                     f"{comp['ratio_median']:.2f}", f"{comp['ratio_iqr']:.2f}", "—" if err is None else f"{err:.1e}",
+                     ", ".join(note)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = ["  ".join([r[0].ljust(widths[0])] + [r[i].rjust(widths[i]) for i in range(1, len(r) - 1)] + [r[-1]]).rstrip()
+           for r in rows]
+    return "\n".join(out + skipped)
+
+
+def comparison_summary(data: dict) -> dict[str, dict]:
+    """Per algorithm (``params['algorithm']``): the number of cases, the median over cases of each
+    case's median ratio to the reference, and the smallest and largest case ratio. Winograd cases
+    also count ``"chosen"``: the cases whose tile is the one the cost model picks."""
+    groups: dict[str, list[float]] = {}
+    for c in data["cases"]:
+        if c["status"] == "ok" and "comparison" in c:
+            groups.setdefault(c["params"].get("algorithm", c["name"]), []).append(c["comparison"]["ratio_median"])
+            extra = c.get("extra", {})
+            if "cost_model_tile" in extra and extra["cost_model_tile"] == extra.get("m"):
+                groups.setdefault("Winograd (cost model's tile)", []).append(c["comparison"]["ratio_median"])
+    return {name: {"cases": len(r), "median": median_iqr(r)[0], "min": min(r), "max": max(r)} for name, r in groups.items()}
+
+
 #: Per suite, the parameters that vary *within* a comparison (cases equal in every other
 #: parameter are compared with the first of them).
 VARYING = {
@@ -665,6 +885,7 @@ VARYING = {
     "channels-last": ("memory_format",),
     "precision": (),
     "whole-network": ("batch", "input"),
+    "fast-algorithms": None,
 }
 
 
@@ -730,7 +951,8 @@ def format_relative(data: dict) -> str:
 def add_cli(subparsers) -> None:
     """Register ``bench`` on ``python -m convbook``'s subparsers."""
     p = subparsers.add_parser("bench", help="time a suite of convolution cases and write a JSON result file")
-    p.add_argument("--suite", choices=list(SUITES), help="the suite to run")
+    p.add_argument("--suite", choices=list(SUITES), action="append",
+                   help="a suite to run (repeatable; default: every suite, one result file each)")
     p.add_argument("--device", default="cpu", help="cpu (default, small sizes) or cuda[:N] (the papers' sizes)")
     p.add_argument("--size", choices=SIZES, help="case sizes (default: small on cpu, full on cuda)")
     p.add_argument("--out", default=str(DEFAULT_DIR), help="folder for the result file (default notebooks/data/bench)")
@@ -740,6 +962,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--min-run-time", type=float, default=0.2, help="seconds of timed calls per case (default 0.2)")
     p.add_argument("--cudnn-benchmark", choices=["on", "off"], default="on", help="torch.backends.cudnn.benchmark (recorded)")
     p.add_argument("--threads", type=int, help="torch.set_num_threads for a CPU run (recorded; default: torch's choice)")
+    p.add_argument("--malloc", choices=["keep", "system"], default="keep",
+                   help="on a CPU: keep freed memory for reuse (glibc mallopt, like a caching allocator; default) or "
+                        "the system default (every large temporary page-faults anew); recorded")
+    p.add_argument("--repeats", type=int, default=INTERLEAVED_REPEATS,
+                   help=f"rounds of interleaved timing for comparison cases (default {INTERLEAVED_REPEATS})")
     p.add_argument("--list", action="store_true", help="list the suites and their cases, then exit")
     p.set_defaults(func=_cmd_bench)
 
@@ -751,24 +978,44 @@ def _cmd_bench(args) -> int:
             for case in suite(name, args.size or "small"):
                 print(f"    {case.name}")
         return 0
-    if not args.suite:
-        raise ValueError(f"--suite is required; known suites: {', '.join(SUITES)}")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {args.device!r} requested but torch.cuda.is_available() is False")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    names = args.suite or list(SUITES)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark == "on"
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    command = f"python -m convbook bench --device {args.device} --suite {args.suite}"
-    for flag, value in (("--size", args.size), ("--method", args.method), ("--threads", args.threads)):
-        if value is not None:
-            command += f" {flag} {value}"
-    command += f" --warmup {args.warmup} --min-run-time {args.min_run_time} --cudnn-benchmark {args.cudnn_benchmark}"
-    data = run_suite(args.suite, args.device, args.size, progress=_progress_bar(sys.stderr), command=command,
-                     method=args.method, warmup=args.warmup, min_run_time=args.min_run_time)
-    path = write_result(data, args.out, force=args.force)
-    print(format_provenance(data, path))
-    print(format_cases(data))
-    print(f"wrote {path}")
+    allocator = "default"
+    if args.device == "cpu" and args.malloc == "keep":
+        allocator = ("glibc malloc keeps freed memory (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1)"
+                     if keep_freed_memory() else "default (mallopt unavailable)")
+    roof = None
+    if args.device == "cpu":
+        print(f"measuring the CPU roofline ({torch.get_num_threads()} thread(s)) …", file=sys.stderr, flush=True)
+        roof = measure_cpu_roofline()
+        print(f"  peak {roof['peak_flops'] / 1e9:.1f} GFLOP/s (SGEMM), bandwidth {roof['bandwidth'] / 1e9:.1f} GB/s (copy)",
+              file=sys.stderr, flush=True)
+    for i, name in enumerate(names):
+        if len(names) > 1:
+            print(f"suite {i + 1}/{len(names)}: {name}", file=sys.stderr, flush=True)
+        command = f"python -m convbook bench --device {args.device} --suite {name}"
+        for flag, value in (("--size", args.size), ("--method", args.method), ("--threads", args.threads)):
+            if value is not None:
+                command += f" {flag} {value}"
+        command += (f" --warmup {args.warmup} --min-run-time {args.min_run_time} --repeats {args.repeats}"
+                    f" --cudnn-benchmark {args.cudnn_benchmark}" + (f" --malloc {args.malloc}" if args.device == "cpu" else ""))
+        data = run_suite(name, args.device, args.size, progress=_progress_bar(sys.stderr), command=command,
+                         roofline=roof if roof is not None else False, allocator=allocator,
+                         method=args.method, warmup=args.warmup, min_run_time=args.min_run_time, repeats=args.repeats)
+        path = write_result(data, args.out, force=args.force)
+        print(format_provenance(data, path))
+        print(format_comparisons(data) if name == "fast-algorithms" else format_cases(data))
+        print(f"wrote {path}")
     return 0
 
 
@@ -1051,6 +1298,73 @@ def _suite_whole_network(size):
     return cases
 
 
+def _fast_case(name: str, algorithm: str, target: str, batch: int, c_in: int, c_out: int, k: int, hw: int,
+               stride: int = 1, params_extra: dict | None = None, call_kwargs: dict | None = None,
+               extra: Callable[[], dict] | None = None) -> Case:
+    """One of the book's algorithms against ``F.conv2d`` on the same float32 tensors, timed interleaved."""
+    pad = k // 2
+
+    def build(device):
+        impl = _resolve(target)
+        gen = torch.Generator(device="cpu").manual_seed(hash((c_in, c_out, k, hw, batch)) % 2**31)
+        x = torch.randn(batch, c_in, hw, hw, generator=gen).to(device)
+        w = (torch.randn(c_out, c_in, k, k, generator=gen) / math.sqrt(c_in * k * k)).to(device)
+        kwargs = dict(stride=stride, padding=pad, **(call_kwargs or {}))
+        f, q = conv_counts(x.shape, w.shape, stride, pad, 1, 1, 4)
+        with torch.no_grad():
+            ref64 = F.conv2d(x.double(), w.double(), stride=stride, padding=pad)
+            err = float(torch.linalg.vector_norm(impl(x, w, None, **kwargs).double() - ref64) / torch.linalg.vector_norm(ref64))
+        info = {"float32_rel_error": err, **(extra() if extra else {})}
+        return Prepared(_no_grad_fn(lambda: impl(x, w, None, **kwargs)), f, q, "float32",
+                        reference=_no_grad_fn(lambda: F.conv2d(x, w, None, stride=stride, padding=pad)),
+                        reference_label="F.conv2d", extra=info)
+
+    params = {"algorithm": algorithm, "batch": batch, "c_in": c_in, "c_out": c_out, "kernel": k, "hw": hw, "stride": stride,
+              "padding": pad, **(params_extra or {})}
+    return Case(name, build, params, requires=(target,))
+
+
+def _suite_fast_algorithms(size):
+    """im2col on every distinct ResNet-50 conv shape; Winograd F(2,3) and F(4,3) on its four stride-1 3×3
+    shapes; the FFT at growing kernels, 64 channels, 56×56 — each against F.conv2d, interleaved, one
+    process. Full: the real shapes at batch 8. Small: channels / 4 (3 kept), sides / 2, batch 1; FFT 16
+    channels, 28×28, batch 2."""
+    small = size == "small"
+    batch = 1 if small else 8
+
+    def scale(c):
+        return c if (not small or c == 3) else c // 4
+
+    def side(hw):
+        return (hw + 1) // 2 if small else hw
+
+    cases = []
+    for s in _resnet50_shapes():
+        c_in, c_out, hw = scale(s["c_in"]), scale(s["c_out"]), side(s["hw"])
+        cases.append(_fast_case(f"im2col {s['label']} {s['full']}", "im2col", "convbook.impl:conv2d_im2col", batch,
+                                c_in, c_out, s["k"], hw, s["stride"], params_extra={"resnet50_layer": s["full"]}))
+    for s in _resnet50_shapes():
+        if s["k"] != 3 or s["stride"] != 1:
+            continue
+        c, hw = scale(s["c_in"]), side(s["hw"])
+        for m in (2, 4):
+            def extra(c=c, hw=hw, m=m):
+                chosen = _resolve("convbook.winograd:choose_tile")(c, c, hw, hw, 3, 3, batch=batch)
+                return {"m": m, "cost_model_tile": chosen}
+
+            cases.append(_fast_case(f"Winograd F({m}x{m},3x3) {s['label']} {s['full']}", f"Winograd F({m},3)",
+                                    "convbook.winograd:conv2d_winograd", batch, c, c, 3, hw,
+                                    params_extra={"resnet50_layer": s["full"], "m": m}, call_kwargs={"m": m}, extra=extra))
+    c, hw, fft_batch = (16, 28, 2) if small else (64, 56, 8)
+    for k in (3, 5, 7, 9, 11, 13):
+        def extra(c=c, hw=hw):
+            return {"cost_model_crossover": _resolve("convbook.impl:fft_crossover_kernel")(hw, c, c)}
+
+        cases.append(_fast_case(f"FFT {k}x{k} {c}->{c} @{hw} batch {fft_batch}", "FFT", "convbook.impl:conv2d_fft",
+                                fft_batch, c, c, k, hw, extra=extra))
+    return cases
+
+
 SUITES: dict[str, Callable[[str], list[Case]]] = {
     "resnet50-layers": _suite_resnet50_layers,
     "algorithms": _suite_algorithms,
@@ -1061,6 +1375,7 @@ SUITES: dict[str, Callable[[str], list[Case]]] = {
     "channels-last": _suite_channels_last,
     "precision": _suite_precision,
     "whole-network": _suite_whole_network,
+    "fast-algorithms": _suite_fast_algorithms,
 }
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "circular_conv1d",
     "circular_alias_free",
     "conv2d_fft",
+    "fft_kernel_spectrum",
     "direct_mults",
     "fft_mults",
     "fft_kernel_spectrum_numel",
@@ -195,19 +196,51 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     """im2col + GEMM: ``Y_g = W_g · cols_g`` per group, with
 
     ``W_g`` of shape ``(C_out/G, (C_in/G)·k_h·k_w)`` and ``cols_g`` of shape
-    ``((C_in/G)·k_h·k_w, H_out·W_out)`` (rows of group ``g`` of :func:`im2col`), then
-    reshape ``(C_out, H_out·W_out) -> (C_out, H_out, W_out)``. Supports every ``F.conv2d``
-    argument; memory for the unfolded matrix is :func:`im2col_blowup` times the input's.
+    ``((C_in/G)·k_h·k_w, N·H_out·W_out)`` (rows of group ``g`` of the unfolded matrix, every
+    image side by side), then ``(C_out, N, H_out W_out) -> (N, C_out, H_out, W_out)``.
+
+    Laid out for the BLAS: the columns of all ``N`` images form one contiguous operand, so each
+    group is a single large GEMM. A 1×1 kernel without padding needs no unfolding: its
+    unfolded matrix *is* the (subsampled) input, read as a view when the stride is 1. Supports
+    every ``F.conv2d`` argument; memory for the unfolded matrix is :func:`im2col_blowup` times
+    the input's (zero extra for an unpadded 1×1 kernel at stride 1).
     """
     prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_im2col")
-    g = prm.groups
-    cols = im2col(x, (prm.kh, prm.kw), prm.stride, prm.padding, prm.dilation)
-    cols = cols.reshape(prm.n, g, prm.c_in_g * prm.kh * prm.kw, prm.h_out * prm.w_out)
-    wmat = weight.reshape(g, prm.c_out_g, prm.c_in_g * prm.kh * prm.kw)
-    y = torch.matmul(wmat.unsqueeze(0), cols)  # (N, G, C_out/G, L)
-    y = y.reshape(prm.n, prm.c_out, prm.h_out, prm.w_out)
+    g, n, length = prm.groups, prm.n, prm.h_out * prm.w_out
+    rows = prm.c_in_g * prm.kh * prm.kw
+    wmat = weight.reshape(g, prm.c_out_g, rows)
+    if (prm.kh, prm.kw) == (1, 1) and prm.padding == (0, 0):
+        (sh, sw) = prm.stride
+        xs = x if (sh, sw) == (1, 1) else x[..., ::sh, ::sw]
+        if n == 1:                                                     # one image: the input is the matrix
+            y = torch.matmul(wmat, xs.reshape(g, rows, length))        # (G, C_out/G, L)
+            return _finish(y.reshape(1, prm.c_out, prm.h_out, prm.w_out), bias)
+        cols = xs.transpose(0, 1).reshape(g, rows, n * length)          # (G, C_in/G, N·L)
+    else:
+        cols = _unfold_batch_last(x, prm).reshape(g, rows, n * length)  # (G, (C_in/G)·k_h·k_w, N·L)
+    y = torch.matmul(wmat, cols)                                       # (G, C_out/G, N·L): one GEMM per group
+    y = y.reshape(prm.c_out, n, prm.h_out, prm.w_out).transpose(0, 1)
+    return _finish(y, bias)
+
+
+def _unfold_batch_last(x: torch.Tensor, prm: ConvParams) -> torch.Tensor:
+    """The unfolded matrix with every image side by side: shape ``(C_in, k_h, k_w, N, H_out, W_out)``,
+    entry ``x_pad[n, i, s_h u + d_h a, s_w v + d_w c]`` at ``(i, a, c, n, u, v)`` — one strided copy per tap."""
+    (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
+    xp = F.pad(x, (pw, pw, ph, ph)).transpose(0, 1)                    # C, N, H_p, W_p (a view)
+    cols = x.new_empty(prm.c_in, prm.kh, prm.kw, prm.n, prm.h_out, prm.w_out)
+    for a in range(prm.kh):
+        for c in range(prm.kw):
+            cols[:, a, c] = xp[..., dh * a: dh * a + sh * (prm.h_out - 1) + 1: sh,
+                               dw * c: dw * c + sw * (prm.w_out - 1) + 1: sw]
+    return cols
+
+
+def _finish(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``y + b`` broadcast over channels, returned contiguous (NCHW)."""
+    y = y.contiguous()
     if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
+        y += bias.view(1, -1, 1, 1)
     return y
 
 
@@ -267,26 +300,71 @@ def conv2d_fft(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
     the padded input (size ``N_p = N + 2p``) are transformed at length ``L = N_p`` per axis: by
     :func:`circular_alias_free` the circular result equals the linear one at indices
     ``j >= K - 1``, which are exactly the outputs a layer keeps (stride picks every
-    ``s``-th, starting at ``K - 1``). Channels are summed in the frequency domain, per group.
+    ``s``-th, starting at ``K - 1``).
+
+    Laid out for speed: the input by real FFTs (``rfft2``, ``L_w//2 + 1`` frequencies on the
+    last axis); the kernel by :func:`fft_kernel_spectrum`, which transforms only its ``k``
+    non-zero taps per axis (two small DFT-matrix GEMMs instead of an ``L_h × L_w`` FFT of a
+    mostly-zero array) and is recomputed in every call; and the sum over input channels as one
+    batched complex GEMM per frequency, ``Y_f = W_f X_f`` with ``W_f`` of shape
+    ``(C_out/G, C_in/G)`` and ``X_f`` of shape ``(C_in/G, N)`` — the batch shares each ``W_f``.
     """
     prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_fft")
     (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
-    g = prm.groups
+    g, n = prm.groups, prm.n
     xp = F.pad(x, (pw, pw, ph, ph))
     lh, lw = xp.shape[-2:]
+    fw = lw // 2 + 1
     kh_eff, kw_eff = dh * (prm.kh - 1) + 1, dw * (prm.kw - 1) + 1
-    wd = weight.new_zeros(prm.c_out, prm.c_in_g, kh_eff, kw_eff)
-    wd[..., ::dh, ::dw] = weight
-    wflip = torch.flip(wd, dims=(-2, -1))
-    X = torch.fft.rfft2(xp, s=(lh, lw)).reshape(prm.n, g, prm.c_in_g, lh, -1)
-    Wf = torch.fft.rfft2(wflip, s=(lh, lw)).reshape(g, prm.c_out_g, prm.c_in_g, lh, -1)
-    Y = torch.einsum("ngihw,goihw->ngohw", X, Wf).reshape(prm.n, prm.c_out, lh, -1)
+    spec = fft_kernel_spectrum(weight, (lh, lw), (dh, dw))                  # (L_h, L_w//2+1, C_out, C_in/G)
+    X = torch.fft.rfft2(xp)                                                 # (N, C_in, L_h, L_w//2+1)
+    X = X.permute(2, 3, 1, 0).reshape(lh * fw, g, prm.c_in_g, n)            # frequency-major, batch last
+    Y = torch.matmul(spec.reshape(lh * fw, g, prm.c_out_g, prm.c_in_g), X)  # (L_h·F_w, G, C_out/G, N)
+    Y = Y.reshape(lh, fw, prm.c_out, n).permute(3, 2, 0, 1)
     full = torch.fft.irfft2(Y, s=(lh, lw))
     y = full[..., kh_eff - 1: kh_eff - 1 + sh * (prm.h_out - 1) + 1: sh,
              kw_eff - 1: kw_eff - 1 + sw * (prm.w_out - 1) + 1: sw]
-    if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
-    return y.contiguous()
+    return _finish(y, bias)
+
+
+def fft_kernel_spectrum(weight: torch.Tensor, lengths: Sequence[int], dilation=1) -> torch.Tensor:
+    """DFT of the flipped, dilated kernel at lengths ``(L_h, L_w)``, one-sided on the last axis:
+    shape ``(L_h, L_w//2 + 1, C_out, C_in/G)``, frequency-major.
+
+    Tap ``(a, c)`` of the flipped kernel of extent ``K = d(k-1)+1`` sits at
+    ``(K_h-1-d_h a, K_w-1-d_w c)``; every other entry is zero, so
+    ``Ŵ[f, φ] = Σ_a E_h[f, a] Σ_c E_w[φ, c] w[a, c]`` with
+    ``E[f, a] = exp(-2πi·((f·pos_a) mod L)/L)`` — a ``(F_w × k_w)`` GEMM then an
+    ``(L_h × k_h)`` GEMM over the non-zero taps only, instead of an ``L_h × L_w`` FFT of the
+    zero-filled array (equal to ``torch.fft.rfft2(flip(w_dilated), s=(L_h, L_w))``). The
+    reduced angle keeps float64 accurate. ``L`` must be at least the kernel's extent.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.ndim != 4:
+        raise ValueError(f"fft_kernel_spectrum: weight must be 4-D (C_out, C_in/G, k_h, k_w), got "
+                         f"{tuple(getattr(weight, 'shape', ()))}")
+    c_out, c_in_g, kh, kw = weight.shape
+    (lh, lw), (dh, dw) = as_tuple(lengths, 2, "lengths"), as_tuple(dilation, 2, "dilation")
+    if min(dh, dw) < 1:
+        raise ValueError(f"fft_kernel_spectrum: dilation must be >= 1, got {(dh, dw)}")
+    kh_eff, kw_eff = dh * (kh - 1) + 1, dw * (kw - 1) + 1
+    if lh < kh_eff or lw < kw_eff:
+        raise ValueError(f"fft_kernel_spectrum: transform lengths {(lh, lw)} must be >= the dilated kernel's extent "
+                         f"{(kh_eff, kw_eff)}")
+    ctype = torch.complex128 if weight.dtype == torch.float64 else torch.complex64
+    e_h = _dft_matrix(lh, lh, [kh_eff - 1 - dh * a for a in range(kh)], weight.device, ctype)      # (L_h, k_h)
+    e_w = _dft_matrix(lw, lw // 2 + 1, [kw_eff - 1 - dw * c for c in range(kw)], weight.device, ctype)  # (F_w, k_w)
+    taps = weight.permute(2, 3, 0, 1).reshape(kh, kw, c_out * c_in_g).to(ctype)  # (k_h, k_w, C_out·C_in/G)
+    rows = torch.matmul(e_w, taps)                                               # (k_h, F_w, C_out·C_in/G)
+    spec = torch.matmul(e_h, rows.reshape(kh, -1))                               # (L_h, F_w·C_out·C_in/G)
+    return spec.reshape(lh, lw // 2 + 1, c_out, c_in_g)
+
+
+def _dft_matrix(length: int, freqs: int, positions: Sequence[int], device, ctype) -> torch.Tensor:
+    """``E[f, j] = exp(-2πi·((f·positions[j]) mod L)/L)`` for ``f < freqs``: shape ``(freqs, len(positions))``."""
+    f = torch.arange(freqs, dtype=torch.int64).unsqueeze(1)
+    pos = torch.tensor(list(positions), dtype=torch.int64).unsqueeze(0)
+    angle = (-2 * math.pi / length) * torch.remainder(f * pos, length).to(torch.float64)
+    return torch.polar(torch.ones_like(angle), angle).to(device=device, dtype=ctype)
 
 
 def direct_mults(n: int, k: int, c_in: int, c_out: int) -> int:

@@ -50,6 +50,7 @@ __all__ = [
     "LAVIN_GRAY",
     "row_signs",
     "conv2d_winograd",
+    "choose_tile",
     "winograd_layer_ops",
     "transform_share",
 ]
@@ -212,7 +213,7 @@ def winograd_mults(m: int, r: int, dims: int = 2) -> tuple[int, int]:
 
 
 def conv2d_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1, padding=0,
-                    dilation=1, groups: int = 1, *, m: int = 2) -> torch.Tensor:
+                    dilation=1, groups: int = 1, *, m: int | str = 2) -> torch.Tensor:
     """Convolution by nested Winograd F(m×m, k_h×k_w) tiles (any kernel size; F(m, k_h) on rows,
     F(m, k_w) on columns).
 
@@ -220,6 +221,14 @@ def conv2d_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     (zero-extended at the bottom/right so the tiles cover the output); each tile is
     transformed ``V = B_hᵀ d B_w``, each filter ``U = G_h g G_wᵀ``, multiplied elementwise and
     summed over input channels (per group), and transformed back ``Y = A_hᵀ M A_w``.
+
+    Laid out as GEMMs on contiguous operands: the tiles are gathered into an
+    ``(α_h, α_w, C_in, N·T)`` array (one strided copy per tile position); each transform is
+    two GEMMs, one per axis (``Bᵀ`` on the first axis of the flattened array, then on the
+    second, batched over the first); the sum over input channels is one batched GEMM per
+    transformed position ``(ξ, ν)``: ``M_ξν = U_ξν V_ξν`` with ``U_ξν`` of shape
+    ``(C_out/G, C_in/G)`` and ``V_ξν`` of shape ``(C_in/G, N·T)``; the weight is transformed
+    once per call. ``m='auto'`` takes the tile :func:`choose_tile` picks for the layer.
     Only stride 1 and dilation 1: other values raise ``NotImplementedError``.
     """
     prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_winograd")
@@ -227,29 +236,58 @@ def conv2d_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
         raise NotImplementedError(f"conv2d_winograd: stride {prm.stride} is not supported (Winograd tiles need stride 1)")
     if prm.dilation != (1, 1):
         raise NotImplementedError(f"conv2d_winograd: dilation {prm.dilation} is not supported (only dilation 1)")
-    if not isinstance(m, int) or m < 1:
-        raise ValueError(f"conv2d_winograd: tile size m must be an int >= 1, got {m!r}")
-    g, (ph, pw) = prm.groups, prm.padding
+    if m == "auto":
+        m = choose_tile(prm.c_in_g * prm.groups, prm.c_out, prm.h_out, prm.w_out, prm.kh, prm.kw, batch=prm.n,
+                        groups=prm.groups)
+    if isinstance(m, bool) or not isinstance(m, int) or m < 1:
+        raise ValueError(f"conv2d_winograd: tile size m must be an int >= 1 or 'auto', got {m!r}")
+    g, n, (ph, pw) = prm.groups, prm.n, prm.padding
     ath, gh, bth = (t.to(dtype=x.dtype, device=x.device) for t in _torch_matrices(m, prm.kh))
     atw, gw, btw = (t.to(dtype=x.dtype, device=x.device) for t in _torch_matrices(m, prm.kw))
     ah, aw = m + prm.kh - 1, m + prm.kw - 1
     th, tw = -(-prm.h_out // m), -(-prm.w_out // m)
     need_h, need_w = th * m + prm.kh - 1, tw * m + prm.kw - 1
-    xp = F.pad(x, (pw, pw + need_w - (prm.w + 2 * pw), ph, ph + need_h - (prm.h + 2 * ph)))
-    tiles = xp.unfold(2, ah, m).unfold(3, aw, m)                        # N, C, th, tw, αh, αw
-    v = bth @ tiles @ btw.T                                             # Bᵀ d B per tile
-    u = gh @ weight @ gw.T                                              # G g Gᵀ per filter
-    # elementwise in the transformed domain, summed over input channels: a GEMM per (group, α-position)
-    v = v.reshape(prm.n, g, prm.c_in_g, th * tw, ah * aw).permute(1, 4, 2, 0, 3)   # G, αα, C_in/G, N, T
-    v = v.reshape(g, ah * aw, prm.c_in_g, prm.n * th * tw)
-    u = u.reshape(g, prm.c_out_g, prm.c_in_g, ah * aw).permute(0, 3, 1, 2)          # G, αα, C_out/G, C_in/G
-    mm = (u @ v).reshape(g, ah, aw, prm.c_out_g, prm.n, th, tw)
-    mm = mm.permute(4, 0, 3, 5, 6, 1, 2).reshape(prm.n, prm.c_out, th, tw, ah, aw)
-    y = ath @ mm @ atw.T                                                # Aᵀ M A per tile
-    y = y.permute(0, 1, 2, 4, 3, 5).reshape(prm.n, prm.c_out, th * m, tw * m)[..., : prm.h_out, : prm.w_out]
+    xp = F.pad(x, (pw, pw + need_w - (prm.w + 2 * pw), ph, ph + need_h - (prm.h + 2 * ph))).transpose(0, 1)
+    d = x.new_empty(ah, aw, prm.c_in, n, th, tw)                        # tile position first, then C_in, N, tiles
+    for i in range(ah):
+        for j in range(aw):
+            d[i, j] = xp[..., i: i + m * (th - 1) + 1: m, j: j + m * (tw - 1) + 1: m]
+    v = torch.matmul(bth, d.reshape(ah, -1))                            # Bᵀ along the tile's rows
+    v = torch.matmul(btw, v.reshape(ah, aw, -1))                        # … and along its columns: (α_h, α_w, C_in·N·T)
+    wp = weight.permute(2, 3, 0, 1).reshape(prm.kh, -1)                 # (k_h, k_w·C_out·C_in/G)
+    u = torch.matmul(gh, wp)                                            # G along the filter's rows
+    u = torch.matmul(gw, u.reshape(ah, prm.kw, -1))                     # … and columns: (α_h, α_w, C_out·C_in/G)
+    u = u.reshape(ah * aw, g, prm.c_out_g, prm.c_in_g)
+    mm = torch.matmul(u, v.reshape(ah * aw, g, prm.c_in_g, n * th * tw))  # (α_hα_w, G, C_out/G, N·T)
+    y = torch.matmul(ath, mm.reshape(ah, -1))                           # Aᵀ along rows: (m, α_w·C_out·N·T)
+    y = torch.matmul(atw, y.reshape(m, aw, -1))                         # … and columns: (m, m, C_out·N·T)
+    y = y.reshape(m, m, prm.c_out, n, th, tw).permute(3, 2, 4, 0, 5, 1).reshape(n, prm.c_out, th * m, tw * m)
+    y = y[..., : prm.h_out, : prm.w_out].contiguous()
     if bias is not None:
-        y = y + bias.view(1, -1, 1, 1)
-    return y.contiguous()
+        y += bias.view(1, -1, 1, 1)
+    return y
+
+
+def choose_tile(c_in: int, c_out: int, h_out: int, w_out: int, kh: int = 3, kw: int = 3, *, batch: int = 1,
+                groups: int = 1, candidates: Sequence[int] = (2, 4)) -> int:
+    """The tile ``m`` among ``candidates`` that minimises the multiplications
+    :func:`winograd_layer_ops` counts for the layer (general products, input, output and weight
+    transforms, the weight transformed in every call), per group; ties go to the smaller tile
+    (the more accurate one in floating point)."""
+    from .conventions import as_int
+
+    groups = as_int(groups, "groups", 1)
+    c_in, c_out = as_int(c_in, "c_in", 1), as_int(c_out, "c_out", 1)
+    if c_in % groups or c_out % groups:
+        raise ValueError(f"choose_tile: groups {groups} must divide c_in {c_in} and c_out {c_out}")
+    if not candidates:
+        raise ValueError("choose_tile: candidates must not be empty")
+
+    def cost(m):
+        ops = winograd_layer_ops(c_in // groups, c_out // groups, h_out, w_out, kh, kw, m, batch)
+        return groups * sum(ops.values())
+
+    return min(sorted(as_int(m, "m", 1) for m in candidates), key=cost)
 
 
 def winograd_layer_ops(c_in: int, c_out: int, h_out: int, w_out: int, kh: int, kw: int, m: int,
@@ -479,20 +517,19 @@ def check_winograd_float32(device: str = "cpu"):
 
 
 def _fft_weight_spectra(x, w, padding):
-    """Run :func:`convbook.impl.conv2d_fft` and return the ``rfft2`` outputs it computes
-    from the (flipped, dilated) weight tensor, recorded as its torch calls run."""
-    from torch.overrides import TorchFunctionMode
+    """Run :func:`convbook.impl.conv2d_fft` and return the kernel spectra it computes, recorded as
+    its calls of :func:`convbook.impl.fft_kernel_spectrum` return."""
+    from unittest import mock
 
     seen = []
+    original = _impl.fft_kernel_spectrum
 
-    class _Recorder(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if func is torch.fft.rfft2 and args[0].shape == w.shape:  # the padded input is larger than k
-                seen.append(out)
-            return out
+    def recording(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(out)
+        return out
 
-    with _Recorder():
+    with mock.patch.object(_impl, "fft_kernel_spectrum", recording):
         y = _impl.conv2d_fft(x, w, padding=padding)
     return y, seen
 
@@ -501,9 +538,9 @@ def _fft_weight_spectra(x, w, padding):
     "impl.fast-algorithm-memory",
     title="What the fast algorithms store and what their transforms cost",
     chapter=11,
-    statement="FFT: conv2d_fft holds C_in·C_out·L_h·(L_w//2+1) complex kernel values (rfft2; C_in·C_out·L_h·L_w with a full complex FFT), L = n + k − 1 per axis for a 'same' layer with odd k. Winograd F(m×m, k_h×k_w), T = ⌈h/m⌉·⌈w/m⌉ tiles: conv2d_winograd performs C_in·C_out·T·α_hα_w general multiplications (α = m + k − 1) plus data transforms proportional to (C_in + C_out)·T — the input transform once per input channel and tile, the output transform once per output channel and tile — plus a weight transform once per filter, so the data-transform share tends to 0 as the channels grow.",
+    statement="FFT: conv2d_fft holds C_in·C_out·L_h·(L_w//2+1) complex kernel values (one-sided on the last axis; C_in·C_out·L_h·L_w with a full complex FFT), L = n + k − 1 per axis for a 'same' layer with odd k. Winograd F(m×m, k_h×k_w), T = ⌈h/m⌉·⌈w/m⌉ tiles: conv2d_winograd performs C_in·C_out·T·α_hα_w general multiplications (α = m + k − 1) plus data transforms proportional to (C_in + C_out)·T — the input transform once per input channel and tile, the output transform once per output channel and tile — plus a weight transform once per filter, so the data-transform share tends to 0 as the channels grow.",
     parameters=("C_in", "C_out", "n", "k", "m"),
-    reference="numel() and element_size() of the kernel spectra conv2d_fft computes (rfft2 calls recorded as it runs); multiplications counted as conv2d_winograd's torch operations run (impl.count_multiplications), both checked against F.conv2d",
+    reference="numel() and element_size() of the kernel spectra conv2d_fft computes (its fft_kernel_spectrum calls recorded as it runs, each equal to torch.fft.rfft2 of the zero-filled flipped kernel); multiplications counted as conv2d_winograd's torch operations run (impl.count_multiplications), both checked against F.conv2d",
 )
 def check_fast_algorithm_memory(device: str = "cpu"):
     device = check_device(device)
@@ -528,6 +565,9 @@ def check_fast_algorithm_memory(device: str = "cpu"):
                                              f"numel {spec.numel()} vs formula {formula}")
             t.exact(spec.numel() * spec.element_size() == formula * 2 * w.element_size(),
                     f"FFT bytes {spec.numel() * spec.element_size()} vs {formula} × 2 × {w.element_size()}")
+            lh, lw = nh + 2 * pad[0], nw + 2 * pad[1]
+            direct = torch.fft.rfft2(torch.flip(w, dims=(-2, -1)), s=(lh, lw)).permute(2, 3, 0, 1)
+            t.close(spec, direct, f"kernel spectrum vs rfft2 of the zero-filled flipped kernel k={kh}x{kw}")
         m = randint(1, 4, gen)
         y_w, performed = _impl.count_multiplications(conv2d_winograd, x, w, padding=pad, m=m)
         t.close(y_w, ref, f"conv2d_winograd m={m} C={c_in}->{c_out} n={nh}x{nw} k={kh}x{kw}")
