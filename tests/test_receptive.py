@@ -127,7 +127,7 @@ def test_non_chain_models_are_refused():
         def forward(self, x):
             return x + self.c(x)
 
-    with pytest.raises(ValueError, match="combines 2 tensors"):
+    with pytest.raises(ValueError, match="not a chain.*combines 2 tensors.*convbook.review"):
         receptive_field(Residual())
     with pytest.raises(ValueError, match="no receptive-field rule"):
         receptive_field(nn.Sequential(nn.Conv1d(1, 1, 3), nn.Flatten()))
@@ -544,3 +544,108 @@ PLANTS += [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+# --- models torch.fx cannot trace: layers_of reads convbook.graph ----------------------------
+
+
+def _positive(model: nn.Module) -> nn.Module:
+    model = model.to(torch.float64)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(0.5, 1.5)
+    return model
+
+
+class _ControlFlow(nn.Module):
+    """Python control flow on the input size, a conv called twice and a layer-scale γ."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv1d(1, 1, 3, dilation=2, bias=False)
+        self.pool = nn.AvgPool1d(2)
+        self.gamma = nn.Parameter(torch.ones(1, 1, 1))
+
+    def forward(self, x):
+        if x.size(-1) > 20:
+            x = self.pool(x)
+        x = self.c(self.c(x)) * self.gamma
+        return torch.relu(x)
+
+
+def test_layers_of_model_with_control_flow_shared_module_and_layer_scale():
+    model = _positive(_ControlFlow())
+    assert layers_of(model) == [Layer(2, 2, 0), Layer(3, 1, 0, 2), Layer(3, 1, 0, 2)]
+    size, jump, start = receptive_field(model)
+    sup = gradient_support(model, (1, 1, 64), (5,))[:, 0]
+    assert (int(sup.min()), int(sup.max() - sup.min() + 1)) == (start + 5 * jump, size) == (10, 18)
+
+
+def test_same_padding_and_reflection_pad_layers_match_autograd():
+    model = _positive(nn.Sequential(nn.ReflectionPad1d((2, 1)), nn.Conv1d(1, 1, 4, padding="same", dilation=2),
+                                    nn.ReplicationPad1d(1), nn.Conv1d(1, 1, 3, stride=2)))
+    assert layers_of(model) == [Layer(1, 1, 2, 1, "reflect"), Layer(4, 1, 3, 2), Layer(1, 1, 1, 1, "replicate"),
+                                Layer(3, 2, 0)]
+    n = 9
+    n_out = model(torch.zeros(1, 1, n, dtype=torch.float64)).shape[-1]
+    for u in range(n_out):
+        assert receptive_support(model, n, u).tolist() == gradient_support(model, (1, 1, n), (u,))[:, 0].tolist()
+    pad2 = nn.ReflectionPad2d((1, 2, 3, 0))  # (left, right, top, bottom): axis 0 is H (top/bottom)
+    assert layers_of(nn.Sequential(pad2, nn.Conv2d(1, 1, 3)), 0)[0] == Layer(1, 1, 3, 1, "reflect")
+    assert layers_of(nn.Sequential(pad2, nn.Conv2d(1, 1, 3)), 1)[0] == Layer(1, 1, 1, 1, "reflect")
+
+
+def test_layers_without_a_field_rule_are_named():
+    probe = receptive._probe_shapes(nn.Conv1d(1, 1, 3))[0]  # the model runs once on this input
+    for tail, rule in ((nn.Upsample(scale_factor=2), "module type Upsample"),
+                       (nn.LayerNorm(probe[-1]), "module type LayerNorm")):
+        with pytest.raises(ValueError, match=f"no receptive-field rule for {rule}"):
+            layers_of(nn.Sequential(nn.Conv1d(1, 1, 3, padding=1), tail))
+
+
+def test_mean_and_lstm_are_refused_with_a_named_rule():
+    class Mean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(2, 2, 3)
+
+        def forward(self, x):
+            return self.c(x).mean(-1, keepdim=True)
+
+    class Recurrent(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv1d(3, 4, 3)
+            self.lstm = nn.LSTM(4, 5, batch_first=True)
+
+        def forward(self, x):
+            return self.lstm(self.c(x).transpose(1, 2))[0]
+
+    with pytest.raises(ValueError, match="no receptive-field rule for function mean"):
+        layers_of(Mean())
+    with pytest.raises(ValueError, match="no receptive-field rule for module type LSTM"):
+        layers_of(Recurrent())
+
+
+def test_branches_are_refused_and_point_to_review():
+    class SqueezeExcite(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(4, 4, 3, padding=1)
+            self.fc = nn.Conv2d(4, 4, 1)
+
+        def forward(self, x):
+            y = self.c(x)
+            return y * torch.sigmoid(self.fc(y.mean((2, 3), keepdim=True)))
+
+    class Concat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv1d(1, 1, 3, padding=1), nn.Conv1d(1, 1, 5, padding=2)
+
+        def forward(self, x):
+            return torch.cat([self.a(x), self.b(x)], 1)
+
+    for model in (SqueezeExcite(), Concat()):
+        with pytest.raises(ValueError, match="is not a chain.*convbook.review"):
+            receptive_field(model)

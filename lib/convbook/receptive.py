@@ -25,15 +25,15 @@ positions back onto real inputs (mirror without repeating the edge, clamp, wrap)
 may read inputs *outside* its span (circular: output 0 of a 3-tap convolution with padding 1 reads
 inputs 0, 1 and n - 1). :func:`receptive_support` computes the exact set under every mode.
 
-Models are read by tracing the calls they make (``torch.fx``), not by listing their submodules: a
-module called twice, or a block called in a loop, counts once per call.
+Models are read from the calls they make (:func:`convbook.graph.trace`), not by listing their
+submodules: a module called twice, or a block called in a loop, counts once per call. Here the
+model must be a chain; :mod:`convbook.review` propagates fields through branches.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-import operator
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -97,13 +97,17 @@ def layers_of(model: nn.Module | Sequence, axis: int = 0) -> list[Layer]:
     """:class:`Layer` ``(k, s, p, d, padding_mode)`` per call along spatial ``axis``.
 
     Tuples may be ``(k, s, p)`` (d = 1), ``(k, s, p, d)`` or ``(k, s, p, d, padding_mode)``
-    (mode ``'zeros'`` unless given). A module is traced with ``torch.fx``: the layers are the
-    calls on the path from the input to the output, in order, one per call — a module used twice
-    or a block called in a loop appears once per call. Rules: ``Conv*d`` (padding ``'same'``
-    contributes its *left* padding, ``'valid'`` 0; the padding mode is kept), ``MaxPool*d``,
-    ``AvgPool*d``; shape-preserving layers (activations, batch norm, dropout, identity, pointwise
-    functions) are skipped. Anything else (transposed convs, linear layers, adaptive pooling), and a
-    graph that is not a chain (a shortcut adding two tensors), raises ``ValueError`` naming it.
+    (mode ``'zeros'`` unless given). A module is read from :func:`convbook.graph.trace` (one run
+    on meta tensors of a probe input, so Python control flow and wrappers ``torch.fx`` cannot
+    trace are fine): the layers are the calls on the path from the input to the output, in order,
+    one per call — a module used twice or a block called in a loop appears once per call. Rules:
+    ``Conv*d`` (padding ``'same'`` contributes its *left* padding, ``'valid'`` 0; the padding mode
+    is kept), ``MaxPool*d``, ``AvgPool*d``, padding layers (``ReflectionPad*d`` etc.: a 1-tap layer
+    with that padding and mode); shape-preserving layers (activations, batch norm, dropout,
+    identity, pointwise functions, a layer-scale ``x * γ``) are skipped. Anything else (transposed
+    convs, linear layers, adaptive pooling, ``Upsample``, ``LayerNorm``, ``x.mean``) raises
+    ``ValueError`` naming it, and so does a model that is not a chain (a shortcut adding two tensors,
+    a concatenation): the message points to :mod:`convbook.review`, which handles branches.
     """
     return [layer for layer, _ in _normalise(model, axis)]
 
@@ -886,47 +890,86 @@ def _checked(layer, where: str) -> Layer:
 
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: Functions and tensor methods that act on each element on its own (they keep every position's field).
-_POINTWISE_FUNCTIONS = {torch.relu, torch.sigmoid, torch.tanh, torch.abs, torch.neg, torch.exp, torch.nn.functional.relu,
-                        torch.nn.functional.relu6, torch.nn.functional.gelu, torch.nn.functional.silu,
-                        torch.nn.functional.leaky_relu, torch.nn.functional.sigmoid, torch.nn.functional.tanh,
-                        torch.nn.functional.dropout, operator.add, operator.sub, operator.mul, operator.truediv,
-                        operator.neg}
-_POINTWISE_METHODS = {"relu", "sigmoid", "tanh", "abs", "neg", "exp", "contiguous", "clone", "float", "double", "add",
-                      "sub", "mul", "div"}
+_PADS = {f"{kind}Pad{nd}d": mode for kind, mode in (("Reflection", "reflect"), ("Replication", "replicate"),
+                                                     ("Zero", "zeros"), ("Constant", "zeros"), ("Circular", "circular"))
+         for nd in (1, 2, 3)}
+#: Ops (convbook.graph op names) that act on each element on its own: they keep every position's field.
+#: With one data input (a parameter such as a layer-scale γ or a constant is not one) ``add``/``mul``/… qualify.
+_POINTWISE_OPS = {"relu", "relu_", "relu6", "sigmoid", "sigmoid_", "tanh", "tanh_", "abs", "neg", "exp", "gelu", "silu",
+                  "silu_", "hardswish", "hardsigmoid", "hardtanh", "hardtanh_", "leaky_relu", "leaky_relu_", "elu",
+                  "mish", "dropout", "contiguous", "clone", "float", "double", "to", "add", "add_", "sub", "sub_", "mul",
+                  "mul_", "div", "div_", "rsub", "pow", "clamp", "clamp_", "batch_norm"}
+_REVIEW_HINT = "convbook.review propagates receptive fields through branches (Review.layers)"
 
 
 def _module_calls(model: nn.Module) -> list[nn.Module]:
     """The modules called on the path from the input to the output, in call order, one entry per call.
 
-    Traced with ``torch.fx`` (loops unrolled, shared modules repeated). Raises ``ValueError`` when the
-    traced graph is not a chain or calls something without a receptive-field rule.
+    A view of :func:`convbook.graph.trace` (loops unrolled, shared modules repeated; any model that
+    runs, including ones ``torch.fx`` cannot trace) on a probe input (:func:`_probe_shapes`). Walks
+    back from the output through each call's producer (``Call.inputs``). Raises ``ValueError`` when
+    a call combines several tensors (the model is not a chain: a shortcut, a concatenation,
+    squeeze-excitation) or is an op without a receptive-field rule.
     """
-    if isinstance(model, _CONVS + _POOLS + _SKIP):
+    if isinstance(model, _CONVS + _POOLS + _SKIP) or type(model).__name__ in _PADS:
         return [model]
-    try:
-        gm = torch.fx.symbolic_trace(model)
-    except Exception as err:  # noqa: BLE001 - fx raises many types on untraceable code
-        raise ValueError(f"cannot trace {type(model).__name__} with torch.fx to find its calls: {err}") from None
-    modules = dict(gm.named_modules())
-    outputs = [n for n in gm.graph.nodes if n.op == "output"]
-    node = outputs[0].args[0]
-    calls = []
-    while not (isinstance(node, torch.fx.Node) and node.op == "placeholder"):
-        if not isinstance(node, torch.fx.Node):
-            raise ValueError(f"{type(model).__name__}: the output is not a single tensor computed from the input")
-        inputs = node.all_input_nodes
-        if len(inputs) != 1:
-            raise ValueError(f"{type(model).__name__}: node {node.name} ({node.target}) combines {len(inputs)} tensors; "
-                             "receptive fields here are computed for chains of layers")
-        if node.op == "call_module":
-            calls.append(modules[node.target])
-        elif not ((node.op == "call_function" and node.target in _POINTWISE_FUNCTIONS)
-                  or (node.op == "call_method" and node.target in _POINTWISE_METHODS)):
-            raise ValueError(f"no receptive-field rule for {node.op} {getattr(node.target, '__name__', node.target)} "
-                             f"in {type(model).__name__}")
-        node = inputs[0]
+    g = _probe_graph(model)
+    name = type(model).__name__
+    if len(g.output_sources) != 1:
+        raise ValueError(f"{name}: the output is not a single tensor computed from the input")
+    node, calls = g.output_sources[0], []
+    while node != -1:
+        if node is None:
+            raise ValueError(f"{name}: the output is not a single tensor computed from the input")
+        c = g.calls[node]
+        data = sorted({i for i in c.inputs if i is not None})
+        if len(data) > 1:
+            raise ValueError(f"{name} is not a chain: call {c.name!r} ({c.kind}) combines {len(data)} tensors; "
+                             f"receptive fields here are computed for chains of layers — {_REVIEW_HINT}")
+        if not data:
+            raise ValueError(f"{name}: call {c.name!r} ({c.kind}) does not read the input")
+        if c.is_module:
+            if not (isinstance(c.module, _CONVS + _POOLS + _SKIP) or c.kind in _PADS):
+                raise ValueError(f"no receptive-field rule for module type {c.kind} ({c.name!r} in {name})")
+            calls.append(c.module)
+        elif c.kind not in _POINTWISE_OPS:
+            raise ValueError(f"no receptive-field rule for function {c.kind} in {name}")
+        node = data[0]
     return calls[::-1]
+
+
+def _probe_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+    """Input shapes to run ``model`` on when only the model is given: ``(1, C, n, …)`` with ``C`` the
+    ``in_channels`` of a conv (in definition order; 1 without one), the number of spatial axes from the
+    first conv/pool/padding layer's class (``Conv2d`` → 2), and sizes large enough for any chain
+    (meta tensors: nothing is allocated)."""
+    nd, channels = None, []
+    for m in model.modules():
+        kind = type(m).__name__
+        if nd is None and kind[-2:] in ("1d", "2d", "3d") and isinstance(m, _CONVS + _POOLS + (nn.ConvTranspose1d,
+                                                                                               nn.ConvTranspose2d,
+                                                                                               nn.ConvTranspose3d)) \
+                or (nd is None and kind in _PADS):
+            nd = int(kind[-2])
+        if isinstance(m, _CONVS) and m.in_channels not in channels:
+            channels.append(m.in_channels)
+    nd = nd or 1
+    sizes = {1: (256, 4096), 2: (64, 512), 3: (24, 96)}[nd]
+    return [(1, c, *(n,) * nd) for n in sizes for c in (channels[:3] or [1])]
+
+
+def _probe_graph(model: nn.Module):
+    """:func:`convbook.graph.trace` on the first probe shape the model accepts."""
+    from .graph import trace
+
+    errors = []
+    for shape in _probe_shapes(model):
+        try:
+            return trace(model, shape)
+        except ValueError as err:
+            errors.append(str(err))
+    raise ValueError(f"cannot run {type(model).__name__} to find its calls (tried {len(errors)} input shapes): "
+                     f"{errors[-1] if errors else ''}")
 
 
 def _conv_padding(m: nn.Module, axis: int, k: int, s: int, d: int) -> tuple[int, int]:
@@ -951,6 +994,15 @@ def _normalise(model, axis: int) -> list[tuple[Layer, object]]:
                 left, right = _conv_padding(m, axis, k, s, d)
                 layer = Layer(k, s, left, d, m.padding_mode)
                 out.append((layer, functools.partial(_conv_size, k=k, s=s, p=(left, right), d=d, mode=m.padding_mode)))
+            elif type(m).__name__ in _PADS:
+                mode = _PADS[type(m).__name__]
+                nd = int(type(m).__name__[-2])
+                if not 0 <= axis < nd:
+                    raise ValueError(f"axis {axis} out of range for a {nd}-D layer")
+                pad = (m.padding,) * (2 * nd) if isinstance(m.padding, int) else tuple(m.padding)
+                left, right = pad[2 * (nd - 1 - axis)], pad[2 * (nd - 1 - axis) + 1]  # (last axis first) pairs
+                out.append((Layer(1, 1, left, 1, mode),
+                            functools.partial(_conv_size, k=1, s=1, p=(left, right), d=1, mode=mode)))
             elif isinstance(m, _POOLS):
                 k = _axis(m.kernel_size, axis)
                 s = _axis(m.stride if m.stride is not None else m.kernel_size, axis)
