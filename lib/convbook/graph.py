@@ -33,9 +33,12 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Call", "Graph", "trace", "is_leaf"]
+__all__ = ["Call", "Graph", "trace", "is_leaf", "overrides_forward", "torch_base"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
+#: ``torch.nn`` modules made of other layers: traced through, so that their layers are counted.
+_COMPOSITES = (nn.Transformer, nn.TransformerEncoder, nn.TransformerDecoder, nn.TransformerEncoderLayer,
+               nn.TransformerDecoderLayer)
 
 
 @dataclass
@@ -103,21 +106,45 @@ class Graph:
         return iter(self.calls)
 
 
+#: ``torch.nn`` layers that stay one call even when a user subclass overrides ``forward``: their
+#: figures (MACs, folding) are read from the module's attributes, and forward hooks see them as one call.
+_LEAF_EVEN_IF_OVERRIDDEN = (nn.modules.conv._ConvNd, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.RNNBase,
+                            nn.RNNCellBase, nn.MultiheadAttention)
+
+
+def torch_base(module: nn.Module) -> type | None:
+    """The first class in ``type(module).__mro__`` defined in ``torch.nn`` (not ``torch.nn.parallel``), or ``None``."""
+    for cls in type(module).__mro__:
+        if cls is nn.Module:
+            return None
+        if cls.__module__.startswith("torch.nn.") and not cls.__module__.startswith("torch.nn.parallel"):
+            return cls
+    return None
+
+
+def overrides_forward(module: nn.Module) -> bool:
+    """True when a user subclass of a ``torch.nn`` layer replaces its ``forward`` (timm's
+    ``BatchNormAct2d``, torchvision's ``LayerNorm2d``): the layer may compute something else."""
+    base = torch_base(module)
+    return base is not None and type(module).forward is not base.forward
+
+
 def is_leaf(module: nn.Module) -> bool:
     """True when ``module`` is recorded as one call: a ``torch.nn`` layer (or subclass), not a container.
 
     A user module that is not a ``torch.nn`` layer is a *scope*: the ops in its forward are
     recorded one by one.  A user module with no children whose class is not from ``torch.nn``
-    is also a scope (its ops, e.g. ``x * self.gamma``, are recorded with the parameter).
+    is also a scope (its ops, e.g. ``x * self.gamma``, are recorded with the parameter).  A user
+    subclass of a ``torch.nn`` layer that overrides ``forward`` is a scope too (a ``LayerNorm``
+    subclass that permutes to channels-last normalises over channels, not over the map), except
+    for convolutions, linear, batch-norm, recurrent and attention layers, which stay one call.
+    The transformer modules are scopes (their linear layers and attention are recorded).
     """
-    if isinstance(module, _CONTAINERS):
+    if isinstance(module, _CONTAINERS + _COMPOSITES):
         return False
-    for cls in type(module).__mro__:
-        if cls is nn.Module:
-            return False
-        if cls.__module__.startswith("torch.nn.") and not cls.__module__.startswith("torch.nn.parallel"):
-            return True
-    return False
+    if torch_base(module) is None:
+        return False
+    return not overrides_forward(module) or isinstance(module, _LEAF_EVEN_IF_OVERRIDDEN)
 
 
 def trace(model: nn.Module, input_shape: Sequence[int], *, prefer_meta: bool = True,

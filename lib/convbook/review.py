@@ -45,7 +45,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import fold as _fold
-from .graph import Call, Graph, trace
+from .graph import Call, Graph, overrides_forward, trace
 from .roofline import GPU_DATASHEETS, Machine
 
 __all__ = ["Layer", "Finding", "FoldReport", "Review", "review", "receptive_fields", "call_macs"]
@@ -313,6 +313,10 @@ def call_macs(c: Call) -> int:
         return math.prod(out) * m.in_features
     if m is not None and type(m).__name__ in _RNN or isinstance(m, nn.RNNBase):
         return _rnn_macs(m, c)
+    if isinstance(m, nn.RNNCellBase):
+        gates = 4 if isinstance(m, nn.LSTMCell) else (3 if isinstance(m, nn.GRUCell) else 1)
+        rows = math.prod(c.input_shape[:-1]) if c.input_shape and len(c.input_shape) > 1 else 1
+        return rows * gates * m.hidden_size * (m.input_size + m.hidden_size)
     if c.module is None:
         w = _arg(c, 1, "weight")
         if c.kind in _FUNC_CONV and _is_t(w):
@@ -325,7 +329,57 @@ def call_macs(c: Call) -> int:
             a = _arg(c, 0, "input")
             if _is_t(a) and len(a[1]) >= 1:
                 return math.prod(out) * a[1][-1]
+        if c.kind in {"addmm", "baddbmm", "addbmm"}:
+            a = _arg(c, 1, "mat1" if c.kind == "addmm" else "batch1")
+            if _is_t(a) and len(a[1]) >= 2:
+                return (math.prod(out) * a[1][-1]) * (a[1][0] if c.kind == "addbmm" else 1)
+        if c.kind == "scaled_dot_product_attention":
+            q, k, v = _arg(c, 0, "query"), _arg(c, 1, "key"), _arg(c, 2, "value")
+            if _is_t(q) and _is_t(k) and _is_t(v):
+                rows = math.prod(q[1][:-1])  # batch·heads·L
+                return rows * k[1][-2] * (q[1][-1] + v[1][-1])  # Q·Kᵀ then weights·V
+        if c.kind == "einsum":
+            return _einsum_macs(c)
+        return 0
+    if isinstance(m, nn.MultiheadAttention):
+        return _mha_macs(m, c)
+    if isinstance(m, nn.Bilinear):
+        return math.prod(out) * m.in1_features * m.in2_features
     return 0
+
+
+def _einsum_macs(c: Call) -> int:
+    """Two-operand ``einsum``: one multiply-accumulate per point of the product of all index ranges
+    (``'bij,bjk->bik'`` → ``b·i·j·k``); ``0`` (reported as uncounted) for other forms."""
+    eq = c.args[0] if c.args and isinstance(c.args[0], str) else None
+    ops = [a for a in (c.args[1] if len(c.args) == 2 and isinstance(c.args[1], (list, tuple)) else c.args[1:])
+           if _is_t(a)]
+    if eq is None or len(ops) != 2 or "..." in eq or "->" not in eq:
+        return 0
+    lhs = eq.replace(" ", "").split("->")[0].split(",")
+    sizes: dict[str, int] = {}
+    for letters, (_t, shape) in zip(lhs, ops):
+        if len(letters) != len(shape):
+            return 0
+        sizes.update(zip(letters, shape))
+    return math.prod(sizes.values())
+
+
+def _mha_macs(m: nn.MultiheadAttention, c: Call) -> int:
+    """``nn.MultiheadAttention``: input projections ``L·E·E + S·k_dim·E + S·v_dim·E``, scores
+    ``L·S·E``, weighted values ``L·S·E``, output projection ``L·E·E`` (per batch element)."""
+    shapes = c.input_shapes
+    if len(shapes) < 1:
+        return 0
+    q = shapes[0]
+    k = shapes[1] if len(shapes) > 1 else q
+    if len(q) == 3:
+        n, lq = (q[0], q[1]) if m.batch_first else (q[1], q[0])
+        s_len = k[1] if m.batch_first else k[0]
+    else:
+        n, lq, s_len = 1, q[0], k[0]
+    e = m.embed_dim
+    return n * (2 * lq * e * e + s_len * (m.kdim + m.vdim) * e + 2 * lq * s_len * e)
 
 
 def receptive_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
@@ -350,10 +404,13 @@ def _layout_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
             return start, ""
         return res[src]
 
+    constant: set[int] = set()  # calls computed from parameters and constants only (a class token)
     for c in graph.calls:
-        ins = [(of(src), shape) for src, shape in zip(c.inputs, c.input_shapes) if src is not None]
+        ins = [(of(src), shape) for src, shape in zip(c.inputs, c.input_shapes)
+               if src is not None and src not in constant]
         if not ins:
-            res.append((None, f"not tracked: {_where(c)} reads no traced tensor"))
+            constant.add(c.index)
+            res.append((None, f"not tracked: {_where(c)} reads no tensor computed from the input"))
             continue
         whole = next((n for (f, n), _ in ins if f is None and n.startswith("whole input")), None)
         if whole is not None:
@@ -417,6 +474,15 @@ def _layout_step(c: Call, tracked, nd: int):
         return tuple(new), ""
     if kind in _RESHAPES and len(s0) == len(lay0):
         return _reshape_layout(lay0, tuple(s0), tuple(out), where, kind)
+    if kind in _REDUCTIONS:
+        reduced = _reduced_dims(c, len(s0))
+        if reduced is not None:
+            if any(lay0[d] is not None and s0[d] > 1 for d in reduced):
+                return None, f"whole input: {where} ({kind} over spatial axes)"
+            new = list(lay0) if len(out) == len(s0) else [f for d, f in enumerate(lay0) if d not in reduced]
+            if len(new) != len(out):
+                return None, f"not tracked past {where} ({kind})"
+            return tuple(new), ""
     if all(_standard(lay, nd) for lay, _ in tracked) and len(out) == nd + 2 and not _is_layout_free(c):
         f, note = _field_step(c, [(lay[2:], shape) for lay, shape in tracked], nd)
         return (None if f is None else (None, None) + tuple(f)), note
@@ -432,9 +498,19 @@ def _layout_step(c: Call, tracked, nd: int):
             return None, f"whole input: {where} (LayerNorm over spatial axes)"
         return lay0, ""
     if isinstance(m, nn.RNNBase):
+        seq = 1 if m.batch_first else 0
+        if len(lay0) == 3 and lay0[seq] is not None and all(f is None for i, f in enumerate(lay0) if i != seq):
+            if m.bidirectional:
+                return None, f"whole input: {where} (bidirectional {kind} along a spatial axis)"
+            return None, (f"not tracked past {where} (a {kind} step reads every earlier step along a spatial "
+                          f"axis: the field grows to the start of the sequence)")
         if any(f is not None for f in lay0):
-            return None, f"whole input: {where} ({kind} runs along a spatial axis)"
+            return None, f"not tracked past {where} ({kind} reads a spatial axis as features or batch)"
         return None, f"not tracked past {where} ({kind})"
+    if isinstance(m, nn.RNNCellBase):
+        if any(f is not None for f in lay0[1:]):
+            return None, f"not tracked past {where} ({kind} reads a spatial axis as features)"
+        return lay0[:1] + (None,) * (len(out) - 1), ""
     same = [lay for lay, shape in tracked if tuple(shape) == tuple(out)]
     if same and all(lay == same[0] or _same_axes(lay, same[0]) for lay in same):
         if len(same[0]) != len(out):
@@ -465,6 +541,21 @@ def _reshape_layout(lay, s0: tuple, out: tuple, where: str, kind: str):
         return None, f"not tracked past {where} ({kind} merges or splits a spatial axis)"
     new = tuple(lay[:i]) + (None,) * (len(out) - i - j) + tuple(lay[len(lay) - j:])
     return new, ""
+
+
+def _reduced_dims(c: Call, rank: int) -> set[int] | None:
+    """The axes a reduction (``mean``, ``sum``, ``amax``, ``max``, ``std``, …) reduces, or ``None``
+    when the call is not a reduction (``torch.max(a, b)`` is elementwise)."""
+    pos = 2 if c.kind == "norm" else 1
+    dim = _arg(c, pos, "dim", None)
+    if _is_t(dim) or (c.kind in {"max", "min"} and "other" in c.kwargs):
+        return None
+    if dim is None or isinstance(dim, bool) or dim == () or dim == []:
+        return set(range(rank))  # every axis (std(x, False) passes `unbiased` in place of dim)
+    try:
+        return {int(d) % rank for d in _as_tuple(dim)}
+    except (TypeError, ValueError):
+        return None
 
 
 def _as_tuple(v):
@@ -567,10 +658,41 @@ def findings(rev: Review) -> list[Finding]:
                            f"{len(odd)} layers have a channel count that is not a multiple of 8, which GPU tensor "
                            f"cores need for full speed in 16-bit precision: {names}", None,
                            "NVIDIA Deep Learning Performance Guide, tensor core requirements"))
+    uncounted = [c for c in calls if _uncounted(c, rev.layers[c.index].macs)]
+    if uncounted:
+        names = ", ".join(f"`{_where(c)}` ({c.kind})" for c in uncounted[:6]) + (
+            f" and {len(uncounted) - 6} more" if len(uncounted) > 6 else "")
+        out.append(Finding("macs-not-counted", "warning", [_where(c) for c in uncounted],
+                           f"the multiply-accumulates of {len(uncounted)} calls are not counted, so the MAC total "
+                           f"is a lower bound: {names}", None,
+                           "review counts convolutions, transposed convolutions, linear, matmul-like, attention "
+                           "and recurrent layers"))
     if rev.params_used < rev.params:
         out.append(Finding("unused-parameters", "info", [], f"{rev.params - rev.params_used:,} parameters are never "
                            f"read in the forward pass at this input", None, "measured by the trace"))
     return out
+
+
+#: Functions that multiply-accumulate but have no MAC rule here (or a form the rule does not read).
+_UNCOUNTED_OPS = {"einsum", "tensordot", "bilinear", "mv", "dot", "vdot", "inner", "outer", "ger", "addmv", "addr",
+                  "kron", "chain_matmul", "multi_dot", "conv_tbc", "convolution", "_convolution",
+                  "_native_multi_head_attention", "_transformer_encoder_layer_fwd", "multi_head_attention_forward",
+                  "fft_conv", "unfold_matmul", "baddbmm", "addbmm", "addmm", "matmul", "mm", "bmm",
+                  "scaled_dot_product_attention"}
+_NO_MACS_MODULES = (nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.PReLU, _BatchNorm)
+
+
+def _uncounted(c: Call, macs: int) -> bool:
+    """A call that multiplies activations by weights (or by other activations) but got no MACs:
+    a ``torch.nn`` leaf with a matrix-shaped parameter and no rule (``TransformerEncoderLayer``),
+    or a product-type function on a traced tensor whose form the rules do not read."""
+    if macs or not c.output_shapes or math.prod(c.output_shape) == 0:
+        return False
+    if c.module is not None:
+        if isinstance(c.module, _NO_MACS_MODULES + _CONV + _CONVT + (nn.Linear,)):
+            return False
+        return any(p.dim() >= 2 for p in c.module.parameters())
+    return c.kind in _UNCOUNTED_OPS and any(src is not None for src in c.inputs)
 
 
 def _gridding(g: Graph) -> list[Finding]:
@@ -657,6 +779,10 @@ def fold_plan(g: Graph) -> dict:
             if c.name not in {bn_name for bn_name, _ in left}:
                 left.append((c.name, f"the module is called {count[c.name]} times"))
             continue
+        if overrides_forward(bn):
+            left.append((c.name, f"its class {type(bn).__name__} replaces BatchNorm's forward, so it may compute "
+                                 f"more than the per-channel affine map"))
+            continue
         if not bn.track_running_stats or bn.running_mean is None:
             left.append((c.name, "it has no running statistics (it normalises with batch statistics)"))
             continue
@@ -667,6 +793,9 @@ def fold_plan(g: Graph) -> dict:
             if isinstance(p.module, _CONV + _CONVT + (nn.Linear,)):
                 if count[p.name] > 1:
                     reasons.append(f"the layer before it, `{p.name}`, is called {count[p.name]} times")
+                elif overrides_forward(p.module):
+                    reasons.append(f"the layer before it, `{p.name}`, is a {type(p.module).__name__} whose forward "
+                                   f"replaces the standard one")
                 elif g.readers(p.index) != [c.index]:
                     reasons.append(f"the output of `{p.name}` has other readers")
                 elif isinstance(p.module, nn.Linear) and len(p.output_shape) != 2:
@@ -686,6 +815,9 @@ def fold_plan(g: Graph) -> dict:
             q = calls[readers[0]]
             if count[q.name] > 1:
                 reasons.append(f"the conv after it, `{q.name}`, is called {count[q.name]} times")
+            elif overrides_forward(q.module):
+                reasons.append(f"the conv after it, `{q.name}`, is a {type(q.module).__name__} whose forward "
+                               f"replaces the standard one (it may pad its input)")
             elif not _fold.bn_conv_exact(q.module):
                 reasons.append(f"the conv after it, `{q.name}`, zero-pads its input (padding {q.module.padding}), "
                                f"so BN→conv is exact only with a border bias map")
