@@ -24,7 +24,7 @@ FAST = {"min_run_time": 0.005, "warmup": 1}
 @pytest.fixture(scope="module")
 def tiny_result():
     """A real run of a tiny suite (two quick CPU cases and one skipped)."""
-    return run_suite("depthwise", "cpu", "small", **FAST)
+    return run_suite("depthwise", "cpu", "small", roofline=False, **FAST)
 
 
 # --- statistics --------------------------------------------------------------------------------
@@ -333,3 +333,79 @@ def test_relative_rows_say_which_differences_exceed_the_spread():
     assert abs(d["spread"] - (0.5 / 2.2 + 0.25)) < 1e-12 and d["beyond_spread"] is False
     text = format_relative(data)
     assert "beyond spread" in text and text.splitlines()[2].rstrip().endswith("yes") and text.splitlines()[4].rstrip().endswith("no")
+
+
+# --- interleaved comparisons and the measured roofline ----------------------------------------
+
+
+def test_time_interleaved_alternates_the_order_and_pairs_the_samples():
+    calls = []
+    a, b, rec = bench.time_interleaved(lambda: calls.append("A"), lambda: calls.append("B"), warmup=1, repeats=4,
+                                       min_sample_time=1e-9)
+    assert len(a) == len(b) == 4 and all(v > 0 for v in a + b) and rec["number_per_sample"] == 1
+    timed = calls[2 + 2:]  # after warm-up (A, B) and the two probes (A, B)
+    assert timed == ["A", "B", "B", "A", "A", "B", "B", "A"]
+    for bad in ({"repeats": 0}, {"warmup": -1}, {"min_sample_time": 0}):
+        with pytest.raises(ValueError, match="need repeats"):
+            bench.time_interleaved(lambda: None, lambda: None, **bad)
+
+
+def _comparison_case():
+    x = torch.randn(1, 2, 6, 6)
+    w = torch.randn(2, 2, 3, 3)
+    return Case("cmp", lambda device: Prepared(lambda: torch.nn.functional.conv2d(x, w, padding=1), 10, 10, "float32",
+                                               reference=lambda: torch.nn.functional.conv2d(x, w, padding=1),
+                                               reference_label="F.conv2d", extra={"note": 1}))
+
+
+def test_comparison_record_validates_and_broken_ratios_are_refused():
+    rec = run_case(_comparison_case(), "cpu", warmup=1, repeats=5, min_sample_time=1e-4)
+    comp = rec["comparison"]
+    assert comp["reference"] == "F.conv2d" and len(comp["ratios"]) == 5 and rec["extra"] == {"note": 1}
+    assert all(r == pytest.approx(s / t, rel=1e-12) for r, s, t in zip(comp["ratios"], rec["samples_s"], comp["reference_samples_s"]))
+    data = run_suite("depthwise", "cpu", "small", roofline=False, **FAST)
+    data["cases"] = [rec]
+    validate_result(data)
+    bad = json.loads(json.dumps(data))
+    bad["cases"][0]["comparison"]["ratios"][0] *= 2
+    with pytest.raises(ValueError, match="is not sample / reference"):
+        validate_result(bad)
+    bad = json.loads(json.dumps(data))
+    bad["cases"][0]["comparison"]["ratio_median"] *= 3
+    with pytest.raises(ValueError, match="ratio median/IQR"):
+        validate_result(bad)
+    bad = json.loads(json.dumps(data))
+    bad["cases"][0]["comparison"]["reference_samples_s"].pop()
+    with pytest.raises(ValueError, match="one ratio per sample"):
+        validate_result(bad)
+    table = bench.format_comparisons(data)
+    assert "cmp" in table and "× ref" in table
+    summary = bench.comparison_summary(data)
+    assert summary["cmp"]["cases"] == 1 and summary["cmp"]["median"] == comp["ratio_median"]
+
+
+def test_measured_roofline_is_recorded_and_checked_against_its_samples():
+    roof = bench.measure_cpu_roofline(n=64, copy_bytes=2**20, repeats=3)
+    assert roof["peak_flops"] == pytest.approx(roof["gemm"]["flops"] / median_iqr(roof["gemm"]["samples_s"])[0])
+    assert roof["bandwidth"] == pytest.approx(roof["copy"]["bytes"] / median_iqr(roof["copy"]["samples_s"])[0])
+    data = run_suite("depthwise", "cpu", "small", roofline=roof, **FAST)
+    assert validate_result(data)["roofline"] is roof and "roofline  measured" in bench.format_provenance(data)
+    bad = json.loads(json.dumps(data))
+    bad["roofline"]["peak_flops"] *= 2
+    with pytest.raises(ValueError, match="does not follow from its samples"):
+        validate_result(bad)
+    assert "roofline" not in run_suite("depthwise", "cpu", "small", roofline=False, **FAST)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        bench.measure_cpu_roofline(n=0)
+
+
+def test_fast_algorithm_suite_cases_compare_with_conv2d_on_the_same_tensors():
+    cases = suite("fast-algorithms", "small")
+    algos = {c.params["algorithm"] for c in cases}
+    assert algos == {"im2col", "Winograd F(2,3)", "Winograd F(4,3)", "FFT"}
+    assert sum(c.params["algorithm"] == "im2col" for c in cases) == len(bench._resnet50_shapes())
+    full = {c.name: c.params for c in suite("fast-algorithms", "full")}
+    assert full["FFT 11x11 64->64 @56 batch 8"]["batch"] == 8
+    prepared = cases[1].build("cpu")  # a 1x1 layer: im2col against F.conv2d
+    assert prepared.reference_label == "F.conv2d" and prepared.extra["float32_rel_error"] < 1e-5
+    assert torch.allclose(prepared.fn(), prepared.reference(), atol=1e-4)

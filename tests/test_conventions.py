@@ -643,6 +643,33 @@ def _winograd_layer_ops():
                    dict(c_in=2, c_out=3, h_out=4, w_out=3, kh=3, kw=3, m=2), ("kh", "kw"))
 
 
+def _impl_fft_kernel_spectrum():
+    from convbook.impl import fft_kernel_spectrum
+
+    w = _rand(3, 2, 3, 2, seed=42)
+
+    def reference(d, lengths):  # rfft2 of the flipped kernel, zero-filled between taps, frequency-major
+        d = (_pl(d), _pl(d)) if not isinstance(d, tuple) else tuple(_pl(v) for v in d)
+        wd = torch.zeros(3, 2, d[0] * 2 + 1, d[1] * 1 + 1, dtype=D)
+        wd[..., :: d[0], :: d[1]] = w
+        return torch.fft.rfft2(torch.flip(wd, dims=(-2, -1)), s=lengths).permute(2, 3, 0, 1)
+
+    for label, d in (("int", 2), ("tuple", (1, 3)), ("numpy", np.int64(2)), ("0-d tensor", torch.tensor(1))):
+        agree(f"fft_kernel_spectrum {label}", lambda: fft_kernel_spectrum(w, (9, 8), d), lambda: reference(d, (9, 8)),
+              must_work=True)
+    refuses("fft_kernel_spectrum float dilation", lambda: fft_kernel_spectrum(w, (9, 8), 2.0))
+    refuses("fft_kernel_spectrum length below the extent", lambda: fft_kernel_spectrum(w, (4, 8), 2))
+
+
+def _winograd_choose_tile():
+    from convbook.winograd import choose_tile, winograd_layer_ops
+
+    for kh, kw in ((3, 3), (np.int64(5), np.int64(3))):
+        best = min((2, 4), key=lambda m: sum(winograd_layer_ops(8, 8, 14, 14, int(kh), int(kw), m).values()))
+        assert choose_tile(8, 8, 14, 14, kh, kw) == best
+    refuses("choose_tile float kernel", lambda: choose_tile(8, 8, 14, 14, 3.0, 3))
+
+
 def _reduction_conv1x1():
     from convbook.reduction import conv1x1_einsum
 
@@ -1063,6 +1090,7 @@ TABLE: dict[str, Callable[[], None] | Exempt] = {
     "winograd.direct_correlation_2d": Exempt("d is the input tile, not a dilation"),
     "winograd.conv2d_winograd": _winograd_forward,
     "winograd.winograd_layer_ops": _winograd_layer_ops,
+    "winograd.choose_tile": _winograd_choose_tile,
     # convbook.triton_conv
     "triton_conv.conv2d_triton": _triton_forward,
     "triton_conv.rounding_error_bound": _triton_bound,
@@ -1075,6 +1103,7 @@ TABLE: dict[str, Callable[[], None] | Exempt] = {
     "dilated.hdc_max_gap": _dilated_hdc,
     "dilated.satisfies_hdc": _dilated_hdc,
     "impl.conv2d_fft_counted": _impl_fft_counted,
+    "impl.fft_kernel_spectrum": _impl_fft_kernel_spectrum,
     "receptive.Layer": Exempt("a record (NamedTuple) of one layer's k, s, p, d; the functions reading it are chapter 3's, "
                               "checked against autograd by its claims"),
     "receptive.effective_field_variance": _receptive,

@@ -260,3 +260,57 @@ def test_counted_fft_convolution_refuses_bad_shapes():
         impl.count_multiplications(lambda: torch.einsum("i...,i...->...", torch.ones(2, 3), torch.ones(2, 3)))
     with pytest.raises(ValueError, match="unaccounted"):
         impl.count_multiplications(F.conv2d, torch.ones(1, 1, 3, 3), torch.ones(1, 1, 2, 2))
+
+
+# --- the fast layouts: every path of conv2d_im2col and the pruned kernel transform ----------------
+
+
+@pytest.mark.parametrize("n,hw,stride,groups,bias", [
+    (1, 6, 1, 1, False),     # one image: the input is the matrix (a view)
+    (3, 24, 1, 2, True),     # >= 512 output pixels per image: each image multiplied in place
+    (3, 6, 1, 1, False),     # few pixels: images side by side, one GEMM
+    (2, 7, 2, 1, True),      # strided 1x1: subsampled input
+    (2, 7, (2, 3), 2, False),
+])
+def test_im2col_unpadded_1x1_paths_equal_conv2d(n, hw, stride, groups, bias):
+    x, w = _rand(n, 4, hw, hw, seed=3), _rand(6, 4 // groups, 1, 1, seed=4)
+    b = _rand(6, seed=5) if bias else None
+    y = impl.conv2d_im2col(x, w, b, stride=stride, groups=groups)
+    ref = F.conv2d(x, w, b, stride=stride, groups=groups)
+    assert y.shape == ref.shape and y.is_contiguous() and torch.allclose(y, ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("stride,dilation", [((2, 2), (1, 1)), ((3, 2), (2, 3)), ((2, 1), (2, 2)), ((1, 3), (3, 1))])
+def test_im2col_strided_taps_read_the_right_phase(stride, dilation):
+    """x_pad[s u + d a] = P_{(d a) mod s}[u + ⌊d a / s⌋]: every combination of phase and offset."""
+    x, w = _rand(2, 3, 13, 11, seed=6), _rand(4, 3, 3, 3, seed=7)
+    y = impl.conv2d_im2col(x, w, stride=stride, padding=(2, 1), dilation=dilation)
+    assert torch.allclose(y, F.conv2d(x, w, stride=stride, padding=(2, 1), dilation=dilation), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("k,dilation,lengths", [((3, 3), (1, 1), (8, 8)), ((5, 2), (2, 3), (11, 7)), ((1, 4), (1, 2), (3, 9))])
+def test_fft_kernel_spectrum_is_rfft2_of_the_zero_filled_flipped_kernel(k, dilation, lengths):
+    w = _rand(3, 2, *k, seed=8)
+    ext = tuple(d * (kk - 1) + 1 for d, kk in zip(dilation, k))
+    wd = torch.zeros(3, 2, *ext, dtype=w.dtype)
+    wd[..., :: dilation[0], :: dilation[1]] = w
+    ref = torch.fft.rfft2(torch.flip(wd, dims=(-2, -1)), s=lengths).permute(2, 3, 0, 1)
+    spec = impl.fft_kernel_spectrum(w, lengths, dilation)
+    assert spec.shape == ref.shape and torch.allclose(spec, ref, atol=1e-12, rtol=0)
+    assert impl.fft_kernel_spectrum(w.float(), lengths, dilation).dtype == torch.complex64
+
+
+def test_fft_kernel_spectrum_refuses_bad_input():
+    w = _rand(3, 2, 3, 3)
+    with pytest.raises(ValueError, match="must be 4-D"):
+        impl.fft_kernel_spectrum(w[0], (8, 8))
+    with pytest.raises(ValueError, match="must be >= the dilated kernel's extent"):
+        impl.fft_kernel_spectrum(w, (4, 8), 2)
+    with pytest.raises(ValueError, match="dilation"):
+        impl.fft_kernel_spectrum(w, (8, 8), 0)
+
+
+def test_fft_batched_and_grouped_with_stride_equals_conv2d():
+    x, w, b = _rand(5, 6, 10, 9, seed=9), _rand(4, 3, 5, 3, seed=10), _rand(4, seed=11)
+    kw = dict(stride=(2, 3), padding=(2, 1), dilation=(1, 2), groups=2)
+    assert torch.allclose(impl.conv2d_fft(x, w, b, **kw), F.conv2d(x, w, b, **kw), atol=1e-11, rtol=0)

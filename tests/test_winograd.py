@@ -268,3 +268,29 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_choose_tile_is_the_argmin_of_the_counted_multiplications():
+    for c, n, batch in ((64, 56, 8), (512, 7, 1), (3, 5, 1), (16, 28, 2)):
+        costs = {m: sum(winograd.winograd_layer_ops(c, c, n, n, 3, 3, m, batch).values()) for m in (2, 4, 6)}
+        best = min(costs.values())
+        assert winograd.choose_tile(c, c, n, n, batch=batch, candidates=(2, 4, 6)) == min(m for m in costs if costs[m] == best)
+    # ties go to the smaller, more accurate tile
+    assert winograd.choose_tile(1, 1, 1, 1, 1, 1, candidates=(4, 2, 1)) == 1
+    assert winograd.choose_tile(8, 8, 14, 14, groups=4) == min(
+        (2, 4), key=lambda m: sum(winograd.winograd_layer_ops(2, 2, 14, 14, 3, 3, m).values()))
+    with pytest.raises(ValueError, match="groups 3 must divide"):
+        winograd.choose_tile(8, 8, 14, 14, groups=3)
+    with pytest.raises(ValueError, match="candidates must not be empty"):
+        winograd.choose_tile(8, 8, 14, 14, candidates=())
+
+
+def test_auto_tile_equals_conv2d_and_bad_tiles_are_refused():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 9, 10, generator=g, dtype=torch.float64)
+    w = torch.randn(6, 4, 3, 3, generator=g, dtype=torch.float64)
+    y = conv2d_winograd(x, w, padding=1, groups=2, m="auto")
+    assert torch.allclose(y, F.conv2d(x, w, padding=1, groups=2), atol=1e-11, rtol=0)
+    for bad in (True, 0, 2.0, "best"):
+        with pytest.raises(ValueError, match="tile size m"):
+            conv2d_winograd(x, w, padding=1, groups=2, m=bad)

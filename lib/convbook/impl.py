@@ -212,9 +212,9 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if (prm.kh, prm.kw) == (1, 1) and prm.padding == (0, 0):
         (sh, sw) = prm.stride
         xs = x if (sh, sw) == (1, 1) else x[..., ::sh, ::sw]
-        if n == 1:                                                     # one image: the input is the matrix
-            y = torch.matmul(wmat, xs.reshape(g, rows, length))        # (G, C_out/G, L)
-            return _finish(y.reshape(1, prm.c_out, prm.h_out, prm.w_out), bias)
+        if n == 1 or length >= _PER_IMAGE_COLUMNS:                    # each image's input is its matrix
+            y = torch.matmul(wmat, xs.reshape(n, g, rows, length))     # (N, G, C_out/G, L): no copy in or out
+            return _finish(y.reshape(n, prm.c_out, prm.h_out, prm.w_out), bias)
         cols = xs.transpose(0, 1).reshape(g, rows, n * length)          # (G, C_in/G, N·L)
     else:
         cols = _unfold_batch_last(x, prm).reshape(g, rows, n * length)  # (G, (C_in/G)·k_h·k_w, N·L)
@@ -223,16 +223,33 @@ def conv2d_im2col(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return _finish(y, bias)
 
 
+#: An unpadded 1×1 layer with at least this many output pixels per image multiplies each image's
+#: input in place (N GEMMs, no copies); below it the images are put side by side for one wide GEMM.
+_PER_IMAGE_COLUMNS = 512
+
+
 def _unfold_batch_last(x: torch.Tensor, prm: ConvParams) -> torch.Tensor:
     """The unfolded matrix with every image side by side: shape ``(C_in, k_h, k_w, N, H_out, W_out)``,
-    entry ``x_pad[n, i, s_h u + d_h a, s_w v + d_w c]`` at ``(i, a, c, n, u, v)`` — one strided copy per tap."""
+    entry ``x_pad[n, i, s_h u + d_h a, s_w v + d_w c]`` at ``(i, a, c, n, u, v)`` — one copy per tap.
+
+    With a stride, the padded input is first split into its ``s_h s_w`` phases
+    ``P_{φψ}[u, v] = x_pad[s_h u + φ, s_w v + ψ]`` (one strided copy of the input); then
+    ``x_pad[s u + d a] = P_{(d a) mod s}[u + ⌊d a / s⌋]`` per axis, so every tap reads a
+    contiguous window of one phase instead of gathering single elements."""
     (sh, sw), (ph, pw), (dh, dw) = prm.stride, prm.padding, prm.dilation
     xp = F.pad(x, (pw, pw, ph, ph)).transpose(0, 1)                    # C, N, H_p, W_p (a view)
     cols = x.new_empty(prm.c_in, prm.kh, prm.kw, prm.n, prm.h_out, prm.w_out)
+    phases: dict[tuple[int, int], torch.Tensor] = {}
     for a in range(prm.kh):
         for c in range(prm.kw):
-            cols[:, a, c] = xp[..., dh * a: dh * a + sh * (prm.h_out - 1) + 1: sh,
-                               dw * c: dw * c + sw * (prm.w_out - 1) + 1: sw]
+            (oh, fh), (ow, fw) = divmod(dh * a, sh), divmod(dw * c, sw)
+            if (sh, sw) == (1, 1):
+                src = xp
+            else:
+                if (fh, fw) not in phases:
+                    phases[(fh, fw)] = xp[..., fh::sh, fw::sw].contiguous()
+                src = phases[(fh, fw)]
+            cols[:, a, c] = src[..., oh: oh + prm.h_out, ow: ow + prm.w_out]
     return cols
 
 
