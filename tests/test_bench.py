@@ -277,6 +277,17 @@ def _conv_counts_ignoring_groups(x_shape, w_shape, stride=1, padding=0, dilation
     return _ORIG_CONV_COUNTS(x_shape, (w_shape[0], x_shape[1]) + tuple(w_shape[2:]), stride, padding, dilation, 1, itemsize, bias)
 
 
+from convbook import cost as _cost  # noqa: E402
+
+_ORIG_CONV_MACS = _cost.conv_macs
+
+
+def _conv_macs_ignoring_groups(in_channels, out_channels, kernel_size, input_size, stride=1, padding=0, dilation=1,
+                               groups=1, *args, **kwargs):
+    return _ORIG_CONV_MACS(in_channels, out_channels, kernel_size, input_size, stride, padding,
+                                                        dilation, 1, *args, **kwargs)
+
+
 def _conv_counts_macs_not_flops(*args, **kwargs):
     f, q = _ORIG_CONV_COUNTS(*args, **kwargs)
     return f // 2, q
@@ -295,7 +306,8 @@ def _validate_schema_only(data, source="<result>"):
 PLANTS = [
     Plant("bench.median-iqr", "nearest-rank quartiles", {"convbook.bench:median_iqr": _iqr_nearest_rank}),
     Plant("bench.median-iqr", "lower median", {"convbook.bench:median_iqr": _median_lower}),
-    Plant("bench.flop-count", "groups ignored", {"convbook.bench:conv_counts": _conv_counts_ignoring_groups}),
+    Plant("bench.flop-count", "groups ignored", {"convbook.bench:conv_counts": _conv_counts_ignoring_groups,
+                                                 "convbook.cost:conv_macs": _conv_macs_ignoring_groups}),
     Plant("bench.flop-count", "MACs reported as FLOPs", {"convbook.bench:conv_counts": _conv_counts_macs_not_flops}),
     Plant("bench.schema", "validator accepts everything", {"convbook.bench:validate_result": lambda data, source="": data}),
     Plant("bench.schema", "medians not checked against samples", {"convbook.bench:validate_result": _validate_schema_only}),

@@ -207,74 +207,19 @@ def conv_counts(x_shape: Sequence[int], w_shape: Sequence[int], stride=1, paddin
 def module_counts(model: nn.Module, x_shape: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[int, int]:
     """FLOPs and compulsory bytes of ``model`` on one input, summed over its layers' calls.
 
-    Counted with forward hooks on a copy placed on the ``meta`` device (nothing is computed).
-    FLOPs are ``2 · MACs`` (``torch.utils.flop_counter``'s convention) for every
-    ``Conv1d/2d/3d`` (a ``Conv2d`` with numeric padding through :func:`conv_counts`) (``Π n_out · Π k · C_in/g · C_out`` per sample, any padding including
-    ``'same'``/``'valid'``), every ``ConvTranspose1d/2d/3d`` (``Π n_in · Π k · C_in/g · C_out``
-    per sample: each input element meets each tap once, not scaled by ``Π s``) and every
-    ``Linear`` (``rows · in · out``), all from :mod:`convbook.cost`. Bytes: each leaf call reads
-    its input and parameters and writes its output once (``itemsize`` each). Normalisation,
-    activation and pooling layers move bytes but add no matmul-class FLOPs. A layer whose
-    output is a tuple (an LSTM) contributes the bytes of its first tensor output.
+    A view of the book's one model graph: :func:`convbook.cost.graph_counts` (the calls from
+    :func:`convbook.graph.trace`, one run on meta tensors, nothing computed). FLOPs are
+    ``2 · MACs`` (``torch.utils.flop_counter``'s convention) for every ``Conv1d/2d/3d``, every
+    ``ConvTranspose1d/2d/3d`` (``Π n_in · Π k · C_in/g · C_out`` per sample: each input element
+    meets each tap once, not scaled by ``Π s``) and every ``Linear`` (``rows · in · out``). Bytes:
+    each leaf call reads its input and parameters and writes its output once (``itemsize``
+    each). Normalisation, activation and pooling layers move bytes but add no matmul-class
+    FLOPs. A layer whose output is a tuple (an LSTM) contributes the bytes of its first tensor
+    output.
     """
     from . import cost
 
-    x_shape = tuple(as_int(v, f"x_shape[{j}]", 1) for j, v in enumerate(x_shape))
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    meta = copy.deepcopy(model).to(device="meta", dtype=dtype)
-    totals = [0, 0]
-
-    def hook(module, inputs, output):
-        x, y = _mc_first_tensor(inputs), _mc_first_tensor(output)
-        if x is None or y is None:
-            return
-        if isinstance(module, nn.Conv2d) and not isinstance(module.padding, str):
-            f, q = conv_counts(x.shape, module.weight.shape, module.stride, module.padding, module.dilation, module.groups,
-                               itemsize, module.bias is not None)
-            totals[0] += f
-            totals[1] += q
-            return
-        if isinstance(module, _MC_CONV):
-            transposed = isinstance(module, nn.modules.conv._ConvTransposeNd)
-            padding = module.padding if isinstance(module.padding, str) else tuple(module.padding)
-            macs = int(x.shape[0]) * cost.conv_macs(
-                module.in_channels, module.out_channels, tuple(module.kernel_size), tuple(x.shape[2:]),
-                tuple(module.stride), padding, tuple(module.dilation), module.groups, transposed,
-                tuple(module.output_padding) if transposed else 0)
-            totals[0] += 2 * macs
-        elif isinstance(module, nn.Linear):
-            totals[0] += 2 * cost.linear_macs(module.in_features, module.out_features, x.numel() // x.shape[-1])
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        totals[1] += itemsize * (x.numel() + params + y.numel())
-
-    handles = [m.register_forward_hook(hook) for m in meta.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            meta(torch.empty(*x_shape, device="meta", dtype=dtype))
-    finally:
-        for h in handles:
-            h.remove()
-    return int(totals[0]), int(totals[1])
-
-
-_MC_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-
-
-def _mc_first_tensor(value):
-    """The first tensor of a layer's inputs or output (LSTM returns ``(out, (h, c))``); used by module_counts."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for v in value:
-            t = _mc_first_tensor(v)
-            if t is not None:
-                return t
-    return None
-
-
-# --------------------------------------------------------------------------------------
-# Timing
-# --------------------------------------------------------------------------------------
+    return cost.graph_counts(model, x_shape, dtype)
 
 
 def time_callable(fn: Callable[[], Any], *, device: str = "cpu", method: str | None = None, warmup: int = 3,
