@@ -946,6 +946,247 @@ class R2Plus1d(nn.Module):
         return self.fc(self.avgpool(x).flatten(1))
 
 
+# ============================================================================ library-style variants
+class Permute(nn.Module):
+    """torchvision.ops.misc.Permute: a module that permutes the axes."""
+
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = list(dims)
+
+    def forward(self, x):
+        return torch.permute(x, self.dims)
+
+
+class LayerNormChannels(nn.LayerNorm):
+    """torchvision's/timm's LayerNorm2d: a LayerNorm subclass that normalises over channels of an NCHW map."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class CNBlock(nn.Module):
+    """torchvision ConvNeXt block: layer scale of shape (C, 1, 1) multiplying the whole branch."""
+
+    def __init__(self, dim: int, layer_scale: float = 1e-1):
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(dim, dim, 7, padding=3, groups=dim), Permute([0, 2, 3, 1]),
+                                   nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, 4 * dim), nn.GELU(),
+                                   nn.Linear(4 * dim, dim), Permute([0, 3, 1, 2]))
+        self.layer_scale = nn.Parameter(torch.ones(dim, 1, 1) * layer_scale)
+
+    def forward(self, x):
+        return x + self.layer_scale * self.block(x)  # StochasticDepth is the identity in eval mode
+
+
+class ConvNeXtTV(nn.Module):
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Sequential(nn.Conv2d(3, 8, 4, 4), LayerNormChannels(8, eps=1e-6)), CNBlock(8),
+            nn.Sequential(LayerNormChannels(8, eps=1e-6), nn.Conv2d(8, 16, 2, 2)), CNBlock(16))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(LayerNormChannels(16, eps=1e-6), nn.Flatten(1), nn.Linear(16, classes))
+
+    def forward(self, x):
+        return self.classifier(self.avgpool(self.features(x)))
+
+
+class Conv2dSame(nn.Conv2d):
+    """timm's Conv2dSame: TensorFlow 'SAME' padding computed from the input size (asymmetric when odd)."""
+
+    def forward(self, x):
+        ih, iw = x.shape[-2:]
+        kh, kw = self.weight.shape[-2:]
+        sh, sw = self.stride
+        ph = max((-(-ih // sh) - 1) * sh + (kh - 1) * self.dilation[0] + 1 - ih, 0)
+        pw = max((-(-iw // sw) - 1) * sw + (kw - 1) * self.dilation[1] + 1 - iw, 0)
+        x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's BatchNormAct2d: batch norm and its activation in one module."""
+
+    def __init__(self, c: int, act=nn.SiLU):
+        super().__init__(c)
+        self.act = act()
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return self.act(x)
+
+
+class SqueezeExciteTimm(nn.Module):
+    def __init__(self, c: int, rd: int):
+        super().__init__()
+        self.conv_reduce, self.act1 = nn.Conv2d(c, rd, 1), nn.SiLU()
+        self.conv_expand, self.gate = nn.Conv2d(rd, c, 1), nn.Sigmoid()
+
+    def forward(self, x):
+        x_se = x.mean((2, 3), keepdim=True)
+        return x * self.gate(self.conv_expand(self.act1(self.conv_reduce(x_se))))
+
+
+class InvertedResidualTimm(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, k: int = 3, expand: int = 4):
+        super().__init__()
+        h = c_in * expand
+        self.conv_pw, self.bn1 = nn.Conv2d(c_in, h, 1, bias=False), BatchNormAct2d(h)
+        conv = Conv2dSame if stride > 1 else nn.Conv2d
+        self.conv_dw = conv(h, h, k, stride, 0 if stride > 1 else k // 2, groups=h, bias=False)
+        self.bn2 = BatchNormAct2d(h)
+        self.se = SqueezeExciteTimm(h, max(1, c_in // 4))
+        self.conv_pwl, self.bn3 = nn.Conv2d(h, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
+        self.has_skip = stride == 1 and c_in == c_out
+
+    def forward(self, x):
+        y = self.bn3(self.conv_pwl(self.se(self.bn2(self.conv_dw(self.bn1(self.conv_pw(x)))))))
+        return y + x if self.has_skip else y
+
+
+class EfficientNetTimm(nn.Module):
+    """timm-style EfficientNet (TF 'SAME' padding port): Conv2dSame, BatchNormAct2d, SE on a mean."""
+
+    def __init__(self, classes: int = 10):
+        super().__init__()
+        self.conv_stem, self.bn1 = Conv2dSame(3, 16, 3, 2, bias=False), BatchNormAct2d(16)
+        self.blocks = nn.Sequential(InvertedResidualTimm(16, 16, 1), InvertedResidualTimm(16, 24, 2, 5),
+                                    InvertedResidualTimm(24, 24, 1))
+        self.conv_head, self.bn2 = nn.Conv2d(24, 64, 1, bias=False), BatchNormAct2d(64)
+        self.classifier = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
+        return self.classifier(x.mean((2, 3)))
+
+
+class SNResBlockDown(nn.Module):
+    """SNGAN discriminator block (hook-based spectral_norm): ReLU → conv → ReLU → conv → avg-pool, 1×1 shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, first: bool = False):
+        super().__init__()
+        sn = nn.utils.spectral_norm
+        self.first = first
+        self.c1, self.c2 = sn(nn.Conv2d(c_in, c_out, 3, 1, 1)), sn(nn.Conv2d(c_out, c_out, 3, 1, 1))
+        self.c_sc = sn(nn.Conv2d(c_in, c_out, 1))
+
+    def forward(self, x):
+        h = x if self.first else F.relu(x)
+        h = F.avg_pool2d(self.c2(F.relu(self.c1(h))), 2)
+        s = F.avg_pool2d(x, 2) if self.first else x
+        s = self.c_sc(s)
+        return h + (s if self.first else F.avg_pool2d(s, 2))
+
+
+class SNGANDiscriminator(nn.Module):
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.blocks = nn.Sequential(SNResBlockDown(3, c, first=True), SNResBlockDown(c, 2 * c))
+        self.l5 = nn.utils.spectral_norm(nn.Linear(2 * c, 1))
+
+    def forward(self, x):
+        h = F.relu(self.blocks(x))
+        return self.l5(torch.sum(h, dim=(2, 3)))
+
+
+class DoubleConv(nn.Sequential):
+    def __init__(self, c_in: int, c_out: int, mid: int | None = None):
+        mid = mid or c_out
+        super().__init__(nn.Conv2d(c_in, mid, 3, padding=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                         nn.Conv2d(mid, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class Up(nn.Module):
+    """milesial U-Net: upsample (bilinear, align_corners=True, or a transposed conv), pad to the skip, concat."""
+
+    def __init__(self, c_in: int, c_out: int, bilinear: bool):
+        super().__init__()
+        if bilinear:
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)
+            self.conv = DoubleConv(c_in, c_out, c_in // 2)
+        else:
+            self.up = nn.ConvTranspose2d(c_in, c_in // 2, 2, 2)
+            self.conv = DoubleConv(c_in, c_out)
+
+    def forward(self, x1, x2):
+        x1 = self.up(x1)
+        dy, dx = x2.size()[2] - x1.size()[2], x2.size()[3] - x1.size()[3]
+        x1 = F.pad(x1, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])
+        return self.conv(torch.cat([x2, x1], dim=1))
+
+
+class UNetMilesial(nn.Module):
+    def __init__(self, c: int = 4, classes: int = 2, bilinear: bool = False):
+        super().__init__()
+        f = 2 if bilinear else 1
+        self.inc = DoubleConv(3, c)
+        self.down1 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(c, 2 * c))
+        self.down2 = nn.Sequential(nn.MaxPool2d(2), DoubleConv(2 * c, 4 * c // f))
+        self.up1, self.up2 = Up(4 * c, 2 * c // f, bilinear), Up(2 * c, c, bilinear)
+        self.outc = nn.Conv2d(c, classes, 1)
+
+    def forward(self, x):
+        x1 = self.inc(x)
+        x2 = self.down1(x1)
+        x3 = self.down2(x2)
+        return self.outc(self.up2(self.up1(x3, x2), x1))
+
+
+class GRURecognizer(nn.Module):
+    """A text recogniser that folds the height into the features (view) and reads columns with a BiGRU."""
+
+    def __init__(self, classes: int = 7):
+        super().__init__()
+        self.cnn = nn.Sequential(conv_bn_act(1, 8, 3), nn.MaxPool2d(2), conv_bn_act(8, 8, 3), nn.MaxPool2d((2, 1)))
+        self.gru = nn.GRU(8 * 4, 8, batch_first=True, bidirectional=True, num_layers=2)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x):
+        f = self.cnn(x)
+        b, c, h, w = f.shape
+        f = f.view(b, c * h, w).permute(0, 2, 1)
+        y, _ = self.gru(f)
+        return self.fc(y).log_softmax(-1)
+
+
+class LSTMCellDecoder(nn.Module):
+    """A recogniser whose head runs an LSTMCell step by step over the columns (one module called T times)."""
+
+    def __init__(self, classes: int = 5):
+        super().__init__()
+        self.cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d((1, None)))
+        self.cell = nn.LSTMCell(8, 12)
+        self.out = nn.Linear(12, classes)
+
+    def forward(self, x):
+        seq = self.cnn(x).squeeze(2)  # (N, C, W)
+        h = c = seq.new_zeros(seq.shape[0], 12)
+        outs = []
+        for t in range(seq.shape[2]):
+            h, c = self.cell(seq[:, :, t], (h, c))
+            outs.append(self.out(h))
+        return torch.stack(outs, 1)
+
+
+class WeightNormTCN(nn.Module):
+    """A TCN whose convs use the weight_norm parametrization (as in the TCN reference code)."""
+
+    def __init__(self):
+        super().__init__()
+        wn = nn.utils.parametrizations.weight_norm
+        self.c1 = wn(nn.Conv1d(2, 8, 3, padding=2, dilation=1))
+        self.c2 = wn(nn.Conv1d(8, 8, 3, padding=4, dilation=2))
+        self.down = nn.Conv1d(2, 8, 1)
+
+    def forward(self, x):
+        y = F.relu(self.c1(x)[:, :, :-2])
+        y = F.relu(self.c2(y)[:, :, :-4])
+        return F.relu(y + self.down(x))
+
+
 # ============================================================================ the zoo
 #: name -> (factory, input shape for review and float64 checks, input shape for the autograd field)
 ZOO = {
@@ -974,6 +1215,14 @@ ZOO = {
     "inceptionv3": (InceptionV3, (1, 3, 40, 40), (1, 3, 64, 64)),
     "tcn": (TCN, (2, 2, 40), (1, 2, 64)),
     "r2plus1d": (R2Plus1d, (1, 3, 4, 16, 16), (1, 3, 12, 32, 32)),
+    "convnext-tv": (ConvNeXtTV, (1, 3, 32, 32), (1, 3, 160, 160)),
+    "efficientnet-timm": (EfficientNetTimm, (1, 3, 33, 33), (1, 3, 64, 64)),
+    "sngan-d": (SNGANDiscriminator, (2, 3, 16, 16), (1, 3, 48, 48)),
+    "unet-milesial": (UNetMilesial, (1, 3, 37, 37), (1, 3, 64, 64)),
+    "unet-milesial-bilinear": (lambda: UNetMilesial(bilinear=True), (1, 3, 35, 35), (1, 3, 64, 64)),
+    "gru-recognizer": (GRURecognizer, (2, 1, 16, 24), (1, 1, 16, 40)),
+    "lstmcell-decoder": (LSTMCellDecoder, (2, 1, 8, 10), (1, 1, 8, 20)),
+    "weightnorm-tcn": (WeightNormTCN, (2, 2, 30), (1, 2, 40)),
 }
 
 # CLI-loadable names (``python -m convbook review tests/zoo.py:mobilenetv3 --input 1,3,32,32``).

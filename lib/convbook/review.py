@@ -418,9 +418,13 @@ def _layout_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
                 whole = f"whole input: squeeze-excitation gate {_where(c)} ({whole.removeprefix('whole input: ')})"
             res.append((None, whole))
             continue
-        tracked = [(f, shape) for (f, note), shape in ins if f is not None and len(f) == len(shape)]
-        if not tracked:
-            res.append((None, next(n for (f, n), _ in ins)))
+        lost = next((n for (f, n), _ in ins if f is None), None)
+        if lost is not None:  # a branch whose field is unknown: the join's field is unknown too
+            res.append((None, lost))
+            continue
+        tracked = [(f, shape) for (f, note), shape in ins if len(f) == len(shape)]
+        if len(tracked) < len(ins):
+            res.append((None, f"not tracked past {_where(c)} (an input's axes do not match its field)"))
             continue
         res.append(_layout_step(c, tracked, nd))
     return res
@@ -515,7 +519,7 @@ def _layout_step(c: Call, tracked, nd: int):
     if same and all(lay == same[0] or _same_axes(lay, same[0]) for lay in same):
         if len(same[0]) != len(out):
             return None, f"not tracked past {where} ({kind})"
-        joined = _combine_layouts(same)
+        joined = _combine_layouts(same, out)
         if joined is None:
             return None, f"not tracked past {where} (its inputs have different jumps)"
         return joined, ""
@@ -571,11 +575,12 @@ def _same_axes(a, b) -> bool:
     return len(a) == len(b) and all((x is None) == (y is None) for x, y in zip(a, b))
 
 
-def _combine_layouts(layouts):
+def _combine_layouts(layouts, out_shape=None):
     spatial = [i for i, f in enumerate(layouts[0]) if f is not None]
     if not spatial:
         return layouts[0]
-    joined = _combine([tuple(lay[i] for i in spatial) for lay in layouts])
+    joined = _combine([tuple(lay[i] for i in spatial) for lay in layouts],
+                      None if out_shape is None else [out_shape[i] for i in spatial])
     if joined is None:
         return None
     out = list(layouts[0])
@@ -1022,17 +1027,28 @@ def _sizes_equal(a, b) -> bool:
 class AxisField:
     """The exact field along one axis: output unit ``u`` reads input pixels ``lo(u) … hi(u)``.
 
-    ``lo``/``hi`` are stored for one period ``u = 0 … q−1`` and extended by
-    ``lo(u + q) = lo(u) + jump·q`` (``jump·q`` is an integer).  With integer jumps ``q = 1``
-    and this is the classical recurrence; after upsampling or a transposed convolution
+    Periodic form (``n == 0``): ``lo``/``hi`` are stored for one period ``u = 0 … q−1`` and
+    extended by ``lo(u + q) = lo(u) + jump·q`` (``jump·q`` is an integer).  With integer jumps
+    ``q = 1`` and this is the classical recurrence; after upsampling or a transposed convolution
     (fractional jumps) the field depends on the unit's phase, and ``size`` is the largest.
+
+    Table form (``n > 0``): after branches with different jumps are joined (a skip connection
+    beside an ``align_corners=True`` upsampling, sizes that do not divide) no period exists, so
+    ``lo``/``hi`` are stored for each of the ``n`` units of the map; units outside the map (read
+    through padding) continue the end units by ``jump`` (the largest jump of the joined branches).
     """
 
     jump: Fraction
     lo: tuple
     hi: tuple
+    n: int = 0
 
     def at(self, u: int) -> tuple[int, int]:
+        if self.n:
+            if 0 <= u < self.n:
+                return self.lo[u], self.hi[u]
+            end, d = (0, u) if u < 0 else (self.n - 1, u - self.n + 1)
+            return self.lo[end] + math.floor(d * self.jump), self.hi[end] + math.ceil(d * self.jump)
         q = len(self.lo)
         a, i = divmod(u, q)
         shift = int(self.jump * q) * a
@@ -1040,10 +1056,23 @@ class AxisField:
 
     @property
     def size(self) -> int:
+        """The largest extent over a period; in table form the extent of the central unit ``⌊n/2⌋``
+        (units of a table differ, and the border ones read padding)."""
+        if self.n:
+            return self.hi[self.n // 2] - self.lo[self.n // 2] + 1
         return max(h - l + 1 for l, h in zip(self.lo, self.hi))
 
+    @property
+    def period(self) -> int:
+        """Units per period (the whole map, ``n``, in table form)."""
+        return len(self.lo)
+
     @staticmethod
-    def make(jump: Fraction, fn, q: int) -> "AxisField":
+    def make(jump: Fraction, fn, q: int, n: int = 0) -> "AxisField":
+        """The field ``v ↦ fn(v)``: periodic with period dividing ``q`` when ``n == 0``, else a table of ``n`` units."""
+        if n:
+            lo, hi = zip(*(fn(v) for v in range(n)))
+            return AxisField(Fraction(jump), tuple(lo), tuple(hi), n)
         lo, hi = zip(*(fn(v) for v in range(q)))
         for d in range(1, q + 1):  # the shortest period
             if q % d or (jump * d).denominator != 1:
@@ -1062,17 +1091,22 @@ def _reads(f: AxisField, us) -> tuple[int, int]:
     return min(l for l, _ in spans), max(h for _, h in spans)
 
 
-def _window(f: AxisField, k: int, s: int, p: int, d: int) -> AxisField:
+def _make(f: AxisField, jump: Fraction, fn, q: int, n_out: int) -> AxisField:
+    """A step's output field: periodic when the input ``f`` is, a table of ``n_out`` units when it is a table."""
+    return AxisField.make(jump, fn, q, n_out if f.n else 0)
+
+
+def _window(f: AxisField, k: int, s: int, p: int, d: int, n_out: int = 0) -> AxisField:
     """Convolution or pooling: output ``v`` reads units ``v·s − p + t·d``, ``t < k``."""
-    return AxisField.make(f.jump * s, lambda v: _reads(f, [v * s - p + t * d for t in range(k)]), len(f.lo))
+    return _make(f, f.jump * s, lambda v: _reads(f, [v * s - p + t * d for t in range(k)]), len(f.lo), n_out)
 
 
-def _transpose(f: AxisField, k: int, s: int, p: int, d: int) -> AxisField:
+def _transpose(f: AxisField, k: int, s: int, p: int, d: int, n_out: int = 0) -> AxisField:
     """Transposed convolution: output ``v`` reads the units ``u`` with ``u·s − p + t·d = v``."""
     def fn(v):
         us = [(v + p - t * d) // s for t in range(k) if (v + p - t * d) % s == 0]
         return _reads(f, us or [(v + p) // s])
-    return AxisField.make(f.jump / s, fn, len(f.lo) * s)
+    return _make(f, f.jump / s, fn, len(f.lo) * s, n_out)
 
 
 def _resample(f: AxisField, n_in: int, n_out: int, taps: int, align_corners: bool = False) -> AxisField:
@@ -1087,7 +1121,7 @@ def _resample(f: AxisField, n_in: int, n_out: int, taps: int, align_corners: boo
         if taps == 2:
             return _reads(f, [i0] if src == i0 else [i0, i0 + 1])
         return _reads(f, [i0 - 1, i0, i0 + 1, i0 + 2])
-    return AxisField.make(f.jump * r, fn, len(f.lo) * r.denominator)
+    return _make(f, f.jump * r, fn, len(f.lo) * r.denominator, n_out)
 
 
 def _adaptive(f: AxisField, n: int, o: int) -> AxisField:
@@ -1095,23 +1129,32 @@ def _adaptive(f: AxisField, n: int, o: int) -> AxisField:
     def fn(v):
         return _reads(f, range(math.floor(Fraction(v * n, o)), math.ceil(Fraction((v + 1) * n, o))))
     r = Fraction(n, o)
-    return AxisField.make(f.jump * r, fn, len(f.lo) * r.denominator)
+    return _make(f, f.jump * r, fn, len(f.lo) * r.denominator, o)
 
 
-def _shift(f: AxisField, offset: int) -> AxisField:
-    return AxisField.make(f.jump, lambda v: f.at(v + offset), len(f.lo))
+def _shift(f: AxisField, offset: int, n_out: int = 0) -> AxisField:
+    return _make(f, f.jump, lambda v: f.at(v + offset), len(f.lo), n_out)
 
 
-def _combine(fields):
-    """Join of branches (add, cat, …): per unit the union of the input spans; ``None`` if the jumps differ."""
+def _combine(fields, sizes=None):
+    """Join of branches (add, cat, …): per unit the union of the input spans.  Periodic when
+    every branch is periodic with the same jump; otherwise a table over the ``sizes`` of the
+    output map (``None`` if the sizes are not given)."""
     nd = len(fields[0])
     out = []
     for a in range(nd):
         fs = [f[a] for f in fields]
-        if any(g.jump != fs[0].jump for g in fs):
+
+        def fn(v, fs=fs):
+            return min(g.at(v)[0] for g in fs), max(g.at(v)[1] for g in fs)
+
+        if all(g.jump == fs[0].jump and not g.n for g in fs):
+            q = reduce(math.lcm, (len(g.lo) for g in fs))
+            out.append(AxisField.make(fs[0].jump, fn, q))
+        elif sizes is None:
             return None
-        q = reduce(math.lcm, (len(g.lo) for g in fs))
-        out.append(AxisField.make(fs[0].jump, lambda v, fs=fs: (min(g.at(v)[0] for g in fs), max(g.at(v)[1] for g in fs)), q))
+        else:
+            out.append(AxisField.make(max(g.jump for g in fs), fn, 0, sizes[a]))
     return tuple(out)
 
 
@@ -1186,10 +1229,10 @@ def _field_step(c: Call, tracked, nd: int):
     out = c.output_shape
     if isinstance(m, _CONV + _POOL) or kind in _FUNC_CONV or kind in _FUNC_POOL:
         ks, ss, ps, ds = _conv_geometry(c, nd)
-        return tuple(_window(f, k, s, p, d) for f, k, s, p, d in zip(f0, ks, ss, ps, ds)), ""
+        return tuple(_window(f, k, s, p, d, n) for f, k, s, p, d, n in zip(f0, ks, ss, ps, ds, out[2:])), ""
     if isinstance(m, _CONVT) or kind in _FUNC_CONVT:
         ks, ss, ps, ds = _conv_geometry(c, nd)
-        return tuple(_transpose(f, k, s, p, d) for f, k, s, p, d in zip(f0, ks, ss, ps, ds)), ""
+        return tuple(_transpose(f, k, s, p, d, n) for f, k, s, p, d, n in zip(f0, ks, ss, ps, ds, out[2:])), ""
     if isinstance(m, _ADAPTIVE) or kind.startswith("adaptive_"):
         if all(v == 1 for v in out[2:]) and any(v > 1 for v in s0[2:]):
             return None, f"whole input: {c.name} to {'×'.join('1' * nd)}"
@@ -1209,10 +1252,11 @@ def _field_step(c: Call, tracked, nd: int):
         return tuple(_resample(f, n, o, taps, align) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"pixel_shuffle", "PixelShuffle"}:
         r_ = out[2] // s0[2]
-        return tuple(AxisField.make(f.jump / r_, lambda v, f=f: f.at(v // r_), len(f.lo) * r_) for f in f0), ""
+        return tuple(_make(f, f.jump / r_, lambda v, f=f: f.at(v // r_), len(f.lo) * r_, n)
+                     for f, n in zip(f0, out[2:])), ""
     if kind in {"pixel_unshuffle", "PixelUnshuffle"}:
         r_ = s0[2] // out[2]
-        return tuple(_window(f, r_, r_, 0, 1) for f in f0), ""
+        return tuple(_window(f, r_, r_, 0, 1, n) for f, n in zip(f0, out[2:])), ""
     if isinstance(m, _GLOBAL_NORMS) or kind in {"group_norm", "instance_norm"}:
         return None, f"whole input: {c.name} ({kind} statistics over the map)"
     if isinstance(m, nn.LayerNorm) or kind == "layer_norm":
@@ -1238,10 +1282,10 @@ def _field_step(c: Call, tracked, nd: int):
         if offs is None and not _sizes_equal(s0, out):
             return None, f"not tracked past {c.name} ({kind} with an index the review does not read)"
         offs = offs or [0] * nd
-        return tuple(_shift(f, o) for f, o in zip(f0, offs)), ""
+        return tuple(_shift(f, o, n) for f, o, n in zip(f0, offs, out[2:])), ""
     same = [f for f, s in tracked if _sizes_equal(s, out)]
     if same:
-        joined = _combine(same)
+        joined = _combine(same, out[2:])
         if joined is None:
             return None, f"not tracked past {c.name} (its inputs have different jumps)"
         return joined, ""
