@@ -58,6 +58,7 @@ __all__ = [
     "fold_bn_conv_with_border",
     "FoldReport",
     "fold_model",
+    "fold_decisions",
     "fold_preact",
     "naive_preact_fold",
     "count_batchnorms",
@@ -391,11 +392,13 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
                example_input: torch.Tensor | None = None) -> torch.fx.GraphModule:
     """A new model (a ``torch.fx.GraphModule``) equal to ``model`` with foldable BNs removed.
 
-    On the traced graph, in graph order, a BN node is folded
+    Which BNs fold, and into what, is decided by :func:`fold_decisions` on the data flow of
+    the calls the model makes (:func:`convbook.graph.trace` on ``example_input``'s shape, else
+    on a probe input); ``torch.fx`` only performs the rewrite. In call order, a BN is folded
 
     * **Conv → BN** into the Conv/ConvTranspose that produces its input (:func:`fold_conv_bn`)
-      when that layer's output is read by the BN only, the layer is called once and its
-      weights are read nowhere else (no ``get_attr`` of them);
+      when that layer's output is read by the BN only (no other call, not the model's output),
+      the layer is called once and its weights are read by no other call;
     * else, with ``bn_before_conv``, **BN → Conv** into the Conv1d/2d/3d that is the only reader of
       its output (:func:`fold_bn_conv`), when that is exact (:func:`bn_conv_exact`: no zero
       padding) and the conv is called once with weights read nowhere else;
@@ -409,7 +412,8 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
     ``fold_report`` attribute (:class:`FoldReport`) naming every folded BN and every BN left,
     with its reason.  The input model is not modified.
 
-    Rules: ``model`` in eval mode, every BN with running statistics, fx-traceable.  With
+    Rules: ``model`` in eval mode, every BN with running statistics, runnable on
+    ``example_input`` (or on a probe input when none is given), fx-traceable.  With
     ``strict=True`` a BN left unfolded raises ``ValueError`` naming it and why.
     """
     if model.training:
@@ -421,45 +425,21 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
                 _check_bn(m)
             except ValueError as err:
                 raise ValueError(f"BatchNorm {name!r}: {err}") from None
+    plan = fold_decisions(model, None if example_input is None else tuple(example_input.shape),
+                          bn_before_conv=bn_before_conv, linear_bn=example_input is not None)
     work = copy.deepcopy(model)
     try:
         gm = torch.fx.symbolic_trace(work)
     except Exception as err:  # fx raises many kinds of errors on untraceable code
         raise ValueError(f"fold_model needs a torch.fx-traceable model: {type(err).__name__}: {err}") from None
-    if example_input is not None:
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        with torch.no_grad():
-            ShapeProp(gm).propagate(example_input)
-    calls: dict[str, int] = {}
-    attr_reads: set[str] = set()
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
-        elif node.op == "get_attr":
-            attr_reads.add(node.target)
-    report = FoldReport()
-    for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), _BatchNorm):
-            continue
-        bn = gm.get_submodule(node.target)
-        if calls[node.target] != 1:
-            report.unfolded[node.target] = f"it is called {calls[node.target]} times (one BN, several places)"
-            continue
-        prev = node.args[0] if node.args else None
-        reason = _fold_after(gm, calls, attr_reads, node, prev, bn, example_input is not None)
-        if reason is None:
-            report.folded.append((node.target, prev.target, "conv-bn"))
-            continue
-        reason = f"not after a foldable layer ({reason})"
-        if bn_before_conv:
-            nxt = next(iter(node.users)) if len(node.users) == 1 else None
-            reason2 = _fold_before(gm, calls, attr_reads, node, bn)
-            if reason2 is None:
-                report.folded.append((node.target, nxt.target, "bn-conv"))
-                continue
-            reason = f"{reason}; not before a foldable conv ({reason2})"
-        report.unfolded[node.target] = reason
+    report = FoldReport(unfolded=dict(plan.unfolded))
+    nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
+    for bn_name, layer_name, order in plan.folded:
+        why = _apply_fold(gm, nodes, bn_name, layer_name, order)
+        if why is None:
+            report.folded.append((bn_name, layer_name, order))
+        else:
+            report.unfolded[bn_name] = why
     if strict and report.unfolded:
         raise ValueError("BatchNorm not directly after (or before) a foldable layer: "
                          + " | ".join(f"{k!r}: {v}" for k, v in report.unfolded.items()))
@@ -497,24 +477,22 @@ def bn_traffic_saved(activation_shape: Sequence[int], bytes_per_element: int = 4
 def model_traffic_saved(model: nn.Module, input_shape: Sequence[int], bytes_per_element: int = 4) -> dict:
     """Memory traffic saved by the folds :func:`fold_model` actually makes, for one input shape.
 
-    Runs :func:`fold_model` and ``torch.fx`` shape propagation on a copy on the meta device
-    (nothing is allocated or computed), and sums :func:`bn_traffic_saved` over the BNs in
-    ``fold_report.folded`` only: a BN that ``fold_model`` leaves in place saves nothing.
+    Reads the model's calls once (:func:`convbook.graph.trace` on a meta-device copy: nothing is
+    allocated or computed), decides the folds as :func:`fold_model` does (:func:`fold_decisions`,
+    without Linear → BN), and sums :func:`bn_traffic_saved` over the folded BNs only, each at the
+    shape its call read: a BN that ``fold_model`` leaves in place saves nothing.
     Returns ``{"pairs": n, "bytes": total, "activation_bytes": Σ folded BN outputs in bytes}``.
     """
-    from torch.fx.passes.shape_prop import ShapeProp
+    from .graph import trace
 
     meta = copy.deepcopy(model).to("meta").eval()
-    report = fold_model(meta).fold_report
-    gm = torch.fx.symbolic_trace(meta)
-    dtype = next((p.dtype for p in meta.parameters()), torch.float32)
-    ShapeProp(gm).propagate(torch.empty(*input_shape, device="meta", dtype=dtype))
-    nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
+    g = trace(meta, input_shape)
+    report = fold_decisions(meta, input_shape)
     pairs, total, act = 0, 0, 0
-    has_bias = {name for name, m in gm.named_modules() if getattr(m, "bias", None) is not None}
+    has_bias = {name for name, m in meta.named_modules() if getattr(m, "bias", None) is not None}
     for bn_name, layer_name, order in report.folded:  # in fold order: a layer gains a bias once
-        layer = gm.get_submodule(layer_name)
-        shape = nodes[bn_name].meta["tensor_meta"].shape
+        layer = meta.get_submodule(layer_name)
+        shape = torch.Size(g.module_calls(bn_name)[0].input_shape)
         out_c = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
         pairs += 1
         total += bn_traffic_saved(shape, bytes_per_element, layer_name in has_bias, out_c)
@@ -1248,7 +1226,8 @@ def _set_module(gm: nn.Module, target: str, module: nn.Module) -> None:
 
 def _exclusive_reason(calls: dict, attr_reads: set, target: str) -> str | None:
     """Why the module ``target`` may not be rewritten in place (None when it may): it is called at
-    several places, or its parameters are read directly (``get_attr``) elsewhere in the graph."""
+    several places (``calls``: calls per module name), or its parameters are read by another call
+    (``attr_reads``: parameter names read outside their module)."""
     if calls.get(target, 0) != 1:
         return f"{target!r} is called {calls.get(target, 0)} times (shared weights)"
     shared = sorted(a for a in attr_reads if a.startswith(target + "."))
@@ -1257,68 +1236,161 @@ def _exclusive_reason(calls: dict, attr_reads: set, target: str) -> str | None:
     return None
 
 
-def _describe(node) -> str:
-    """A short name for what a graph node computes: the model input, a function, a method or a module."""
-    if not isinstance(node, torch.fx.Node):
-        return repr(node)
-    if node.op == "placeholder":
+def _apply_fold(gm: torch.fx.GraphModule, nodes: dict, bn_name: str, layer_name: str, order: str) -> str | None:
+    """Perform one decided fold on the fx graph module (the layer as it is *now*, so folds chain);
+    returns None on success, else why the fx graph does not show the pair the run showed."""
+    node, lnode = nodes.get(bn_name), nodes.get(layer_name)
+    if node is None or lnode is None:
+        return f"torch.fx does not trace the call of {bn_name!r} or {layer_name!r} that the run made"
+    bn, layer = gm.get_submodule(bn_name), gm.get_submodule(layer_name)
+    if order == "conv-bn":
+        if not node.args or node.args[0] is not lnode:
+            return f"torch.fx's graph does not feed {layer_name!r} into {bn_name!r} as the run did"
+        _set_module(gm, layer_name, _fold_conv_bn(layer, bn, lambda m: m))  # gm is already a private copy
+        node.replace_all_uses_with(lnode)
+    else:
+        if list(node.users) != [lnode] or lnode.args[0] is not node:
+            return f"torch.fx's graph does not feed {bn_name!r} into {layer_name!r} as the run did"
+        _set_module(gm, layer_name, fold_bn_conv(bn, layer))
+        node.replace_all_uses_with(node.args[0])
+    gm.graph.erase_node(node)
+    return None
+
+
+def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *, bn_before_conv: bool = True,
+                   linear_bn: bool = False) -> FoldReport:
+    """Which BNs of ``model`` fold exactly, and into which layer, from the data flow of its calls.
+
+    Reads :func:`convbook.graph.trace` (on ``input_shape``, else on a probe input from the
+    model's first layer) and walks the BN calls in order, keeping track of the folds already
+    decided (a folded BN's readers then read its input, so Conv → BN → BN and BN → Conv → BN
+    chains fold into one layer). A BN called once is folded (``FoldReport.folded``):
+
+    * ``"conv-bn"`` into the Conv/ConvTranspose (Linear only with ``linear_bn``, on an
+      ``input_shape`` that gives it a 2-D output) that produces its input, when nothing else reads that output (no other
+      call, not the model output) and the layer is exclusive (:func:`_exclusive_reason`);
+    * else, with ``bn_before_conv``, ``"bn-conv"`` into the Conv1d/2d/3d that is the only reader
+      of its output, called on it alone, exclusive, and exact (:func:`bn_conv_exact`).
+
+    Every other BN is in ``FoldReport.unfolded`` with the reason. Exclusive means called once,
+    with no other call reading its parameters (a functional conv on its weight, a tied layer).
+    ``convbook.review.fold_plan`` applies the same data-flow rules to a review's graph.
+    """
+    from .graph import trace
+    from .shapes import _probe_shapes
+
+    if input_shape is not None:
+        g = trace(model, input_shape)
+    else:
+        g, errors = None, []
+        for shape in _probe_shapes(model):
+            try:
+                g = trace(model, shape)
+                break
+            except ValueError as err:
+                errors.append(str(err))
+        if g is None:
+            raise ValueError(f"fold_model could not run {type(model).__name__} on a probe input ({errors[-1]}): "
+                             "pass example_input") from None
+    calls = g.calls
+    count: dict[str, int] = {}
+    attr_reads: set[str] = set()
+    for c in calls:
+        if c.is_module:
+            count[c.name] = count.get(c.name, 0) + 1
+        for pn in c.param_names:
+            if not (c.is_module and pn.startswith(c.name + ".")):
+                attr_reads.add(pn)  # read outside the module that owns it (functional use)
+                if c.is_module:
+                    attr_reads.add(f"{c.name}.<tied to {pn}>")  # this module holds another's parameter
+    alias: dict[int, int] = {}  # a folded BN call -> the call its readers now read
+
+    def resolve(i):
+        while i is not None and i in alias:
+            i = alias[i]
+        return i
+
+    def readers(i: int) -> list:
+        out = [d.index for d in calls if d.index not in alias and any(resolve(j) == i for j in d.inputs)]
+        return out + ["the model output"] * sum(resolve(j) == i for j in g.output_sources)
+
+    report = FoldReport()
+    for c in calls:
+        if not isinstance(c.module, _BatchNorm):
+            continue
+        if count[c.name] != 1:
+            if c.name not in report.unfolded:
+                report.unfolded[c.name] = f"it is called {count[c.name]} times (one BN, several places)"
+            continue
+        if not c.module.track_running_stats or c.module.running_mean is None:
+            report.unfolded[c.name] = "it has no running statistics (it normalises with batch statistics)"
+            continue
+        src = resolve(c.inputs[0]) if c.inputs else None
+        why = _after_reason(g, src, c, readers, count, attr_reads, linear_bn and input_shape is not None)
+        if why is None:
+            report.folded.append((c.name, calls[src].name, "conv-bn"))
+            alias[c.index] = src
+            continue
+        reason = f"not after a foldable layer ({why})"
+        if bn_before_conv:
+            why2, conv = _before_reason(g, c, readers, count, attr_reads)
+            if why2 is None:
+                report.folded.append((c.name, conv.name, "bn-conv"))
+                alias[c.index] = resolve(c.inputs[0])
+                continue
+            reason = f"{reason}; not before a foldable conv ({why2})"
+        report.unfolded[c.name] = reason
+    return report
+
+
+def _what(g, i) -> str:
+    """A short name for what call ``i`` of graph ``g`` computes (``-1``: the model input)."""
+    if i is None:
+        return "a tensor no call produced"
+    if i == -1:
         return "the model's input"
-    if node.op == "call_function":
-        return getattr(node.target, "__name__", str(node.target))
-    if node.op == "call_method":
-        return str(node.target)
-    if node.op == "call_module":
-        return repr(node.target)
-    return node.op
+    c = g.calls[i]
+    return repr(c.name) if c.is_module else c.kind
 
 
-def _fold_after(gm, calls, attr_reads, node, prev, bn, shapes_known: bool) -> str | None:
-    """Fold ``bn`` into the layer producing its input; returns None on success, else why not.
-
-    The layer is read from ``gm`` now, so an earlier fold into the same layer is kept."""
-    if not isinstance(prev, torch.fx.Node) or prev.op != "call_module":
-        return f"its input is {_describe(prev)}, not a layer's output"
-    layer = gm.get_submodule(prev.target)
-    if not isinstance(layer, CONV_TYPES + CONVT_TYPES + (nn.Linear,)):
-        return f"its input comes from {prev.target!r} ({type(layer).__name__}), not a conv/linear"
-    if len(prev.users) != 1:
-        return f"the output of {prev.target!r} is also read elsewhere"
-    why = _exclusive_reason(calls, attr_reads, prev.target)
+def _after_reason(g, src, bn_call, readers, count, attr_reads, shapes_known: bool) -> str | None:
+    """Why ``bn_call`` cannot fold into the layer producing its input (None: it can)."""
+    if src is None or src < 0 or not g.calls[src].is_module:
+        return f"its input is {_what(g, src)}, not a layer's output"
+    prev = g.calls[src]
+    if not isinstance(prev.module, CONV_TYPES + CONVT_TYPES + (nn.Linear,)):
+        return f"its input comes from {prev.name!r} ({prev.kind}), not a conv/linear"
+    if readers(src) != [bn_call.index]:
+        return f"the output of {prev.name!r} is also read elsewhere"
+    why = _exclusive_reason(count, attr_reads, prev.name)
     if why is not None:
         return why
-    if isinstance(layer, nn.Linear):
-        meta = prev.meta.get("tensor_meta")
-        if not shapes_known or meta is None or len(meta.shape) != 2:
-            return "Linear→BN is folded only with example_input showing a 2-D Linear output"
-    _set_module(gm, prev.target, _fold_conv_bn(layer, bn, lambda m: m))  # gm is already a private copy
-    node.replace_all_uses_with(prev)
-    gm.graph.erase_node(node)
+    if isinstance(prev.module, nn.Linear) and (not shapes_known or len(prev.output_shape) != 2):
+        return "Linear→BN is folded only with example_input showing a 2-D Linear output"
     return None
 
 
-def _fold_before(gm, calls, attr_reads, node, bn) -> str | None:
-    """Fold ``bn`` into the conv that alone reads its output; returns None on success, else why not."""
-    users = list(node.users)
+def _before_reason(g, bn_call, readers, count, attr_reads):
+    """``(why not, None)`` or ``(None, conv call)``: fold ``bn_call`` into the conv that alone reads it."""
+    users = readers(bn_call.index)
     if len(users) != 1:
-        return f"its output has {len(users)} readers"
-    nxt = users[0]
-    if nxt.op != "call_module":
-        hint = " (BN → ReLU → conv: see fold_preact)" if _describe(nxt) in ("relu", "relu_") else ""
-        return f"its output feeds {_describe(nxt)}, not a conv{hint}"
-    layer = gm.get_submodule(nxt.target)
-    if not isinstance(layer, CONV_TYPES):
-        return f"it feeds {nxt.target!r} ({type(layer).__name__}), not a Conv1d/2d/3d"
-    if nxt.args[0] is not node or len(nxt.args) != 1 or nxt.kwargs:
-        return f"{nxt.target!r} is not called on the BN's output alone"
-    why = _exclusive_reason(calls, attr_reads, nxt.target)
+        return f"its output has {len(users)} readers", None
+    if users[0] == "the model output":
+        return "its output is the model's output", None
+    nxt = g.calls[users[0]]
+    if not nxt.is_module:
+        hint = " (BN → ReLU → conv: see fold_preact)" if nxt.kind in ("relu", "relu_") else ""
+        return f"its output feeds {nxt.kind}, not a conv{hint}", None
+    if not isinstance(nxt.module, CONV_TYPES):
+        return f"it feeds {nxt.name!r} ({nxt.kind}), not a Conv1d/2d/3d", None
+    if len(nxt.inputs) != 1:
+        return f"{nxt.name!r} is not called on the BN's output alone", None
+    why = _exclusive_reason(count, attr_reads, nxt.name)
     if why is not None:
-        return why
-    if not bn_conv_exact(layer):
-        return f"BN→{nxt.target!r} has zero padding {layer.padding} (not exact in the border band)"
-    _set_module(gm, nxt.target, fold_bn_conv(bn, layer))
-    node.replace_all_uses_with(node.args[0])
-    gm.graph.erase_node(node)
-    return None
+        return why, None
+    if not bn_conv_exact(nxt.module):
+        return f"BN→{nxt.name!r} has zero padding {nxt.module.padding} (not exact in the border band)", None
+    return None, nxt
 
 
 def _conv_geometry(gen: torch.Generator, nd: int, mode: str, p_max: int = 2, n_max: int = 7) -> dict:

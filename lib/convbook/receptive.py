@@ -45,7 +45,7 @@ from .claims import Tally, claim
 from .plotting import mark_uniform
 from .conventions import as_int
 from .numerics import DTYPE, check_device, generator, randint
-from .shapes import _single_threaded, conv_output_size, pool_output_size, same_padding
+from .shapes import _probe_shapes, _single_threaded, conv_output_size, pool_output_size, same_padding
 
 __all__ = [
     "Layer",
@@ -906,7 +906,7 @@ def _module_calls(model: nn.Module) -> list[nn.Module]:
     """The modules called on the path from the input to the output, in call order, one entry per call.
 
     A view of :func:`convbook.graph.trace` (loops unrolled, shared modules repeated; any model that
-    runs, including ones ``torch.fx`` cannot trace) on a probe input (:func:`_probe_shapes`). Walks
+    runs, including ones ``torch.fx`` cannot trace) on a probe input (``shapes._probe_shapes``). Walks
     back from the output through each call's producer (``Call.inputs``). Raises ``ValueError`` when
     a call combines several tensors (the model is not a chain: a shortcut, a concatenation,
     squeeze-excitation) or is an op without a receptive-field rule.
@@ -938,32 +938,12 @@ def _module_calls(model: nn.Module) -> list[nn.Module]:
     return calls[::-1]
 
 
-def _probe_shapes(model: nn.Module) -> list[tuple[int, ...]]:
-    """Input shapes to run ``model`` on when only the model is given: ``(1, C, n, …)`` with ``C`` the
-    ``in_channels`` of a conv (in definition order; 1 without one), the number of spatial axes from the
-    first conv/pool/padding layer's class (``Conv2d`` → 2), and sizes large enough for any chain
-    (meta tensors: nothing is allocated)."""
-    nd, channels = None, []
-    for m in model.modules():
-        kind = type(m).__name__
-        if nd is None and kind[-2:] in ("1d", "2d", "3d") and isinstance(m, _CONVS + _POOLS + (nn.ConvTranspose1d,
-                                                                                               nn.ConvTranspose2d,
-                                                                                               nn.ConvTranspose3d)) \
-                or (nd is None and kind in _PADS):
-            nd = int(kind[-2])
-        if isinstance(m, _CONVS) and m.in_channels not in channels:
-            channels.append(m.in_channels)
-    nd = nd or 1
-    sizes = {1: (256, 4096), 2: (64, 512), 3: (24, 96)}[nd]
-    return [(1, c, *(n,) * nd) for n in sizes for c in (channels[:3] or [1])]
-
-
 def _probe_graph(model: nn.Module):
     """:func:`convbook.graph.trace` on the first probe shape the model accepts."""
     from .graph import trace
 
     errors = []
-    for shape in _probe_shapes(model):
+    for shape in _probe_shapes(model):  # convbook.shapes: input shapes a model given alone may accept
         try:
             return trace(model, shape)
         except ValueError as err:

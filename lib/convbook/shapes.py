@@ -1051,6 +1051,41 @@ _PADS = tuple(getattr(nn, f"{kind}Pad{nd}d") for kind in ("Reflection", "Replica
               for nd in (1, 2, 3) if hasattr(nn, f"{kind}Pad{nd}d"))
 
 
+def _probe_shapes(model: nn.Module) -> list[tuple[int, ...]]:
+    """Input shapes to run ``model`` on when only the model is given, most likely first.
+
+    The first layer in definition order that fixes the input's layout decides: a (transposed)
+    conv or ``BatchNorm{n}d`` gives ``(2, C, n, …)`` with its channels and ``nd`` spatial axes
+    (``BatchNorm1d`` also ``(2, C)``), a ``Linear`` ``(2, in_features)``; a pooling or padding
+    layer gives ``nd``. Channel candidates follow from the convs' ``in_channels`` (1 without
+    any). Spatial sizes are large enough for any chain of small kernels and strides (the runs
+    use meta tensors: nothing is allocated)."""
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    bns = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+    pools = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d) + _PADS
+    first, channels = None, []
+    for m in model.modules():
+        if first is None and isinstance(m, convs + bns + pools + (nn.Linear,)):
+            first = m
+        if isinstance(m, convs) and m.in_channels not in channels:
+            channels.append(m.in_channels)
+    if isinstance(first, nn.Linear):
+        return [(2, first.in_features)]
+    nd = int(type(first).__name__[-2]) if first is not None else 1
+    if isinstance(first, convs):
+        lead = [first.in_channels]
+    elif isinstance(first, bns):
+        lead = [first.num_features]
+    else:
+        lead = []
+    cands = list(dict.fromkeys(lead + channels[:3])) or [1]
+    sizes = {1: (256, 4096), 2: (64, 512), 3: (24, 96)}[nd]
+    out = [(2, c, *(n,) * nd) for n in sizes for c in cands]
+    if isinstance(first, nn.BatchNorm1d):
+        out.append((2, first.num_features))
+    return out
+
+
 def _ints(**values: tuple[object, int]) -> tuple[int, ...]:
     """Each ``name=(value, minimum)`` through :func:`convbook.conventions.as_int`, in order."""
     return tuple(as_int(value, name, low) for name, (value, low) in values.items())
