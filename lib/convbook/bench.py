@@ -84,6 +84,8 @@ __all__ = [
     "format_relative",
     "format_comparisons",
     "comparison_summary",
+    "fft_crossover",
+    "plot_comparisons",
     "time_interleaved",
     "measure_cpu_roofline",
     "keep_freed_memory",
@@ -816,6 +818,89 @@ def comparison_summary(data: dict) -> dict[str, dict]:
             if "cost_model_tile" in extra and extra["cost_model_tile"] == extra.get("m"):
                 groups.setdefault("Winograd (cost model's tile)", []).append(c["comparison"]["ratio_median"])
     return {name: {"cases": len(r), "median": median_iqr(r)[0], "min": min(r), "max": max(r)} for name, r in groups.items()}
+
+
+def fft_crossover(data: dict) -> dict:
+    """The FFT cases of a fast-algorithms result: ``{"kernels", "ratios", "measured", "model"}`` —
+    the kernel sizes timed, their median ratios to ``F.conv2d``, the smallest timed ``k`` from
+    which the FFT is faster at every larger timed ``k`` (``None`` if it never is) and the
+    crossover the multiplication count predicts (``convbook.impl.fft_crossover_kernel``)."""
+    cases = sorted((c for c in data["cases"] if c["status"] == "ok" and c["params"].get("algorithm") == "FFT"),
+                   key=lambda c: c["params"]["kernel"])
+    if not cases:
+        raise ValueError(f"result for suite {data.get('suite')!r} has no FFT cases")
+    ks = [c["params"]["kernel"] for c in cases]
+    ratios = [c["comparison"]["ratio_median"] for c in cases]
+    measured = None
+    for i in range(len(ks) - 1, -1, -1):
+        if ratios[i] >= 1:
+            break
+        measured = ks[i]
+    model = cases[0].get("extra", {}).get("cost_model_crossover")
+    return {"kernels": ks, "ratios": ratios, "measured": measured, "model": model}
+
+
+def plot_comparisons(data: dict, axes=None):
+    """Three panels from a fast-algorithms result: the median time ratio to ``F.conv2d`` of every
+    case (points) with the interquartile range of its interleaved rounds (bars), on a log scale
+    with 1 (as fast as ``F.conv2d``) marked — im2col per ResNet-50 layer, Winograd per layer and
+    tile (filled: the cost model's tile), and the FFT against the kernel size with the crossover
+    the multiplication count predicts."""
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 3, figsize=(13, 6), gridspec_kw={"width_ratios": [1.4, 1, 1]})
+    ok = [c for c in data["cases"] if c["status"] == "ok" and "comparison" in c]
+
+    def spread(c):
+        xs = sorted(c["comparison"]["ratios"])
+        return c["comparison"]["ratio_median"], _quantile(xs, 0.25), _quantile(xs, 0.75)
+
+    def horizontal(ax, cases, labels, filled):
+        for i, (c, lab, full) in enumerate(zip(cases, labels, filled)):
+            med, q1, q3 = spread(c)
+            ax.plot([q1, q3], [i, i], color="0.4", lw=2)
+            ax.plot([med], [i], "o", color="C0", mfc="C0" if full else "white", ms=6)
+        ax.set_yticks(range(len(cases)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.axvline(1, color="k", lw=1, ls="--")
+        ax.set_xlabel("time ÷ F.conv2d time (median, IQR)")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
+
+    im2col = [c for c in ok if c["params"].get("algorithm") == "im2col"]
+    def shape(c):  # the shape timed (at the small size, a scaled-down layer)
+        p = c["params"]
+        return f"{p['kernel']}x{p['kernel']}/{p['stride']} {p['c_in']}->{p['c_out']} @{p['hw']}"
+
+    horizontal(axes[0], im2col, [shape(c) for c in im2col], [True] * len(im2col))
+    axes[0].set_title(f"im2col + GEMM, {len(im2col)} ResNet-50 layers", fontsize=9)
+    wino = [c for c in ok if str(c["params"].get("algorithm", "")).startswith("Winograd")]
+    horizontal(axes[1], wino, [f"F({c['params']['m']},3) {shape(c)}" for c in wino],
+               [c.get("extra", {}).get("cost_model_tile") == c["params"].get("m") for c in wino])
+    axes[1].set_title("Winograd (filled: the cost model's tile)", fontsize=9)
+    fft = sorted((c for c in ok if c["params"].get("algorithm") == "FFT"), key=lambda c: c["params"]["kernel"])
+    if fft:
+        ks = [c["params"]["kernel"] for c in fft]
+        meds, q1s, q3s = zip(*(spread(c) for c in fft))
+        ax = axes[2]
+        ax.errorbar(ks, meds, yerr=[[m - a for m, a in zip(meds, q1s)], [b - m for m, b in zip(meds, q3s)]], fmt="o-",
+                    color="C1", capsize=3)
+        ax.set_yscale("log")
+        ax.axhline(1, color="k", lw=1, ls="--")
+        cross = fft_crossover(data)
+        if cross["model"] is not None:
+            ax.axvline(cross["model"], color="C2", ls=":", lw=1.5, label=f"model: FFT wins from k = {cross['model']}")
+        if cross["measured"] is not None:
+            ax.axvline(cross["measured"], color="C3", ls="-.", lw=1.5, label=f"measured: from k = {cross['measured']}")
+        ax.set_xticks(ks)
+        ax.set_xlabel("kernel size k")
+        ax.set_ylabel("time ÷ F.conv2d time")
+        p = fft[0]["params"]
+        ax.set_title(f"FFT, {p['c_in']} channels, {p['hw']}×{p['hw']}, batch {p['batch']}", fontsize=9)
+        ax.legend(fontsize=7)
+    return axes
 
 
 #: Per suite, the parameters that vary *within* a comparison (cases equal in every other

@@ -33,6 +33,7 @@ __all__ = [
     "Machine",
     "CPU_ASSUMED",
     "cpu_machine",
+    "measured_machine",
     "GPU_DATASHEETS",
     "intensity",
     "attainable",
@@ -85,6 +86,24 @@ def cpu_machine(cores: int = 1, ghz: float = 2.6, flops_per_cycle: int = 32, ban
         peak_flops=cores * ghz * 1e9 * flops_per_cycle,
         bandwidth=bandwidth,
         source=f"assumption: {cores} core(s) × {ghz} GHz × {flops_per_cycle} FP32 FLOP/cycle; {bandwidth / 1e9:g} GB/s DRAM bandwidth",
+    )
+
+
+def measured_machine(result: dict) -> Machine:
+    """The roofline a CPU bench result file recorded: ``P`` from its SGEMM, ``B`` from its copy
+    (``convbook.bench.measure_cpu_roofline``), with the threads they used. ``ValueError`` when
+    the result records none (a GPU file, or one recorded before the roofline was measured)."""
+    roof = result.get("roofline") if isinstance(result, dict) else None
+    if not roof:
+        suite = result.get("suite", "?") if isinstance(result, dict) else "?"
+        raise ValueError(f"result for suite {suite!r} records no measured roofline")
+    threads = roof["threads"]
+    return Machine(
+        name=f"{result['device']['name']}, {threads} thread{'s' if threads != 1 else ''} (measured)",
+        peak_flops=float(roof["peak_flops"]),
+        bandwidth=float(roof["bandwidth"]),
+        source=f"measured: P from {roof['gemm']['op']} (median of {len(roof['gemm']['samples_s'])}), "
+               f"B from {roof['copy']['op']} (median of {len(roof['copy']['samples_s'])})",
     )
 
 
