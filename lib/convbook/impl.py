@@ -61,7 +61,6 @@ __all__ = [
     "radix2_fft",
     "conv2d_fft_counted",
     "float32_errors",
-    "time_algorithms",
     "plot_im2col",
     "plot_fft_crossover",
 ]
@@ -573,26 +572,6 @@ def float32_errors(algorithms: dict, *, cases: int = 5, seed: int = 7, size: int
         for name, fn in algorithms.items():
             sq[name] += float(((fn(x, w, padding=padding).double() - ref) ** 2).sum())
     return {name: math.sqrt(v / total) for name, v in sq.items()}
-
-
-def time_algorithms(algorithms: dict[str, Callable], shapes: Sequence[tuple[int, int, int, int]],
-                    repeats: int = 3, dtype: torch.dtype = torch.float32) -> list[dict]:
-    """Best-of-``repeats`` wall time (ms) of each algorithm on ``(C, H=W, k, N)`` layers, padding k//2."""
-    rows = []
-    gen = generator(0)
-    for c, n, k, batch in shapes:
-        x = randn(batch, c, n, n, gen=gen, dtype=dtype)
-        w = randn(c, c, k, k, gen=gen, dtype=dtype)
-        row = {"shape": f"N={batch} C={c} {n}×{n} k={k}"}
-        for name, fn in algorithms.items():
-            best = float("inf")
-            for _ in range(repeats):
-                t0 = time.perf_counter()
-                fn(x, w, padding=k // 2)
-                best = min(best, time.perf_counter() - t0)
-            row[name] = 1e3 * best
-        rows.append(row)
-    return rows
 
 
 def plot_im2col(input_size: Sequence[int] = (4, 4), channels: int = 2, kernel_size: int = 3, stride=1, padding=0,
