@@ -1187,6 +1187,38 @@ class WeightNormTCN(nn.Module):
         return F.relu(y + self.down(x))
 
 
+class SAGANGenerator(nn.Module):
+    """SAGAN/BigGAN-style generator: spectral-normalised linear and transposed convs, each followed by BN."""
+
+    def __init__(self, z: int = 16, c: int = 16):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        self.c = c
+        self.fc = sn(nn.Linear(z, c * 4 * 4))
+        self.up1 = nn.Sequential(sn(nn.ConvTranspose2d(c, c // 2, 4, 2, 1)), nn.BatchNorm2d(c // 2), nn.ReLU())
+        self.up2 = nn.Sequential(sn(nn.ConvTranspose2d(c // 2, c // 4, 4, 2, 1)), nn.BatchNorm2d(c // 4), nn.ReLU())
+        self.out = nn.Sequential(sn(nn.Conv2d(c // 4, 3, 3, 1, 1)), nn.Tanh())
+
+    def forward(self, z):
+        x = self.fc(z).view(z.shape[0], self.c, 4, 4)
+        return self.out(self.up2(self.up1(x)))
+
+
+class OldWeightNormTCN(nn.Module):
+    """The TCN reference code's block with the hook-based ``torch.nn.utils.weight_norm`` and a BN."""
+
+    def __init__(self):
+        super().__init__()
+        wn = nn.utils.weight_norm
+        self.c1 = wn(nn.Conv1d(2, 8, 3, padding=2))
+        self.bn = nn.BatchNorm1d(8)
+        self.c2 = wn(nn.Conv1d(8, 8, 3, padding=4, dilation=2))
+
+    def forward(self, x):
+        y = F.relu(self.bn(self.c1(x)[:, :, :-2]))
+        return F.relu(self.c2(y)[:, :, :-4])
+
+
 # ============================================================================ the zoo
 #: name -> (factory, input shape for review and float64 checks, input shape for the autograd field)
 ZOO = {
@@ -1223,6 +1255,8 @@ ZOO = {
     "gru-recognizer": (GRURecognizer, (2, 1, 16, 24), (1, 1, 16, 40)),
     "lstmcell-decoder": (LSTMCellDecoder, (2, 1, 8, 10), (1, 1, 8, 20)),
     "weightnorm-tcn": (WeightNormTCN, (2, 2, 30), (1, 2, 40)),
+    "sagan-g": (SAGANGenerator, (2, 16), (1, 16)),
+    "old-weightnorm-tcn": (OldWeightNormTCN, (2, 2, 30), (1, 2, 40)),
 }
 
 # CLI-loadable names (``python -m convbook review tests/zoo.py:mobilenetv3 --input 1,3,32,32``).

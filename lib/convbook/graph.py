@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Call", "Graph", "trace", "is_leaf", "overrides_forward", "torch_base"]
+__all__ = ["Call", "Graph", "trace", "is_leaf", "overrides_forward", "torch_base", "copy_model"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 #: ``torch.nn`` modules made of other layers: traced through, so that their layers are counted.
@@ -145,6 +145,33 @@ def is_leaf(module: nn.Module) -> bool:
     if torch_base(module) is None:
         return False
     return not overrides_forward(module) or isinstance(module, _LEAF_EVEN_IF_OVERRIDDEN)
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, also for models using the hook-based ``torch.nn.utils.weight_norm``
+    (its ``weight`` is a computed non-leaf tensor, which deepcopy refuses): those attributes are
+    set aside during the copy and recomputed by the hook at the next forward pass."""
+    try:
+        return copy.deepcopy(model)
+    except RuntimeError:
+        from torch.nn.utils.weight_norm import WeightNorm
+
+        held = []
+        for m in model.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, WeightNorm) and hook.name in m.__dict__:
+                    held.append((m, hook.name, m.__dict__.pop(hook.name)))
+        try:
+            dup = copy.deepcopy(model)
+        finally:
+            for m, name, value in held:
+                m.__dict__[name] = value
+        for m in dup.modules():
+            for hook in m._forward_pre_hooks.values():
+                if isinstance(hook, WeightNorm):
+                    with torch.no_grad():
+                        setattr(m, hook.name, hook.compute_weight(m))
+        return dup
 
 
 def trace(model: nn.Module, input_shape: Sequence[int], *, prefer_meta: bool = True,
@@ -312,13 +339,13 @@ def _trace(model: nn.Module, shape: tuple[int, ...], run_on: str, progress) -> G
     params = list(model.parameters()) + list(model.buffers())
     on_meta = bool(params) and all(p.device.type == "meta" for p in params)
     if run_on == "meta":
-        work = copy.deepcopy(model).to("meta")  # a copy even on meta: eval() below must not touch the model
+        work = copy_model(model).to("meta")  # a copy even on meta: eval() below must not touch the model
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         x = torch.zeros(shape, device="meta", dtype=dtype)
     else:
         if on_meta:
             raise ValueError("a model on the meta device can only be traced on meta tensors")
-        work = copy.deepcopy(model).to("cpu", torch.float32)
+        work = copy_model(model).to("cpu", torch.float32)
         x = torch.zeros(shape, dtype=torch.float32)
         torch.manual_seed(0)
         x.normal_()

@@ -45,7 +45,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import fold as _fold
-from .graph import Call, Graph, overrides_forward, trace
+from .graph import Call, Graph, copy_model, overrides_forward, trace
 from .roofline import GPU_DATASHEETS, Machine
 
 __all__ = ["Layer", "Finding", "FoldReport", "Review", "review", "receptive_fields", "call_macs"]
@@ -396,6 +396,8 @@ def _layout_fields(graph: Graph) -> list[tuple[tuple | None, str]]:
     """Per call, the field of each axis of its (first) output: an :class:`AxisField` for a spatial
     axis, ``None`` for batch/channel/feature axes; or ``None`` and a note."""
     nd = len(graph.input_shape) - 2
+    if nd < 1:
+        return [(None, f"no receptive field: the input {graph.input_shape} has no spatial axes")] * len(graph.calls)
     start = (None, None) + tuple(_UNIT for _ in range(nd))
     res: list[tuple[tuple | None, str]] = []
 
@@ -847,15 +849,15 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
     dtype = _dtype(model)
     device = params[0].device if params else torch.device("cpu")
     plan = fold_plan(g)
-    base = copy.deepcopy(model).to("cpu", torch.float64).eval()
-    work = copy.deepcopy(base)
+    base = copy_model(model).to("cpu", torch.float64).eval()
+    work = copy_model(base)
     mods = dict(work.named_modules())
     new: dict[str, nn.Module] = {}
     for layer, bn in plan["after"]:
-        new[layer] = _fold.fold_conv_bn(new.get(layer, mods[layer]), mods[bn])
+        new[layer] = _fold.fold_conv_bn(new.get(layer) or _materialize(mods[layer]), mods[bn])
         new[bn] = nn.Identity()
     for bn, conv in plan["before"]:
-        new[conv] = _fold.fold_bn_conv(mods[bn], new.get(conv, mods[conv]))
+        new[conv] = _fold.fold_bn_conv(mods[bn], new.get(conv) or _materialize(mods[conv]))
         new[bn] = nn.Identity()
     for name, module in new.items():
         _replace(work, mods[name], module)
@@ -868,10 +870,35 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
         if ref_t else 0.0
     if len(ref_t) != len(got_t) or err > tol:
         raise RuntimeError(f"the folded copy differs from the model: relative error {err:.2e} > {tol:g}")
-    out = copy.deepcopy(work).to(device, dtype).eval()
+    out = copy_model(work).to(device, dtype).eval()
     folded = [(layer, bn, "conv→BN") for layer, bn in plan["after"]] + [(conv, bn, "BN→conv") for bn, conv in plan["before"]]
     n_bn = len({c.name for c in g.calls if isinstance(c.module, _BatchNorm)})
     return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work))
+
+
+def _materialize(layer: nn.Module) -> nn.Module:
+    """A copy of ``layer`` whose weight is a plain parameter: spectral or weight normalisation
+    (parametrizations or the older hooks) is replaced by the weight it computes in eval mode,
+    so that folding a BN scales the weight actually used."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    dup = copy_model(layer).eval()
+    if parametrize.is_parametrized(dup):
+        # not parametrize.remove_parametrizations: it edits the class that every copy shares
+        with torch.no_grad():
+            values = {name: getattr(dup, name).detach().clone() for name in dup.parametrizations}
+        del dup._modules["parametrizations"]
+        dup.__class__ = type(dup).__bases__[0]  # ParametrizedConv2d → Conv2d, for this copy only
+        for name, value in values.items():
+            dup.register_parameter(name, nn.Parameter(value))
+    for hook in list(dup._forward_pre_hooks.values()):
+        if isinstance(hook, SpectralNorm):
+            nn.utils.remove_spectral_norm(dup, hook.name)
+        elif isinstance(hook, WeightNorm):
+            nn.utils.remove_weight_norm(dup, hook.name)
+    return dup
 
 
 def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
@@ -953,13 +980,13 @@ def flop_counter(model: nn.Module, input_shape) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        m = copy.deepcopy(model).to("meta").eval()
+        m = copy_model(model).to("meta").eval()
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             m(torch.empty(tuple(input_shape), device="meta", dtype=_dtype(model)))
         return int(fc.get_total_flops())
     except Exception:
         try:
-            m = copy.deepcopy(model).to("cpu", torch.float32).eval()
+            m = copy_model(model).to("cpu", torch.float32).eval()
             with FlopCounterMode(display=False) as fc, torch.no_grad():
                 m(torch.randn(tuple(input_shape)))
             return int(fc.get_total_flops())
