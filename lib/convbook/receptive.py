@@ -93,7 +93,7 @@ class Layer(NamedTuple):
 # --------------------------------------------------------------------------------------
 
 
-def layers_of(model: nn.Module | Sequence, axis: int = 0) -> list[Layer]:
+def layers_of(model: nn.Module | Sequence, axis: int = 0, *, input_shape: Sequence[int] | None = None) -> list[Layer]:
     """:class:`Layer` ``(k, s, p, d, padding_mode)`` per call along spatial ``axis``.
 
     Tuples may be ``(k, s, p)`` (d = 1), ``(k, s, p, d)`` or ``(k, s, p, d, padding_mode)``
@@ -108,11 +108,14 @@ def layers_of(model: nn.Module | Sequence, axis: int = 0) -> list[Layer]:
     convs, linear layers, adaptive pooling, ``Upsample``, ``LayerNorm``, ``x.mean``) raises
     ``ValueError`` naming it, and so does a model that is not a chain (a shortcut adding two tensors,
     a concatenation): the message points to :mod:`convbook.review`, which handles branches.
+    ``input_shape`` (keyword) runs the model on that input instead of a probe input — needed when
+    the calls depend on the input's size.
     """
-    return [layer for layer, _ in _normalise(model, axis)]
+    return [layer for layer, _ in _normalise(model, axis, input_shape)]
 
 
-def receptive_field(layers: nn.Module | Sequence, axis: int = 0) -> tuple[int, int, int]:
+def receptive_field(layers: nn.Module | Sequence, axis: int = 0, *,
+                    input_shape: Sequence[int] | None = None) -> tuple[int, int, int]:
     """``(size, jump, start)`` of the last layer's units in input coordinates, by the recurrence.
 
     ``size = r_L``, ``jump = j_L``, ``start`` = left edge of output 0's *unclipped* window (see
@@ -121,10 +124,10 @@ def receptive_field(layers: nn.Module | Sequence, axis: int = 0) -> tuple[int, i
     mode. A border unit reads a subset of its span under zero padding; under ``'reflect'``,
     ``'replicate'`` or ``'circular'`` padding it may read inputs outside it — use
     :func:`receptive_support` for the exact set. Rules: k, s, d ≥ 1, p ≥ 0 (``ValueError``
-    otherwise). An empty chain gives ``(1, 1, 0)``.
+    otherwise). An empty chain gives ``(1, 1, 0)``. ``input_shape``: as in :func:`layers_of`.
     """
     r, j, start = 1, 1, 0
-    for layer in layers_of(layers, axis):
+    for layer in layers_of(layers, axis, input_shape=input_shape):
         r, j, start = _step((r, j, start), layer)
     return r, j, start
 
@@ -902,7 +905,7 @@ _POINTWISE_OPS = {"relu", "relu_", "relu6", "sigmoid", "sigmoid_", "tanh", "tanh
 _REVIEW_HINT = "convbook.review propagates receptive fields through branches (Review.layers)"
 
 
-def _module_calls(model: nn.Module) -> list[nn.Module]:
+def _module_calls(model: nn.Module, input_shape: Sequence[int] | None = None) -> list[nn.Module]:
     """The modules called on the path from the input to the output, in call order, one entry per call.
 
     A view of :func:`convbook.graph.trace` (loops unrolled, shared modules repeated; any model that
@@ -913,7 +916,12 @@ def _module_calls(model: nn.Module) -> list[nn.Module]:
     """
     if isinstance(model, _CONVS + _POOLS + _SKIP) or type(model).__name__ in _PADS:
         return [model]
-    g = _probe_graph(model)
+    if input_shape is None:
+        g = _probe_graph(model)
+    else:
+        from .graph import trace
+
+        g = trace(model, input_shape)
     name = type(model).__name__
     if len(g.output_sources) != 1:
         raise ValueError(f"{name}: the output is not a single tensor computed from the input")
@@ -962,11 +970,11 @@ def _conv_padding(m: nn.Module, axis: int, k: int, s: int, d: int) -> tuple[int,
     return p, p
 
 
-def _normalise(model, axis: int) -> list[tuple[Layer, object]]:
+def _normalise(model, axis: int, input_shape: Sequence[int] | None = None) -> list[tuple[Layer, object]]:
     """[(layer, size_fn)] where size_fn maps the layer's input length to its output length."""
     if isinstance(model, nn.Module):
         out = []
-        for m in _module_calls(model):
+        for m in (_module_calls(model) if input_shape is None else _module_calls(model, input_shape)):
             if isinstance(m, _SKIP):
                 continue
             if isinstance(m, _CONVS):
