@@ -23,7 +23,7 @@ Winograd's minimal filtering is in :mod:`convbook.winograd`, the Triton kernel i
 ``x`` is ``(N, C_in, H, W)``, ``weight`` is ``(C_out, C_in/G, k_h, k_w)``, ``G`` divides
 ``C_in`` and ``C_out``, ``bias`` is ``(C_out,)``, stride and dilation ≥ 1, padding ≥ 0, the
 dilated kernel fits in the padded input, x and weight share dtype and device.  String
-padding (``'same'``, ``'valid'``) raises ``NotImplementedError``.
+padding (``'same'``, ``'valid'``) raises :class:`Unsupported` (a ``ValueError`` and a ``NotImplementedError``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .numerics import DTYPE, as_tuple, check_device, generator, randint, randn
 from .shapes import conv_output_size
 
 __all__ = [
+    "Unsupported",
     "ConvParams",
     "conv_params",
     "conv2d_direct",
@@ -69,6 +70,12 @@ __all__ = [
 # --------------------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------------------
+
+
+class Unsupported(ValueError, NotImplementedError):
+    """An argument PyTorch accepts but this algorithm does not implement (string padding here;
+    stride or dilation other than 1 in Winograd's tiles). A ``ValueError`` that names the rule,
+    and a ``NotImplementedError`` for code that treats it as a missing feature."""
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,10 @@ def conv_params(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
 
     Raises ``ValueError`` naming the broken rule (shapes, groups, bias, stride ≥ 1,
     padding ≥ 0, dilation ≥ 1, dilated kernel fits the padded input, same dtype/device)
-    and ``NotImplementedError`` for string padding.
+    and :class:`Unsupported` for string padding.
     """
     if isinstance(padding, str):
-        raise NotImplementedError(f"{who}: string padding ({padding!r}) is not supported; pass integer padding")
+        raise Unsupported(f"{who}: string padding ({padding!r}) is not supported; pass integer padding")
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"{who}: x must be a 4-D tensor (N, C_in, H, W), got shape {tuple(getattr(x, 'shape', ()))}")
     if not isinstance(weight, torch.Tensor) or weight.ndim != 4:

@@ -229,13 +229,13 @@ def conv2d_winograd(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     transformed position ``(ξ, ν)``: ``M_ξν = U_ξν V_ξν`` with ``U_ξν`` of shape
     ``(C_out/G, C_in/G)`` and ``V_ξν`` of shape ``(C_in/G, N·T)``; the weight is transformed
     once per call. ``m='auto'`` takes the tile :func:`choose_tile` picks for the layer.
-    Only stride 1 and dilation 1: other values raise ``NotImplementedError``.
+    Only stride 1 and dilation 1: other values raise ``convbook.impl.Unsupported`` (a ``ValueError``).
     """
     prm = conv_params(x, weight, bias, stride, padding, dilation, groups, who="conv2d_winograd")
     if prm.stride != (1, 1):
-        raise NotImplementedError(f"conv2d_winograd: stride {prm.stride} is not supported (Winograd tiles need stride 1)")
+        raise _impl.Unsupported(f"conv2d_winograd: stride {prm.stride} is not supported (Winograd tiles need stride 1)")
     if prm.dilation != (1, 1):
-        raise NotImplementedError(f"conv2d_winograd: dilation {prm.dilation} is not supported (only dilation 1)")
+        raise _impl.Unsupported(f"conv2d_winograd: dilation {prm.dilation} is not supported (only dilation 1)")
     if m == "auto":
         m = choose_tile(prm.c_in_g * prm.groups, prm.c_out, prm.h_out, prm.w_out, prm.kh, prm.kw, batch=prm.n,
                         groups=prm.groups)
