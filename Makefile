@@ -23,7 +23,7 @@ LAB_DIR    ?= notebooks
 LAB_ARGS   ?=
 LAB_ROOT   := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: bench-gpu lab help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
+.PHONY: bench-gpu bench-cpu bench-cpu-full lab help venv book test test-lib test-notebooks check-notebooks test-browser chromium pdf notebooks verify freeze clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,12 @@ verify: $(STAMP) ## run every claim and print the ledger (ARGS="--chapter 1", "-
 freeze: $(STAMP) ## rewrite requirements.txt from the current environment
 	@! $(PY) -c 'import jupyterlab' 2>/dev/null || { echo "make freeze: $(VENV) has JupyterLab from make lab, which the book does not need; freeze from a fresh .venv (rm -rf $(VENV); make venv)"; exit 1; }
 	@{ sed -n '1,2p' requirements.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/'; echo "-e ."; } > requirements.tmp && mv requirements.tmp requirements.txt
+
+bench-cpu: $(STAMP) ## every benchmark suite on the CPU at the small size, one thread (rewrites notebooks/data/bench/cpu-*-small.json)
+	OMP_NUM_THREADS=1 $(PY) -m convbook bench --device cpu --size small --threads 1 --force
+
+bench-cpu-full: $(STAMP) ## chapter 11's algorithms against oneDNN at ResNet-50's real sizes, one thread (minutes; not part of make test)
+	OMP_NUM_THREADS=1 $(PY) -m convbook bench --device cpu --size full --threads 1 --suite fast-algorithms --force
 
 bench-gpu: $(STAMP) ## on a CUDA machine: every benchmark suite and every claim on the GPU; commit what lands in notebooks/data/
 	@$(PY) -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "bench-gpu needs a CUDA device (torch.cuda.is_available() is False)")'
