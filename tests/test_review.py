@@ -645,3 +645,137 @@ def test_fields_through_pixel_shuffle_nearest_upsampling_and_adaptive_pooling():
     rev = R.review(model, shape)
     for r in rev.layers:
         assert [s for s, _ in r.receptive_field] == autograd_field(model, shape, r.name, phases=3), r.name
+
+
+# ----------------------------------------------------------------------------- zoo regressions
+def test_partial_spatial_reduction_is_a_window_or_untracked():
+    """mean over H with keepdim is a window over the whole axis (checked by autograd); without keepdim
+    the field is not tracked; over every spatial axis it is the whole input."""
+
+    class HeightMean(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 2, 3, padding=1)
+            self.d = nn.Conv2d(2, 2, (1, 3))
+
+        def forward(self, x):
+            return self.d(self.c(x).mean(2, keepdim=True))
+
+    model = HeightMean().eval()
+    rev = R.review(model, (1, 1, 12, 30))
+    out = rev.layers[rev.graph.output_sources[0]]
+    assert [s for s, _ in out.receptive_field][1] == 5 == autograd_field(model, (1, 1, 12, 30), phases=1)[1]
+    assert autograd_field(model, (1, 1, 12, 30), phases=1)[0] == 12  # every row
+    assert out.receptive_field[0][0] == 14  # rows −1 … 12: the 3×3 conv's padding counts (theoretical field)
+    rev = R.review(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(2)), (1, 1, 8, 8))
+    assert rev.layers[-1].receptive_field is None and "merges or splits a spatial axis" in rev.layers[-1].field_note
+
+
+def test_join_with_an_untracked_branch_is_untracked():
+    class Mixed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = self.c(x)
+            scrambled = y.flatten(2).flip(-1).view_as(y)  # mixes the spatial axes
+            return y + scrambled
+
+    rev = R.review(Mixed(), (1, 1, 6, 6))
+    out = rev.layers[rev.graph.output_sources[0]]
+    assert out.receptive_field is None and out.field_note.startswith("not tracked past flatten")
+
+
+def test_attention_einsum_and_cell_macs_match_flop_counter():
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mha = nn.MultiheadAttention(16, 2, batch_first=True)
+            self.cell = nn.LSTMCell(16, 8)
+            self.w = nn.Parameter(torch.randn(16, 16))
+
+        def forward(self, x):
+            y, _ = self.mha(x, x, x)
+            y = torch.einsum("bld,de->ble", y, self.w)
+            h = c = torch.zeros(x.shape[0], 8, dtype=x.dtype)
+            for t in range(x.shape[1]):
+                h, c = self.cell(y[:, t], (h, c))
+            return h
+
+    model = Attn().double().train()  # grad mode: MultiheadAttention takes the path FlopCounterMode sees
+    x = torch.randn(2, 5, 16, dtype=torch.float64)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    rev = R.review(model, (2, 5, 16))
+    assert rev.macs == fc.get_total_flops() // 2
+    assert [r.kind for r in rev.layers if r.macs] == ["MultiheadAttention", "einsum"] + ["LSTMCell"] * 5
+    assert "macs-not-counted" not in codes(rev)
+
+    class SDPA(nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q)
+
+    class Explicit(nn.Module):
+        def forward(self, q):
+            return torch.softmax(q @ q.transpose(-2, -1) / 4, -1) @ q
+
+    with FlopCounterMode(display=False) as fc:
+        Explicit()(torch.randn(2, 3, 7, 16))
+    assert R.review(SDPA(), (2, 3, 7, 16)).macs == fc.get_total_flops() // 2
+
+
+def test_macs_without_a_rule_are_reported():
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.randn(8, 4))
+
+        def forward(self, x):
+            return torch.tensordot(x, self.w, dims=1) + torch.einsum("bi,ij,jk->bk", x, self.w, self.w.t()).sum()
+
+    rev = R.review(Odd(), (3, 8))
+    found = codes(rev)["macs-not-counted"][0]
+    assert found.severity == "warning" and found.where == ["tensordot", "einsum"] and "lower bound" in found.message
+
+
+def test_subclasses_that_replace_forward():
+    """A LayerNorm subclass over channels (torchvision's LayerNorm2d) is traced, not taken for a LayerNorm
+    over the map; a BatchNorm subclass that adds its activation is never folded, and says why."""
+
+    class LayerNorm2d(nn.LayerNorm):
+        def forward(self, x):
+            return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                                self.eps).permute(0, 3, 1, 2)
+
+    class BatchNormAct2d(nn.BatchNorm2d):
+        def forward(self, x):
+            return F.relu(super().forward(x))
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), LayerNorm2d(4), nn.Conv2d(4, 4, 3, bias=False), BatchNormAct2d(4),
+                          nn.Conv2d(4, 2, 1)).eval()
+    rev = R.review(model, (1, 3, 20, 20))
+    out = rev.layers[-1]
+    assert [s for s, _ in out.receptive_field] == [5, 5] == autograd_field(model, (1, 3, 20, 20))
+    report = rev.fold()
+    assert report.folded == [] and "replaces BatchNorm's forward" in report.left[0][1]
+    assert [c.kind for c in rev.graph.calls].count("BatchNormAct2d") == 1
+
+
+def test_fold_through_spectral_and_weight_norm():
+    for wrap in (nn.utils.parametrizations.spectral_norm, nn.utils.spectral_norm,
+                 nn.utils.parametrizations.weight_norm, nn.utils.weight_norm):
+        torch.manual_seed(0)
+        model = nn.Sequential(wrap(nn.ConvTranspose2d(8, 4, 4, 2, 1)), nn.BatchNorm2d(4), nn.ReLU(),
+                              wrap(nn.Conv2d(4, 4, 3, padding=1)), nn.BatchNorm2d(4)).eval()
+        for bn in (model[1], model[4]):
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 1.5)
+        rev = R.review(model, (2, 8, 5, 5))
+        assert rev.params == sum(p.numel() for p in model.parameters())
+        report = rev.fold()
+        assert [(a, b) for a, b, _ in report.folded] == [("0", "1"), ("3", "4")] and report.bns_after == 0
+        assert report.max_rel_error < 1e-12
+        assert type(model[0]).__name__.startswith(("Parametrized", "ConvTranspose2d"))  # the model is untouched
+        with torch.no_grad():
+            model(torch.randn(1, 8, 5, 5))  # still runs: its parametrization class was not edited

@@ -8,9 +8,14 @@
 * ``macs`` — multiply-accumulates of one forward pass at that input, summed over *calls*
   (a module called k times counts k times).  Counted: convolution
   ``N·C_out·ΠH_out·(C_in/g)·Πk``; transposed convolution ``N·C_in·ΠH_in·(C_out/g)·Πk``;
-  linear ``rows·in·out``; ``matmul``/``mm``/``bmm`` ``numel(out)·K``; LSTM/GRU/RNN gates
-  ``N·T·dirs·G·H·(in_l + H)`` per layer (G = 4, 3, 1).  Not counted here: batch norm,
-  bias additions, activations, pooling, elementwise ops (see :meth:`Review.counts`).
+  linear ``rows·in·out``; ``matmul``/``mm``/``bmm``/``addmm``/``baddbmm`` ``numel(out)·K``;
+  two-operand ``einsum`` the product of all index ranges; ``scaled_dot_product_attention``
+  ``rows·S·(E + E_v)``; ``MultiheadAttention`` its four projections plus ``2·L·S·E`` per batch
+  element; LSTM/GRU/RNN gates ``N·T·dirs·G·H·(in_l + H)`` per layer (G = 4, 3, 1) and the
+  same per step for their cells.  Not counted here: batch norm, bias additions, activations,
+  pooling, elementwise ops (see :meth:`Review.counts`).  A call that multiplies by weights
+  but has no rule (a ``torch.nn`` layer with a matrix parameter, an unusual ``einsum``) gets
+  0 and the finding ``macs-not-counted`` names it: the total is then a lower bound.
 * ``activation_bytes`` — bytes written by every call's outputs except views, at the run's
   dtype size; ``peak_activation_bytes`` — the largest single output.
 * ``layers`` — one :class:`Layer` per call, with its receptive field per spatial axis as
@@ -18,13 +23,20 @@
   the number of input units one output reads along the axis (``(k−1)d+1`` for a convolution
   or pooling window, ``⌈((k−1)d+1)/s⌉`` for a transposed convolution, 1 for nearest and 2 for
   linear upsampling), ``jump_l = jump_{l-1}·s`` (``/s`` for transposed convolutions and
-  upsampling).  Branches join by the maximum size.  Fields are theoretical (not clipped by
-  the image border).  After a global operation (global or adaptive-to-1 pooling, a spatial
-  mean, instance/group/layer norm over the map) the field is the whole input: ``None``, with
-  ``field_note`` naming the call.  After a reshape that mixes spatial axes the field is not
-  tracked (``None``, note says so).
-* ``fold()`` — an eval-mode copy with every BN folded that folds exactly, compared with the
-  model in float64 before it is returned.
+  upsampling).  The field is that of a *position*: the input pixels any channel at that
+  position reads (after a concatenation a depthwise or grouped layer's single channel may read
+  fewer).  Branches join by the union of their spans, unit by unit; when their jumps differ
+  (a skip beside an ``align_corners=True`` upsampling) the field is kept as a table over the
+  map and ``size`` is that of the central unit.  Fields are theoretical (not clipped by the
+  image border).  After a global operation (global or adaptive-to-1 pooling, a mean or sum
+  over spatial axes, instance/group norm, a LayerNorm over the map, a bidirectional RNN along
+  a spatial axis) the field is the whole input: ``None``, with ``field_note`` naming the call.
+  Reshapes keep the fields of the axes they leave intact (a channel shuffle); after one that
+  merges a spatial axis, after a unidirectional RNN, or where a joined branch is not tracked,
+  the field is not tracked (``None``, the note says where and why).
+* ``fold()`` — an eval-mode copy with every BN folded that folds exactly (spectral or weight
+  normalised layers folded through the weight they compute), compared with the model in
+  float64 before it is returned; every BN left has a reason.
 * ``findings`` — design hazards, each citing the claim id that proves it.
 """
 
@@ -64,7 +76,8 @@ _CROP_OR_PAD = {"getitem", "narrow", "pad", "contiguous", "clone", "to", "float"
                 "ReflectionPad1d", "ReflectionPad2d", "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d",
                 "ReplicationPad3d", "ZeroPad1d", "ZeroPad2d", "ZeroPad3d", "ConstantPad1d", "ConstantPad2d",
                 "ConstantPad3d", "CircularPad1d", "CircularPad2d", "CircularPad3d"}
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod"}
+_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "norm", "logsumexp", "prod", "nanmean",
+               "nansum", "median", "std_mean", "var_mean", "argmax", "argmin", "linalg_vector_norm", "vector_norm"}
 _FUNC_CONV = {"conv1d", "conv2d", "conv3d"}
 _FUNC_CONVT = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 _FUNC_POOL = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d",
@@ -483,9 +496,15 @@ def _layout_step(c: Call, tracked, nd: int):
     if kind in _REDUCTIONS:
         reduced = _reduced_dims(c, len(s0))
         if reduced is not None:
-            if any(lay0[d] is not None and s0[d] > 1 for d in reduced):
+            spatial = [d for d, f in enumerate(lay0) if f is not None and s0[d] > 1]
+            if spatial and all(d in reduced for d in spatial):
                 return None, f"whole input: {where} ({kind} over spatial axes)"
-            new = list(lay0) if len(out) == len(s0) else [f for d, f in enumerate(lay0) if d not in reduced]
+            keep = len(out) == len(s0)
+            if any(d in reduced for d in spatial) and not keep:
+                return None, f"not tracked past {where} ({kind} over some of the spatial axes)"
+            # keepdim: a reduced spatial axis is a window over the whole axis
+            new = [(_window(f, s0[d], s0[d], 0, 1, 1) if d in reduced and d in spatial else f)
+                   for d, f in enumerate(lay0)] if keep else [f for d, f in enumerate(lay0) if d not in reduced]
             if len(new) != len(out):
                 return None, f"not tracked past {where} ({kind})"
             return tuple(new), ""
@@ -552,7 +571,7 @@ def _reshape_layout(lay, s0: tuple, out: tuple, where: str, kind: str):
 def _reduced_dims(c: Call, rank: int) -> set[int] | None:
     """The axes a reduction (``mean``, ``sum``, ``amax``, ``max``, ``std``, …) reduces, or ``None``
     when the call is not a reduction (``torch.max(a, b)`` is elementwise)."""
-    pos = 2 if c.kind == "norm" else 1
+    pos = 2 if c.kind in {"norm", "linalg_vector_norm", "vector_norm"} else 1
     dim = _arg(c, pos, "dim", None)
     if _is_t(dim) or (c.kind in {"max", "min"} and "other" in c.kwargs):
         return None
@@ -767,7 +786,8 @@ def fold_plan(g: Graph) -> dict:
     """Which BN calls fold exactly and into what: ``{"after": [(layer, bn)], "before": [(bn, conv)], "left": [(bn, why)]}``.
 
     Conv/ConvTranspose/Linear → BN folds when the BN reads the layer's output directly, nothing
-    else reads that output, neither module is called more than once, and (for Linear) the
+    else reads that output, neither module is called more than once, neither class replaces
+    the standard ``forward`` (timm's ``BatchNormAct2d``, ``Conv2dSame``), and (for Linear) the
     output is 2-D.  BN → conv folds when the conv reads the BN's output directly, nothing else
     reads it, neither is shared, and the conv pads nothing or pads by copying values
     (:func:`convbook.fold.bn_conv_exact`).
