@@ -250,9 +250,31 @@ def test_cli_bench_writes_and_refuses_to_overwrite(tmp_path, capsys):
 def test_cli_bench_list_and_errors(capsys):
     assert main(["bench", "--list"]) == 0
     assert "grouped-constant-macs" in capsys.readouterr().out
-    assert main(["bench"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--suite", "no-such-suite"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
     assert main(["bench", "--suite", "depthwise", "--device", "tpu"]) == 2
     assert "device must be" in capsys.readouterr().err
+    assert main(["bench", "--suite", "depthwise", "--repeats", "0"]) == 2
+    assert "--repeats must be >= 1" in capsys.readouterr().err
+
+
+def test_cli_bench_without_suite_runs_every_suite_with_one_measured_roofline(tmp_path, monkeypatch, capsys):
+    tiny = Case("one", lambda device: Prepared(lambda: torch.ones(4).sum(), 8, 16, "float32"))
+    monkeypatch.setattr(bench, "SUITES", {"first": lambda size: [tiny], "second": lambda size: [tiny]})
+    calls, real = [], bench.measure_cpu_roofline
+
+    def fake_roofline(**kw):
+        calls.append(1)
+        return real(n=32, copy_bytes=2**16, repeats=2)
+
+    monkeypatch.setattr(bench, "measure_cpu_roofline", fake_roofline)
+    assert main(["bench", "--out", str(tmp_path), "--min-run-time", "0.001", "--warmup", "0", "--malloc", "system"]) == 0
+    files = sorted(tmp_path.glob("*.json"))
+    assert [load_result(f)["suite"] for f in files] == ["first", "second"] and calls == [1]
+    roofs = [load_result(f)["roofline"] for f in files]
+    assert roofs[0] == roofs[1] and load_result(files[0])["settings"]["allocator"] == "default"
+    assert "suite 2/2: second" in capsys.readouterr().err
 
 
 # --- planted failures ---------------------------------------------------------------------------------------
