@@ -443,7 +443,7 @@ def test_fold_matches_model_in_float64(reviews, name):
         ref = copy.deepcopy(model).double().eval()(x)
         got = report.model_float64(x)
     assert ((ref - got).abs().max() / ref.abs().max()).item() < 1e-10
-    n_bn = len({c.name for c in rev.graph.calls if isinstance(c.module, _BatchNorm)})
+    n_bn = sum(isinstance(m, _BatchNorm) for m in model.modules())  # every BN of the model, called or not
     assert len(report.folded) + len(report.left) == n_bn
     assert all(why for _, why in report.left)
     assert model.training is False and all(isinstance(m, _BatchNorm) for m in model.modules()
@@ -779,3 +779,17 @@ def test_fold_through_spectral_and_weight_norm():
         assert type(model[0]).__name__.startswith(("Parametrized", "ConvTranspose2d"))  # the model is untouched
         with torch.no_grad():
             model(torch.randn(1, 8, 5, 5))  # still runs: its parametrization class was not edited
+
+
+def test_a_bn_never_called_is_left_with_a_reason():
+    class Spare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.unused = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    report = R.review(Spare().eval(), (1, 3, 8, 8)).fold()
+    assert report.folded == [("conv", "bn", "conv→BN")] and report.bns_before == 2 and report.bns_after == 1
+    assert report.left == [("unused", "it is never called in the forward pass at this input")]

@@ -859,6 +859,10 @@ def fold_plan(g: Graph) -> dict:
         else:
             reasons.append(f"its output has {len(readers)} readers")
         left.append((c.name, "; ".join(reasons)))
+    called = set(count)
+    for name, m in g.model.named_modules():
+        if isinstance(m, _BatchNorm) and name not in called:
+            left.append((name, "it is never called in the forward pass at this input"))
     return {"after": after, "before": before, "left": left}
 
 
@@ -892,7 +896,7 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
         raise RuntimeError(f"the folded copy differs from the model: relative error {err:.2e} > {tol:g}")
     out = copy_model(work).to(device, dtype).eval()
     folded = [(layer, bn, "conv→BN") for layer, bn in plan["after"]] + [(conv, bn, "BN→conv") for bn, conv in plan["before"]]
-    n_bn = len({c.name for c in g.calls if isinstance(c.module, _BatchNorm)})
+    n_bn = sum(isinstance(m, _BatchNorm) for m in g.model.modules())
     return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work))
 
 
@@ -1139,8 +1143,10 @@ def _reads(f: AxisField, us) -> tuple[int, int]:
 
 
 def _make(f: AxisField, jump: Fraction, fn, q: int, n_out: int) -> AxisField:
-    """A step's output field: periodic when the input ``f`` is, a table of ``n_out`` units when it is a table."""
-    return AxisField.make(jump, fn, q, n_out if f.n else 0)
+    """A step's output field: periodic when the input ``f`` is and the period ``q`` is not longer
+    than the map (``n_out`` units), else a table of the ``n_out`` units (periods multiply through
+    chains of resamplings with coprime ratios; a table stays as long as the map)."""
+    return AxisField.make(jump, fn, q, n_out if f.n or (n_out and q > n_out) else 0)
 
 
 def _window(f: AxisField, k: int, s: int, p: int, d: int, n_out: int = 0) -> AxisField:
@@ -1195,8 +1201,8 @@ def _combine(fields, sizes=None):
         def fn(v, fs=fs):
             return min(g.at(v)[0] for g in fs), max(g.at(v)[1] for g in fs)
 
-        if all(g.jump == fs[0].jump and not g.n for g in fs):
-            q = reduce(math.lcm, (len(g.lo) for g in fs))
+        q = reduce(math.lcm, (len(g.lo) for g in fs))
+        if all(g.jump == fs[0].jump and not g.n for g in fs) and (sizes is None or q <= sizes[a]):
             out.append(AxisField.make(fs[0].jump, fn, q))
         elif sizes is None:
             return None
