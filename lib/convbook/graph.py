@@ -353,7 +353,9 @@ def _trace(model: nn.Module, shape: tuple[int, ...], run_on: str, progress) -> G
     rec = _Recorder(work, x, progress)
     handles = []
     for m in work.modules():
-        handles.append(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True))
+        # prepend: a module's own pre-hooks (the older spectral_norm/weight_norm compute the weight
+        # there) then run inside the call, and their ops are part of it
+        handles.append(m.register_forward_pre_hook(rec.pre_hook, with_kwargs=True, prepend=True))
         handles.append(m.register_forward_hook(rec.post_hook, with_kwargs=True))
     try:
         with torch.no_grad(), rec:

@@ -684,7 +684,11 @@ def findings(rev: Review) -> list[Finding]:
                            f"{len(odd)} layers have a channel count that is not a multiple of 8, which GPU tensor "
                            f"cores need for full speed in 16-bit precision: {names}", None,
                            "NVIDIA Deep Learning Performance Guide, tensor core requirements"))
-    uncounted = [c for c in calls if _uncounted(c, rev.layers[c.index].macs)]
+    dependent: set[int] = set()  # calls whose value depends on the model input
+    for c in calls:
+        if any(src == -1 or src in dependent for src in c.inputs if src is not None):
+            dependent.add(c.index)
+    uncounted = [c for c in calls if c.index in dependent and _uncounted(c, rev.layers[c.index].macs)]
     if uncounted:
         names = ", ".join(f"`{_where(c)}` ({c.kind})" for c in uncounted[:6]) + (
             f" and {len(uncounted) - 6} more" if len(uncounted) > 6 else "")
