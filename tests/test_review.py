@@ -793,3 +793,19 @@ def test_a_bn_never_called_is_left_with_a_reason():
     report = R.review(Spare().eval(), (1, 3, 8, 8)).fold()
     assert report.folded == [("conv", "bn", "conv→BN")] and report.bns_before == 2 and report.bns_after == 1
     assert report.left == [("unused", "it is never called in the forward pass at this input")]
+
+
+def test_norms_with_batch_or_running_statistics():
+    """A BN without running statistics normalises with batch statistics over the map even in eval mode:
+    whole input (autograd agrees); an InstanceNorm with running statistics and a LocalResponseNorm are per position."""
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2, track_running_stats=False), nn.Conv2d(2, 2, 3)).eval()
+    rev = R.review(model, (1, 1, 20, 20))
+    assert rev.layers[-1].receptive_field is None
+    assert rev.layers[-1].field_note == "whole input: 1 (batch norm with batch statistics over the map)"
+    x = torch.rand(1, 1, 20, 20, dtype=torch.float64, requires_grad=True)
+    copy.deepcopy(model).double()(x)[0, 0, 9, 9].backward()
+    assert bool((x.grad[0, 0] != 0).all())
+    inorm = nn.InstanceNorm2d(2, track_running_stats=True)
+    for norm in (inorm, nn.LocalResponseNorm(2)):
+        rev = R.review(nn.Sequential(nn.Conv2d(1, 2, 3), norm, nn.Conv2d(2, 2, 3)).eval(), (1, 1, 20, 20))
+        assert rev.layers[-1].receptive_field == ((5, 1), (5, 1))

@@ -64,10 +64,12 @@ def build(name: str, seed: int = 0) -> tuple[nn.Module, tuple, tuple]:
     for m in model.modules():
         if isinstance(m, _BatchNorm):
             c = m.num_features
-            m.running_mean.copy_(torch.randn(c, generator=gen))
-            m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.randn(c, generator=gen))
+            if m.running_mean is not None:
+                m.running_mean.copy_(torch.randn(c, generator=gen))
+                m.running_var.copy_(torch.rand(c, generator=gen) + 0.5)
+            if m.weight is not None:
+                m.weight.data.copy_(torch.rand(c, generator=gen) + 0.5)
+                m.bias.data.copy_(torch.randn(c, generator=gen))
     return model.eval(), shape, big
 
 
@@ -135,7 +137,7 @@ def positive_copy(model: nn.Module) -> nn.Module:
             fan_in = p[0].numel() if p.dim() > 1 else 1
             p.copy_((torch.rand(p.shape, generator=gen, dtype=p.dtype) + 0.1) / fan_in)
         for mod in m.modules():
-            if isinstance(mod, _BatchNorm):
+            if isinstance(mod, _BatchNorm) and mod.running_mean is not None:
                 mod.running_mean.zero_()
                 mod.running_var.fill_(1.0)
     for parent in list(m.modules()):

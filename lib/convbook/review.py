@@ -67,7 +67,7 @@ _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _POOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 _ADAPTIVE = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
              nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
-_GLOBAL_NORMS = (nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.LocalResponseNorm)
+_GLOBAL_NORMS = (nn.GroupNorm, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 _RNN = {"LSTM": 4, "GRU": 3, "RNN": 1}
 _VIEWS = {"view", "reshape", "flatten", "unflatten", "permute", "transpose", "squeeze", "unsqueeze", "getitem",
           "expand", "narrow", "chunk", "split", "unbind", "t", "view_as", "reshape_as", "contiguous", "select",
@@ -1250,6 +1250,21 @@ def _conv_geometry(c: Call, nd: int):
     return ks, ss, ps, ds
 
 
+def _running_statistics(m: nn.Module) -> bool:
+    """A batch or instance norm that normalises with stored running statistics in eval mode (a per-position map)."""
+    return bool(getattr(m, "track_running_stats", False)) and getattr(m, "running_mean", None) is not None
+
+
+def _batch_statistics(c: Call) -> bool:
+    """A batch norm that normalises with the statistics of the batch even in eval mode
+    (``track_running_stats=False``, or ``F.batch_norm`` with ``training=True`` or no running mean)."""
+    if isinstance(c.module, _BatchNorm):
+        return not _running_statistics(c.module)
+    if c.module is None and c.kind == "batch_norm":
+        return bool(_arg(c, 5, "training", False)) or not _is_t(_arg(c, 1, "running_mean"))
+    return False
+
+
 def _getitem_offsets(c: Call, nd: int, s0, out):
     index = _arg(c, 1, "idx", None)
     if not isinstance(index, tuple):
@@ -1314,7 +1329,9 @@ def _field_step(c: Call, tracked, nd: int):
     if kind in {"pixel_unshuffle", "PixelUnshuffle"}:
         r_ = s0[2] // out[2]
         return tuple(_window(f, r_, r_, 0, 1, n) for f, n in zip(f0, out[2:])), ""
-    if isinstance(m, _GLOBAL_NORMS) or kind in {"group_norm", "instance_norm"}:
+    if _batch_statistics(c):
+        return None, f"whole input: {c.name} (batch norm with batch statistics over the map)"
+    if (isinstance(m, _GLOBAL_NORMS) and not _running_statistics(m)) or kind in {"group_norm", "instance_norm"}:
         return None, f"whole input: {c.name} ({kind} statistics over the map)"
     if isinstance(m, nn.LayerNorm) or kind == "layer_norm":
         ns = tuple(m.normalized_shape) if m is not None else tuple(_arg(c, 1, "normalized_shape", ()))
