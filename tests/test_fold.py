@@ -734,3 +734,86 @@ def test_derivations_have_the_derived_coefficients():
     e = fold.derive_bn_conv_fold(2)
     assert e["weights"] == [w * si for w, si in zip(e["w"], e["s"])]
     assert sp.expand(e["bias"] - e["b"] - sum(w * t for w, t in zip(e["w"], e["t"]))) == 0
+
+
+# --- fold decisions come from the data flow of the run (convbook.graph) ----------------------
+
+
+def test_fold_decisions_agree_with_review_on_the_claim_architectures():
+    from convbook.graph import trace
+    from convbook.review import fold_plan
+
+    seen = {"chain": 0, "read": 0, "same": 0}
+    for case in range(fold.N_SMALL_MODELS):
+        model, _, shape = fold._small_model(case)
+        model = model.double().eval()
+        ours = fold.fold_decisions(model, shape)
+        plan = fold_plan(trace(model, shape))
+        theirs = {(bn, layer) for layer, bn in plan["after"]} | {(bn, conv) for bn, conv in plan["before"]}
+        mine = {(bn, layer) for bn, layer, _ in ours.folded}
+        # Where they differ, each difference is one of two known ones: review keeps one BN per layer while
+        # fold_model folds BN → conv → BN chains into the one conv; and review does not check that a layer's
+        # weights are read by another call (a functional conv on them), which rules a fold out.
+        for bn, layer in mine - theirs:
+            assert sum(lay == layer for _, lay in mine) == 2, (case, bn, layer)
+            seen["chain"] += 1
+        for bn, layer in theirs - mine:
+            assert "also read" in ours.unfolded[bn], (case, bn, layer)
+            seen["read"] += 1
+        seen["same"] += len(mine & theirs)
+    assert seen["chain"] and seen["read"] and seen["same"] >= 15, seen
+
+
+def test_fold_model_keeps_a_bn_whose_layer_output_is_also_returned():
+    class AlsoReturned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y), y
+
+    model = _randomised(AlsoReturned())
+    folded = fold_model(model)
+    assert folded.fold_report.folded == [] and "also read elsewhere" in folded.fold_report.unfolded["bn"]
+    x = _x(2, 3, 5, 5)
+    with torch.no_grad():
+        assert all(_rel(a, b) <= 1e-12 for a, b in zip(folded(x), model(x)))
+
+
+def test_fold_model_refuses_tied_modules_and_functional_reads():
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+            self.b.weight = self.a.weight  # tied: folding a BN into b would change a
+            self.bn = nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.a(x) + self.bn(self.b(x))
+
+    model = _randomised(Tied())
+    report = fold_model(model).fold_report
+    assert report.folded == [] and "also read" in report.unfolded["bn"]
+    x = _x(2, 3, 4, 4)
+    with torch.no_grad():
+        assert _rel(fold_model(model)(x), model(x)) <= 1e-12
+
+
+def test_fold_decisions_read_models_fx_cannot_trace():
+    class Untraceable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+            self.bn2, self.conv2 = nn.BatchNorm2d(4), nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = self.bn(self.conv(x))
+            return self.conv2(self.bn2(y)) if y.sum() > -1e30 else y
+
+    report = fold.fold_decisions(_randomised(Untraceable()), (2, 3, 6, 6))
+    assert report.folded == [("bn", "conv", "conv-bn")]
+    assert "zero padding" in report.unfolded["bn2"]
+    with pytest.raises(ValueError, match="fx-traceable"):
+        fold_model(_randomised(Untraceable()))

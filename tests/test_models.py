@@ -102,3 +102,28 @@ def test_block_strides_follow_the_conventions():
             models.BasicBlock(8, 8, bad)
     with pytest.raises(ValueError, match="stride must be 1 or 2"):
         models.InvertedResidual(8, 8, 3, 2)
+
+
+def test_conv_shapes_on_models_fx_cannot_trace():
+    class Wrapper(nn.Module):
+        """Python control flow on the input size, one conv called twice, a 'same'-padded conv."""
+
+        def __init__(self):
+            super().__init__()
+            self.c = nn.Conv2d(3, 3, 3, stride=2, padding=1)
+            self.same = nn.Conv2d(3, 5, (5, 3), padding="same")
+
+        def forward(self, x):
+            x = self.c(x)
+            if x.shape[-1] > 4:
+                x = self.c(x)
+            return self.same(x)
+
+    m = Wrapper()
+    rows = models.conv_shapes(m, (1, 3, 16, 12))
+    assert [(r["name"], r["input_size"], r["output_size"]) for r in rows] == \
+        [("c", (16, 12), (8, 6)), ("c", (8, 6), (4, 3)), ("same", (4, 3), (4, 3))]
+    assert rows[-1]["padding"] == "same" and rows[-1]["kernel_size"] == (5, 3)
+    with torch.no_grad():  # the last row is the real output's size
+        assert tuple(m(torch.zeros(1, 3, 16, 12)).shape[2:]) == rows[-1]["output_size"]
+    assert len(models.conv_shapes(m, (1, 3, 8, 8))) == 2  # the control flow takes the other path

@@ -1303,6 +1303,15 @@ def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *
                 attr_reads.add(pn)  # read outside the module that owns it (functional use)
                 if c.is_module:
                     attr_reads.add(f"{c.name}.<tied to {pn}>")  # this module holds another's parameter
+    owners: dict[int, list[str]] = {}  # ties between modules, read on the model itself (a meta copy unties them)
+    for mname, m in model.named_modules(remove_duplicate=False):
+        for pname, q in m.named_parameters(recurse=False, remove_duplicate=False):
+            owners.setdefault(id(q), []).append(f"{mname}.{pname}" if mname else pname)
+    for names in owners.values():
+        for a in names:
+            for b in names:
+                if a != b:
+                    attr_reads.add(f"{a.rpartition('.')[0]}.<tied to {b}>")
     alias: dict[int, int] = {}  # a folded BN call -> the call its readers now read
 
     def resolve(i):
