@@ -31,7 +31,6 @@ import numpy as np
 import sympy as sp
 import torch
 import torch.nn as nn
-import torch.fx as fx
 import torch.nn.functional as F
 
 from .claims import Tally, claim
