@@ -238,6 +238,12 @@ def test_macs_match_flop_counter(reviews, name):
     model, shape, _, rev = reviews[name]
     fc = flop_counts(model, shape)
     assert 2 * rev.macs == fc["Global"]
+    by_kind = rev.macs_by_kind()
+    assert sum(by_kind.values()) == rev.macs
+    conv_linear = sum(expected for _, _, expected in hooked_calls(model, shape))
+    assert by_kind["convolution"] + by_kind["linear"] >= conv_linear  # plus functional convs/linears
+    assert by_kind["recurrent"] == sum(r.macs for r in rev.layers
+                                       if isinstance(rev.graph.calls[r.index].module, (nn.RNNBase, nn.RNNCellBase)))
     root = type(model).__name__
     by_name: dict[str, int] = {}
     for r in rev.layers:

@@ -203,11 +203,23 @@ class Review:
             "params": self.params,
             "params_used": self.params_used,
             "macs": self.macs,
+            "macs_by_kind": self.macs_by_kind(),
             "activation_bytes": self.activation_bytes,
             "peak_activation_bytes": self.peak_activation_bytes,
             "calls": len(self.layers),
             "run_on": self.graph.run_on,
         }
+
+    def macs_by_kind(self) -> dict[str, int]:
+        """The MAC total split by rule: ``convolution`` (incl. transposed, modules and functions),
+        ``linear``, ``recurrent`` (RNN layers and cells), ``attention`` (``MultiheadAttention``,
+        ``scaled_dot_product_attention``) and ``matmul`` (matmul-like functions, ``einsum``);
+        the parts sum to :attr:`macs`."""
+        out = {"convolution": 0, "linear": 0, "recurrent": 0, "attention": 0, "matmul": 0}
+        for row in self.layers:
+            if row.macs:
+                out[_mac_kind(self.graph.calls[row.index])] += row.macs
+        return out
 
     def table(self, *, all_calls: bool = False) -> list[Layer]:
         """Rows to show: with ``all_calls=False`` the calls with parameters or MACs, pooling,
@@ -228,7 +240,8 @@ class Review:
         s = self.summary()
         out = [f"### Review of `{self.model_name}` at input {tuple(self.input_shape)}", "",
                f"- parameters: {s['params']:,} (used in the forward pass: {s['params_used']:,})",
-               f"- multiply-accumulates: {s['macs']:,} (conv, transposed conv, linear, matmul, recurrent gates)",
+               f"- multiply-accumulates: {s['macs']:,} ("
+               + ", ".join(f"{k} {v:,}" for k, v in s["macs_by_kind"].items() if v) + ")",
                f"- activations written: {s['activation_bytes']:,} bytes (largest {s['peak_activation_bytes']:,})",
                f"- calls executed: {s['calls']}", "",
                "| # | call | kind | input | output | params | MACs | FLOP/byte | receptive field |",
@@ -359,6 +372,20 @@ def call_macs(c: Call) -> int:
     if isinstance(m, nn.Bilinear):
         return math.prod(out) * m.in1_features * m.in2_features
     return 0
+
+
+def _mac_kind(c: Call) -> str:
+    """The rule a call's MACs come from (see :meth:`Review.macs_by_kind`)."""
+    m = c.module
+    if isinstance(m, _CONV + _CONVT) or c.kind in _FUNC_CONV or c.kind in _FUNC_CONVT:
+        return "convolution"
+    if isinstance(m, (nn.Linear, nn.Bilinear)) or c.kind == "linear":
+        return "linear"
+    if isinstance(m, (nn.RNNBase, nn.RNNCellBase)):
+        return "recurrent"
+    if isinstance(m, nn.MultiheadAttention) or c.kind == "scaled_dot_product_attention":
+        return "attention"
+    return "matmul"
 
 
 def _einsum_macs(c: Call) -> int:
