@@ -135,3 +135,46 @@ def test_a_model_on_meta_is_traced_without_changing_its_mode():
     model = UNet().to("meta").train()
     g = trace(model, (1, 3, 16, 16))
     assert g.run_on == "meta" and model.training
+
+
+def test_subclasses_that_replace_forward_are_scopes_except_layers_with_attribute_figures():
+    import torch.nn.functional as F
+
+    class LayerNorm2d(nn.LayerNorm):
+        def forward(self, x):
+            return F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                                self.eps).permute(0, 3, 1, 2)
+
+    class ConvSame(nn.Conv2d):
+        def forward(self, x):
+            return F.conv2d(F.pad(x, [1, 1, 1, 1]), self.weight, self.bias)
+
+    class QuietLN(nn.LayerNorm):  # a subclass that keeps forward stays a leaf
+        pass
+
+    assert not is_leaf(LayerNorm2d(4)) and is_leaf(QuietLN(4)) and is_leaf(ConvSame(2, 2, 3))
+    layer = nn.TransformerEncoderLayer(8, 2, 16, batch_first=True)
+    assert not is_leaf(layer) and is_leaf(layer.self_attn) and is_leaf(layer.linear1)
+    g = trace(nn.Sequential(ConvSame(3, 4, 3), LayerNorm2d(4)), (1, 3, 6, 6))
+    assert [c.name for c in g.calls] == ["0", "permute", "layer_norm", "permute"]
+    assert g.calls[0].output_shape == (1, 4, 6, 6)
+
+
+def test_hook_based_weight_norm_and_spectral_norm():
+    """The older weight_norm keeps a computed weight that deepcopy refuses: copy_model copes; the
+    weight computations of these hooks belong to the layer's call (the recorder's pre-hook runs first)."""
+    from convbook.graph import copy_model
+
+    model = nn.Sequential(nn.utils.weight_norm(nn.Conv2d(3, 4, 3)), nn.ReLU(),
+                          nn.utils.spectral_norm(nn.Conv2d(4, 4, 3)))
+    with pytest.raises(RuntimeError):
+        import copy
+
+        copy.deepcopy(model)
+    dup = copy_model(model)
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(dup.eval()(x), model.eval()(x))
+    g = trace(model, (1, 3, 8, 8))
+    assert [c.name for c in g.calls] == ["0", "1", "2"]
+    assert g.calls[0].param_names == ["0.bias", "0.weight_g", "0.weight_v"]
