@@ -231,6 +231,10 @@ def test_conv_linear_calls_shapes_and_macs_match_hooks(reviews, name):
     mine = [(r.name, r.output_shape, r.macs) for r in rev.layers
             if isinstance(rev.graph.calls[r.index].module, MAC_MODULES)]
     assert mine == hooked_calls(model, shape)
+    # the same rows from the JSON alone, by the torch.nn base class each row names
+    bases = {m.__name__ for m in MAC_MODULES}
+    rows = json.loads(rev.to_json())["layers"]
+    assert [(d["name"], tuple(d["output_shape"]), d["macs"]) for d in rows if d["base"] in bases] == mine
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -115,6 +115,7 @@ class Layer:
     receptive_field: tuple[tuple[int, Fraction], ...] | None
     field_note: str = ""
     inputs: list = field(default_factory=list)
+    base: str = ""  # the torch.nn layer class for a module call (Conv2d for a spectral-normalised conv), else the op
 
     def field_text(self) -> str:
         if self.receptive_field is None:
@@ -310,7 +311,7 @@ def review(model: nn.Module, input_shape: Sequence[int], *, name: str | None = N
             moved += sum(math.prod(s) for s in c.output_shapes) + c.params
             ai = 2 * macs / (bpe * moved)
         layers.append(Layer(c.index, c.name, c.kind, c.scope, c.input_shape, c.output_shape, c.params, macs, ai, f,
-                            note, list(c.inputs)))
+                            note, list(c.inputs), _base_name(c)))
     used = set()
     for c in graph.calls:
         used.update(c.param_names)
@@ -372,6 +373,15 @@ def call_macs(c: Call) -> int:
     if isinstance(m, nn.Bilinear):
         return math.prod(out) * m.in1_features * m.in2_features
     return 0
+
+
+def _base_name(c: Call) -> str:
+    """``torch.nn`` layer class of a module call (the first class of ``torch.nn.modules`` in its MRO:
+    ``Conv2d`` for ``ParametrizedConv2d`` or timm's ``Conv2dSame``); the op name for a function."""
+    if c.module is None:
+        return c.kind
+    return next((k.__name__ for k in type(c.module).__mro__ if k.__module__.startswith("torch.nn.modules.")),
+                type(c.module).__name__)
 
 
 def _mac_kind(c: Call) -> str:
