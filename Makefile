@@ -94,7 +94,7 @@ freeze: $(STAMP) ## rewrite requirements.txt from the current environment
 	@{ sed -n '1,2p' requirements.txt; $(PY) -m pip freeze --exclude-editable | sed 's/^torch==.*/torch==2.13.0/'; echo "-e ."; } > requirements.tmp && mv requirements.tmp requirements.txt
 
 bench-cpu: $(STAMP) ## every benchmark suite on the CPU at the small size, one thread (rewrites notebooks/data/bench/cpu-*-small.json)
-	OMP_NUM_THREADS=1 $(PY) -m convbook bench --device cpu --size small --threads 1 --force
+	OMP_NUM_THREADS=1 $(PY) -m convbook bench --device cpu --size small --threads 1 --min-run-time 0.3 --force
 
 bench-cpu-full: $(STAMP) ## chapter 11's algorithms against oneDNN at ResNet-50's real sizes, one thread (minutes; not part of make test)
 	OMP_NUM_THREADS=1 $(PY) -m convbook bench --device cpu --size full --threads 1 --suite fast-algorithms --force
