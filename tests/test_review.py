@@ -809,3 +809,21 @@ def test_norms_with_batch_or_running_statistics():
     for norm in (inorm, nn.LocalResponseNorm(2)):
         rev = R.review(nn.Sequential(nn.Conv2d(1, 2, 3), norm, nn.Conv2d(2, 2, 3)).eval(), (1, 1, 20, 20))
         assert rev.layers[-1].receptive_field == ((5, 1), (5, 1))
+
+
+def test_unidirectional_lstm_field_grows_from_the_first_step():
+    """Step t of a left-to-right LSTM over the columns reads columns 0 … t+1 (3×3 conv): a table field
+    whose clipped span equals the autograd support at every step."""
+    model, shape = build("lstm-head")
+    shape = (1, 1, 8, 12)
+    rev = R.review(model, shape)
+    fc = [r for r in rev.layers if r.kind == "Linear"][0]
+    (field,) = R.receptive_fields(rev.graph)[fc.index][0]
+    assert field.n == 12 and fc.receptive_field[0][0] == field.size == 6 + 2 + 1  # central step 6: −1 … 7
+    positive = positive_copy(model)
+    for t in range(12):
+        x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+        positive(x)[0, t, 0].backward()
+        cols = torch.nonzero(x.grad[0, 0].abs().sum(0)).flatten()
+        lo, hi = field.at(t)
+        assert (int(cols.min()), int(cols.max())) == (max(lo, 0), min(hi, 11)), t

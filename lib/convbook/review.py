@@ -31,9 +31,10 @@
   image border).  After a global operation (global or adaptive-to-1 pooling, a mean or sum
   over spatial axes, instance/group norm, a LayerNorm over the map, a bidirectional RNN along
   a spatial axis) the field is the whole input: ``None``, with ``field_note`` naming the call.
-  Reshapes keep the fields of the axes they leave intact (a channel shuffle); after one that
-  merges a spatial axis, after a unidirectional RNN, or where a joined branch is not tracked,
-  the field is not tracked (``None``, the note says where and why).
+  A unidirectional RNN along a spatial axis reads every earlier step: step t's field runs from
+  the start of step 0's to the end of step t's (a table).  Reshapes keep the fields of the axes
+  they leave intact (a channel shuffle); after one that merges a spatial axis, or where a joined
+  branch is not tracked, the field is not tracked (``None``, the note says where and why).
 * ``fold()`` — an eval-mode copy with every BN folded that folds exactly (spectral or weight
   normalised layers folded through the weight they compute), compared with the model in
   float64 before it is returned; every BN left has a reason.
@@ -564,8 +565,9 @@ def _layout_step(c: Call, tracked, nd: int):
         if len(lay0) == 3 and lay0[seq] is not None and all(f is None for i, f in enumerate(lay0) if i != seq):
             if m.bidirectional:
                 return None, f"whole input: {where} (bidirectional {kind} along a spatial axis)"
-            return None, (f"not tracked past {where} (a {kind} step reads every earlier step along a spatial "
-                          f"axis: the field grows to the start of the sequence)")
+            f = lay0[seq]  # step t reads steps 0 … t: a field from the first step's start to step t's end
+            grown = AxisField.make(f.jump, lambda v: (min(f.at(0)[0], f.at(v)[0]), f.at(v)[1]), 0, out[seq])
+            return tuple(grown if i == seq else None for i in range(len(out))), ""
         if any(f is not None for f in lay0):
             return None, f"not tracked past {where} ({kind} reads a spatial axis as features or batch)"
         return None, f"not tracked past {where} ({kind})"
