@@ -4,18 +4,23 @@ For every zoo model:
 
 1. ``params`` == ``sum(p.numel() for p in model.parameters())`` (unique parameters);
 2. every conv / transposed conv / linear call: output shape and MACs == forward hooks on a real
-   float64 run, MACs computed here from the hooked shapes and the module's attributes; the total
+   float64 run, MACs computed here from the hooked shapes and the module's attributes (the rows
+   found both from the call records and from the JSON by their ``torch.nn`` base class); the total
    == ``FlopCounterMode`` FLOPs / 2 on the same float64 run (which also sees the LSTM's and the
-   attention's matrix products), and per module == FlopCounterMode's per-module count;
-3. receptive fields of the last spatial conv call and a middle one (and the model output when it is
-   a map): the exact input span of central output units == the support of the input gradient of
-   that unit (autograd, positive weights, max pooling replaced by average pooling with the same
-   window), and the printed size == that span on an input large enough not to clip it; where the
-   review prints no field, its note says "whole input" and the gradient support is the whole input,
-   or the note says plainly that the field is not tracked;
-4. ``fold()``: the folded copy == the model in float64 (relative error < 1e-10), every BN is folded
-   or left with a reason;
-5. ``to_markdown()``, ``to_text()`` and ``to_json()`` run, the JSON round-trips to the same figures.
+   attention's matrix products), per module == FlopCounterMode's per-module count, and the split
+   by kind sums to the total;
+3. receptive fields of the last conv call and a middle one (and the model output when it is a
+   map): the exact input span of consecutive central output units == the support of the input
+   gradient of that unit (autograd on float64, positive weights, max pooling replaced by average
+   pooling over the same window, ReLUs made leaky so that no connection is hidden), and the
+   printed size == that span on an input large enough not to clip it; where the review prints no
+   field, its note says "whole input" and the gradient support is the whole input, or (ViT) says
+   plainly that the field is not tracked;
+4. ``fold()``: the folded copy == the model in float64 (relative error < 1e-10), every BN of the
+   model is folded or left with a reason;
+5. ``to_markdown()``, ``to_text()`` and ``to_json()`` run, the JSON round-trips to the same figures;
+
+and the CLI reviews a zoo model from its file.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 
 * every call of a *leaf* module — a module whose class (or a base class) is defined in
   ``torch.nn`` and is not a container (``Conv2d``, ``BatchNorm2d``, ``LSTM``, ``Upsample``,
-  ``LayerNorm``, …) — named by its qualified name as in ``model.named_modules()``;
+  ``LayerNorm``, …; :func:`is_leaf` gives the rule for subclasses that replace ``forward``) —
+  named by its qualified name as in ``model.named_modules()``;
 * every tensor-producing torch function or tensor method called *outside* leaf modules
   (``add``, ``cat``, ``mean``, ``interpolate``, ``mul`` with a layer-scale γ, …), named by
   its op, with the module it was called from as ``scope``.
