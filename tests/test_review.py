@@ -827,3 +827,17 @@ def test_unidirectional_lstm_field_grows_from_the_first_step():
         cols = torch.nonzero(x.grad[0, 0].abs().sum(0)).flatten()
         lo, hi = field.at(t)
         assert (int(cols.min()), int(cols.max())) == (max(lo, 0), min(hi, 11)), t
+
+
+def test_area_interpolation_is_adaptive_pooling():
+    class Area(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.d = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3)
+
+        def forward(self, x):
+            return self.d(F.interpolate(self.c(x), size=(9, 9), mode="area"))
+
+    model = Area().eval()
+    rev = R.review(model, (1, 1, 30, 30))
+    assert [s for s, _ in rev.layers[-1].receptive_field] == [13, 13] == autograd_field(model, (1, 1, 30, 30), phases=3)

@@ -1358,8 +1358,13 @@ def _field_step(c: Call, tracked, nd: int):
         if all(n == 1 for n in s0[2:]):
             return tuple(_resample(f, 1, o, 1) for f, o in zip(f0, out[2:])), ""
         taps = 1 if mode in (None, "nearest") else (4 if mode == "bicubic" else 2)
-        if mode == "nearest-exact":
-            return None, f"not tracked past {c.name} (nearest-exact resampling)"
+        if mode == "area":  # interpolate's area mode is adaptive average pooling
+            if all(v == 1 for v in out[2:]) and any(v > 1 for v in s0[2:]):
+                return None, f"whole input: {c.name} (area resampling to {'×'.join('1' * nd)})"
+            return tuple(_adaptive(f, n, o) for f, n, o in zip(f0, s0[2:], out[2:])), ""
+        antialias = bool(getattr(m, "antialias", False) if m is not None else _arg(c, 6, "antialias", False))
+        if mode == "nearest-exact" or (antialias and any(o < n for n, o in zip(s0[2:], out[2:]))):
+            return None, f"not tracked past {c.name} ({mode} resampling{' with antialiasing' if antialias else ''})"
         return tuple(_resample(f, n, o, taps, align) for f, n, o in zip(f0, s0[2:], out[2:])), ""
     if kind in {"pixel_shuffle", "PixelShuffle"}:
         r_ = out[2] // s0[2]
