@@ -1223,65 +1223,96 @@ class OldWeightNormTCN(nn.Module):
 class ResNetBottleneck(nn.Module):
     """ResNet bottleneck (1×1, 3×3 with stride/dilation, 1×1), in-place residual add."""
 
-    def __init__(self, cin, mid, cout, stride=1, dilation=1):
+    def __init__(self, c_in: int, mid: int, c_out: int, stride: int = 1, dilation: int = 1):
         super().__init__()
-        self.conv1, self.bn1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid)
-        self.conv2, self.bn2 = nn.Conv2d(mid, mid, 3, stride, dilation, dilation, bias=False), nn.BatchNorm2d(mid)
-        self.conv3, self.bn3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv1, self.bn1 = nn.Conv2d(c_in, mid, 1, bias=False), nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, mid, 3, stride, dilation, dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv3, self.bn3 = nn.Conv2d(mid, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)) if stride != 1 or cin != cout else None
+        self.downsample = None
+        if stride != 1 or c_in != c_out:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+
     def forward(self, x):
-        idt = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x))); out = self.relu(self.bn2(self.conv2(out))); out = self.bn3(self.conv3(out))
-        out += idt
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity
         return self.relu(out)
+
 
 class DeepLabV3(nn.Module):
     """torchvision-style DeepLabV3: ResNet bottlenecks (the last dilated, output stride 8), ASPP with an
     image-pooling branch, a 3×3 head, bilinear resize to the input; returns a dict like torchvision."""
 
-    def __init__(self, pool=True):
+    def __init__(self, pool: bool = True):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
-        self.layer1 = ResNetBottleneck(8, 4, 16); self.layer2 = ResNetBottleneck(16, 4, 16, 2); self.layer3 = ResNetBottleneck(16, 4, 16, 1, 2)
-        rates = (2, 4)
-        self.convs = nn.ModuleList([conv_bn_act(16, 8, 1)] + [conv_bn_act(16, 8, 3, dilation=r) for r in rates] + ([ASPPPooling(16, 8)] if pool else []))
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.layer1 = ResNetBottleneck(8, 4, 16)
+        self.layer2 = ResNetBottleneck(16, 4, 16, 2)
+        self.layer3 = ResNetBottleneck(16, 4, 16, 1, 2)
+        branches = [conv_bn_act(16, 8, 1)] + [conv_bn_act(16, 8, 3, dilation=r) for r in (2, 4)]
+        self.convs = nn.ModuleList(branches + ([ASPPPooling(16, 8)] if pool else []))
         self.project = conv_bn_act(8 * len(self.convs), 8, 1)
-        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 3, 1))
+        self.head = nn.Sequential(nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 3, 1))
+
     def forward(self, x):
         size = x.shape[-2:]
         f = self.layer3(self.layer2(self.layer1(self.stem(x))))
-        y = self.head(self.project(torch.cat([c(f) for c in self.convs], 1)))
+        y = self.head(self.project(torch.cat([conv(f) for conv in self.convs], 1)))
         return {"out": F.interpolate(y, size=size, mode="bilinear", align_corners=False)}
+
+
+def double_conv_valid(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3), nn.ReLU(inplace=True), nn.Conv2d(c_out, c_out, 3),
+                         nn.ReLU(inplace=True))
+
 
 class UNetValid(nn.Module):
     """The original U-Net: unpadded convs, transposed-conv upsampling, the skip centre-cropped by slicing."""
+
     def __init__(self):
         super().__init__()
-        dc = lambda a, b: nn.Sequential(nn.Conv2d(a, b, 3), nn.ReLU(inplace=True), nn.Conv2d(b, b, 3), nn.ReLU(inplace=True))
-        self.d1, self.d2, self.mid = dc(1, 4), dc(4, 8), dc(8, 16)
+        self.d1, self.d2, self.mid = double_conv_valid(1, 4), double_conv_valid(4, 8), double_conv_valid(8, 16)
         self.pool = nn.MaxPool2d(2)
-        self.up2, self.u2 = nn.ConvTranspose2d(16, 8, 2, 2), dc(16, 8)
-        self.up1, self.u1 = nn.ConvTranspose2d(8, 4, 2, 2), dc(8, 4)
+        self.up2, self.u2 = nn.ConvTranspose2d(16, 8, 2, 2), double_conv_valid(16, 8)
+        self.up1, self.u1 = nn.ConvTranspose2d(8, 4, 2, 2), double_conv_valid(8, 4)
         self.out = nn.Conv2d(4, 2, 1)
+
     @staticmethod
-    def crop(t, ref):
-        dy = (t.shape[2] - ref.shape[2]) // 2; dx = (t.shape[3] - ref.shape[3]) // 2
+    def crop(t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+        dy, dx = (t.shape[2] - ref.shape[2]) // 2, (t.shape[3] - ref.shape[3]) // 2
         return t[:, :, dy:dy + ref.shape[2], dx:dx + ref.shape[3]]
+
     def forward(self, x):
-        a = self.d1(x); b = self.d2(self.pool(a)); m = self.mid(self.pool(b))
-        u = self.up2(m); u = self.u2(torch.cat([self.crop(b, u), u], 1))
-        u = self.up1(u); u = self.u1(torch.cat([self.crop(a, u), u], 1))
+        a = self.d1(x)
+        b = self.d2(self.pool(a))
+        m = self.mid(self.pool(b))
+        u = self.up2(m)
+        u = self.u2(torch.cat([self.crop(b, u), u], 1))
+        u = self.up1(u)
+        u = self.u1(torch.cat([self.crop(a, u), u], 1))
         return self.out(u)
+
 
 class SELinear(nn.Module):
     """SENet's squeeze-excitation with Linear layers on the pooled vector (view, expand_as)."""
 
-    def __init__(self, c, r=4):
-        super().__init__(); self.avg = nn.AdaptiveAvgPool2d(1); self.fc = nn.Sequential(nn.Linear(c, c // r, bias=False), nn.ReLU(inplace=True), nn.Linear(c // r, c, bias=False), nn.Sigmoid())
+    def __init__(self, c: int, r: int = 4):
+        super().__init__()
+        self.avg = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Sequential(nn.Linear(c, c // r, bias=False), nn.ReLU(inplace=True),
+                                nn.Linear(c // r, c, bias=False), nn.Sigmoid())
+
     def forward(self, x):
-        b, c, _, _ = x.size(); y = self.avg(x).view(b, c); y = self.fc(y).view(b, c, 1, 1)
+        b, c, _, _ = x.size()
+        y = self.fc(self.avg(x).view(b, c)).view(b, c, 1, 1)
         return x * y.expand_as(x)
+
 
 class SEResNeXt(nn.Module):
     """SE-ResNeXt block: grouped 3×3 (cardinality 4), SE on the residual branch."""
@@ -1294,30 +1325,43 @@ class SEResNeXt(nn.Module):
         self.conv3, self.bn3 = nn.Conv2d(16, 16, 1, bias=False), nn.BatchNorm2d(16)
         self.se = SELinear(16)
         self.fc = nn.Linear(16, 5)
+
     def forward(self, x):
         x = self.stem(x)
-        o = F.relu(self.bn1(self.conv1(x))); o = F.relu(self.bn2(self.conv2(o))); o = self.bn3(self.conv3(o))
-        o = F.relu(self.se(o) + x)
+        o = F.relu(self.bn1(self.conv1(x)))
+        o = F.relu(self.bn2(self.conv2(o)))
+        o = F.relu(self.se(self.bn3(self.conv3(o))) + x)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(o, 1), 1))
+
 
 class PoolFormerBlock(nn.Module):
     """PoolFormer block: GroupNorm(1), token mixer avg-pool − x, layer scales applied via unsqueeze."""
-    def __init__(self, c):
+
+    def __init__(self, c: int):
         super().__init__()
-        self.norm1 = nn.GroupNorm(1, c); self.pool = nn.AvgPool2d(3, 1, 1, count_include_pad=False)
-        self.norm2 = nn.GroupNorm(1, c); self.mlp = nn.Sequential(nn.Conv2d(c, 2 * c, 1), nn.GELU(), nn.Conv2d(2 * c, c, 1))
-        self.ls1 = nn.Parameter(1e-1 * torch.ones(c)); self.ls2 = nn.Parameter(1e-1 * torch.ones(c))
+        self.norm1, self.pool = nn.GroupNorm(1, c), nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+        self.norm2 = nn.GroupNorm(1, c)
+        self.mlp = nn.Sequential(nn.Conv2d(c, 2 * c, 1), nn.GELU(), nn.Conv2d(2 * c, c, 1))
+        self.ls1 = nn.Parameter(1e-1 * torch.ones(c))
+        self.ls2 = nn.Parameter(1e-1 * torch.ones(c))
+
     def forward(self, x):
         y = self.norm1(x)
         x = x + self.ls1.unsqueeze(-1).unsqueeze(-1) * (self.pool(y) - y)
         return x + self.ls2.unsqueeze(-1).unsqueeze(-1) * self.mlp(self.norm2(x))
 
+
 class PoolFormer(nn.Module):
     """PoolFormer (MetaFormer): patch-embedding stem, one block, GroupNorm(1) head on the spatial mean."""
 
     def __init__(self):
-        super().__init__(); self.stem = nn.Conv2d(3, 8, 7, 4, 2); self.block = PoolFormerBlock(8); self.norm = nn.GroupNorm(1, 8); self.head = nn.Linear(8, 4)
-    def forward(self, x): return self.head(self.norm(self.block(self.stem(x))).mean([-2, -1]))
+        super().__init__()
+        self.stem, self.block = nn.Conv2d(3, 8, 7, 4, 2), PoolFormerBlock(8)
+        self.norm, self.head = nn.GroupNorm(1, 8), nn.Linear(8, 4)
+
+    def forward(self, x):
+        return self.head(self.norm(self.block(self.stem(x))).mean([-2, -1]))
+
 
 class CRNNReshape(nn.Module):
     """A CRNN whose remaining height is folded into the features (permute + reshape), read by a
@@ -1328,12 +1372,13 @@ class CRNNReshape(nn.Module):
         self.cnn = nn.Sequential(conv_bn_act(1, 8, 3), nn.MaxPool2d((2, 2)), conv_bn_act(8, 16, 3), nn.MaxPool2d((4, 1)))
         self.rnn = nn.LSTM(16 * 2, 12, num_layers=2)
         self.fc = nn.Linear(12, 6)
+
     def forward(self, x):
-        f = self.cnn(x)  # N, 16, 2, W/2
+        f = self.cnn(x)  # (N, 16, 2, W/2)
         n, c, h, w = f.shape
-        f = f.permute(3, 0, 1, 2).reshape(w, n, c * h)
-        y, _ = self.rnn(f)
+        y, _ = self.rnn(f.permute(3, 0, 1, 2).reshape(w, n, c * h))
         return self.fc(y)
+
 
 class ProGANDiscriminator(nn.Module):
     """ProGAN-style discriminator: spectral-normalised convs, average-pool downsampling, the minibatch
@@ -1342,23 +1387,31 @@ class ProGANDiscriminator(nn.Module):
     def __init__(self):
         super().__init__()
         sn = nn.utils.spectral_norm
-        self.convs = nn.Sequential(sn(nn.Conv2d(3, 8, 3, 1, 1)), nn.LeakyReLU(0.2), nn.AvgPool2d(2), sn(nn.Conv2d(8, 16, 3, 1, 1)), nn.LeakyReLU(0.2), nn.AvgPool2d(2))
-        self.final = sn(nn.Conv2d(17, 16, 3, 1, 1)); self.fc = sn(nn.Linear(16 * 4 * 4, 1))
+        self.convs = nn.Sequential(sn(nn.Conv2d(3, 8, 3, 1, 1)), nn.LeakyReLU(0.2), nn.AvgPool2d(2),
+                                   sn(nn.Conv2d(8, 16, 3, 1, 1)), nn.LeakyReLU(0.2), nn.AvgPool2d(2))
+        self.final = sn(nn.Conv2d(17, 16, 3, 1, 1))
+        self.fc = sn(nn.Linear(16 * 4 * 4, 1))
+
     def forward(self, x):
         h = self.convs(x)
-        std = torch.sqrt(h.var(0, unbiased=False) + 1e-8).mean().view(1, 1, 1, 1).expand(h.shape[0], 1, *h.shape[2:])
-        h = F.leaky_relu(self.final(torch.cat([h, std], 1)), 0.2)
-        return self.fc(h.flatten(1))
+        std = torch.sqrt(h.var(0, unbiased=False) + 1e-8).mean().view(1, 1, 1, 1)
+        h = torch.cat([h, std.expand(h.shape[0], 1, *h.shape[2:])], 1)
+        return self.fc(F.leaky_relu(self.final(h), 0.2).flatten(1))
+
 
 class ResizeConvGenerator(nn.Module):
     """Resize-convolution generator (Odena et al.): nearest upsampling + 3×3 conv instead of strided
     transposed convs, BN, from a 1×1 latent map."""
+
     def __init__(self):
         super().__init__()
         self.proj = nn.Sequential(nn.ConvTranspose2d(16, 16, 4, 1, 0, bias=False), nn.BatchNorm2d(16), nn.ReLU(True))
-        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(16, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(True),
-                             nn.Upsample(scale_factor=2), nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh())
-    def forward(self, z): return self.up(self.proj(z))
+        self.up = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(16, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
+                                nn.ReLU(True), nn.Upsample(scale_factor=2), nn.Conv2d(8, 3, 3, 1, 1), nn.Tanh())
+
+    def forward(self, z):
+        return self.up(self.proj(z))
+
 
 class RecurrentConvNet(nn.Module):
     """An R2U-Net recurrent block with t = 3 (one conv + BN + ReLU called four times) between 1×1 convs,
