@@ -841,3 +841,19 @@ def test_area_interpolation_is_adaptive_pooling():
     model = Area().eval()
     rev = R.review(model, (1, 1, 30, 30))
     assert [s for s, _ in rev.layers[-1].receptive_field] == [13, 13] == autograd_field(model, (1, 1, 30, 30), phases=3)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_fractional_scale_factor_maps_by_its_inverse(mode):
+    """With a scale factor PyTorch samples output v at v/scale (not v·n_in/n_out): exact spans per unit."""
+    model = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Upsample(scale_factor=1.5, mode=mode), nn.Conv2d(1, 1, 3)).eval()
+    shape = (1, 1, 23, 23)  # 21 → 31 units: 21/31 ≠ 2/3; the last conv gives 29
+    rev = R.review(model, shape)
+    field = R.receptive_fields(rev.graph)[2][0][0]
+    positive = positive_copy(model)
+    for u in range(29):
+        x = torch.ones(shape, dtype=torch.float64, requires_grad=True)
+        positive(x)[0, 0, u, u].backward()
+        rows = torch.nonzero(x.grad[0, 0].sum(1)).flatten()
+        lo, hi = field.at(u)
+        assert (int(rows.min()), int(rows.max())) == (max(lo, 0), min(hi, 22)), u

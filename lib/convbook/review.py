@@ -622,6 +622,10 @@ def _reduced_dims(c: Call, rank: int) -> set[int] | None:
         return None
 
 
+def _is_seq(v) -> bool:
+    return isinstance(v, (tuple, list))
+
+
 def _as_tuple(v):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,)
 
@@ -1205,9 +1209,15 @@ def _transpose(f: AxisField, k: int, s: int, p: int, d: int, n_out: int = 0) -> 
     return _make(f, f.jump / s, fn, len(f.lo) * s, n_out)
 
 
-def _resample(f: AxisField, n_in: int, n_out: int, taps: int, align_corners: bool = False) -> AxisField:
-    """Upsampling/interpolation: nearest reads 1 unit, linear 2 (1 where the weight of the second is 0), cubic 4."""
-    r = Fraction(n_in - 1, n_out - 1) if align_corners and n_out > 1 else Fraction(n_in, n_out)
+def _resample(f: AxisField, n_in: int, n_out: int, taps: int, align_corners: bool = False,
+              ratio: Fraction | None = None) -> AxisField:
+    """Upsampling/interpolation: nearest reads 1 unit, linear 2 (1 where the weight of the second is 0), cubic 4.
+
+    Output ``v`` samples input position ``v·r`` (nearest, align_corners) or ``(v + ½)·r − ½``, with
+    ``r = (n_in − 1)/(n_out − 1)`` for align_corners, ``1/scale_factor`` when a scale factor is
+    given (``ratio``), else ``n_in/n_out``.
+    """
+    r = Fraction(n_in - 1, n_out - 1) if align_corners and n_out > 1 else (ratio or Fraction(n_in, n_out))
 
     def fn(v):
         src = v * r if (align_corners or taps == 1) else (v + Fraction(1, 2)) * r - Fraction(1, 2)
@@ -1365,7 +1375,14 @@ def _field_step(c: Call, tracked, nd: int):
         antialias = bool(getattr(m, "antialias", False) if m is not None else _arg(c, 6, "antialias", False))
         if mode == "nearest-exact" or (antialias and any(o < n for n, o in zip(s0[2:], out[2:]))):
             return None, f"not tracked past {c.name} ({mode} resampling{' with antialiasing' if antialias else ''})"
-        return tuple(_resample(f, n, o, taps, align) for f, n, o in zip(f0, s0[2:], out[2:])), ""
+        if m is not None:
+            scale, recompute = getattr(m, "scale_factor", None), getattr(m, "recompute_scale_factor", None)
+        else:
+            scale, recompute = _arg(c, 2, "scale_factor", None), _arg(c, 5, "recompute_scale_factor", None)
+        ratios = [None] * nd
+        if scale is not None and not recompute and not align:  # PyTorch maps output v by 1/scale, not n_in/n_out
+            ratios = [1 / Fraction(v).limit_denominator(1000) for v in _as_tuple(scale)] * (1 if _is_seq(scale) else nd)
+        return tuple(_resample(f, n, o, taps, align, r) for f, n, o, r in zip(f0, s0[2:], out[2:], ratios)), ""
     if kind in {"pixel_shuffle", "PixelShuffle"}:
         r_ = out[2] // s0[2]
         return tuple(_make(f, f.jump / r_, lambda v, f=f: f.at(v // r_), len(f.lo) * r_, n)
