@@ -125,7 +125,7 @@ class Layer:
             return "—"
         sizes = "×".join(str(s) for s, _ in self.receptive_field)
         jumps = "×".join(str(j) for _, j in self.receptive_field)
-        return f"{sizes} (jump {jumps})"
+        return f"{sizes} (jump {jumps}; {self.field_note})" if self.field_note else f"{sizes} (jump {jumps})"
 
 
 @dataclass
@@ -305,6 +305,8 @@ def review(model: nn.Module, input_shape: Sequence[int], *, name: str | None = N
     for c in graph.calls:
         macs = call_macs(c)
         f, note = fields[c.index]
+        if f is not None and any(axis.n for axis in f) and not note:
+            note = "central unit; the field varies across the map"
         f = None if f is None else tuple((axis.size, axis.jump) for axis in f)
         ai = None
         if macs:
