@@ -529,3 +529,25 @@ def test_profile_works_on_models_fx_cannot_trace():
     assert prof.params == sum(p.numel() for p in m.parameters()) and prof.extra_params == 4
     assert prof.flops == sum(cost.flop_counter_flops(m, (2, 3, 6, 6)).values())
     assert prof.rows[3].output_shape == (2, 4, 12, 12)
+
+
+def test_profile_reuses_the_trace_only_for_structurally_identical_book_models():
+    a, b = profile(models.build("resnet18"), (1, 3, 32, 32)), profile(models.build("resnet18"), (1, 3, 32, 32))
+    assert a == b  # the second profile reads the first one's calls
+    assert cost._structure_key(models.build("resnet50"), (1, 3, 32, 32)) != \
+        cost._structure_key(models.build("resnet50", stride_on="1x1"), (1, 3, 32, 32))
+    big = profile(models.build("resnet18"), (1, 3, 64, 64))  # another shape: traced again
+    assert big.rows[0].input_shape == (1, 3, 64, 64) and big.rows[0].macs == 4 * a.rows[0].macs
+
+    class Loop(nn.Module):  # its forward depends on an attribute repr() does not show: never cached
+        def __init__(self, times):
+            super().__init__()
+            self.c, self.times = nn.Conv2d(2, 2, 3, padding=1), times
+
+        def forward(self, x):
+            for _ in range(self.times):
+                x = self.c(x)
+            return x
+
+    assert cost._structure_key(Loop(2), (1, 2, 5, 5)) is None
+    assert profile(Loop(3), (1, 2, 5, 5)).macs == 3 * profile(Loop(1), (1, 2, 5, 5)).macs

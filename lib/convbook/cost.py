@@ -972,14 +972,47 @@ def _trace(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[str, nn.Modul
     A view of :func:`convbook.graph.trace`: its module calls, with the first tensor input and the
     first tensor output of each (an LSTM returns ``(out, (h, c))``: ``out``). A call without a
     tensor input or output cannot be costed and raises ``ValueError`` naming it."""
+    key = _structure_key(model, shape)
+    if key is not None and key in _TRACE_CACHE:
+        return list(_TRACE_CACHE[key])
     out = []
-    for c in _graph(model, shape).calls:
+    g = _graph(model, shape)
+    for c in g.calls:
         if not c.is_module:
             continue
         if c.input_shape is None or c.output_shape is None:
             raise ValueError(f"layer {c.name} ({c.kind}) has no tensor input or output to cost")
         out.append((c.name, c.module, c.input_shape, c.output_shape))
+    if key is not None and g.run_on == "meta":  # a meta run read no values: the calls follow from the structure
+        if len(_TRACE_CACHE) >= 64:
+            _TRACE_CACHE.pop(next(iter(_TRACE_CACHE)))
+        _TRACE_CACHE[key] = tuple(out)
     return out
+
+
+#: Leaf calls of models whose structure determines them (see :func:`_structure_key`), so that the many
+#: profiles of the book's networks (each built afresh) trace each architecture once per input shape.
+_TRACE_CACHE: dict = {}
+
+
+def _structure_key(model: nn.Module, shape: tuple[int, ...]):
+    """A key that fixes the calls ``model`` makes on ``shape``, or ``None`` when none is known.
+
+    Only for models made entirely of ``torch.nn`` modules and the classes of :mod:`convbook.models`
+    (whose forward passes depend on nothing but their submodules), with no hooks: then the class
+    of every module, their names (sharing included) and ``repr`` (every layer's configuration)
+    determine the calls and their shapes."""
+    mods = list(model.named_modules(remove_duplicate=False))
+    for _, m in mods:
+        where = type(m).__module__
+        if not (where.startswith("torch.nn.") or where == models.__name__):
+            return None
+        if m._forward_hooks or m._forward_pre_hooks:
+            return None
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return None
+    dtype = next((p.dtype for p in model.parameters()), None)
+    return (tuple(shape), dtype, tuple((n, type(m).__module__, type(m).__qualname__) for n, m in mods), repr(model))
 
 
 def _graph(model: nn.Module, shape: Sequence[int]):
