@@ -15,7 +15,8 @@ For every zoo model:
    pooling over the same window, ReLUs made leaky so that no connection is hidden), and the
    printed size == that span on an input large enough not to clip it; where the review prints no
    field, its note says "whole input" and the gradient support is the whole input, or (ViT) says
-   plainly that the field is not tracked;
+   plainly that the field is not tracked; for nine encoder-decoder, segmentation, GAN, recurrent
+   and text-recognition models, every conv call's central unit likewise;
 4. ``fold()``: the folded copy == the model in float64 (relative error < 1e-10), every BN of the
    model is folded or left with a reason;
 5. ``to_markdown()``, ``to_text()`` and ``to_json()`` run, the JSON round-trips to the same figures;
@@ -368,3 +369,36 @@ def test_cli_reviews_a_zoo_model(capsys):
     assert data["summary"]["params"] == sum(p.numel() for p in model.parameters()) == rev.params
     assert data["summary"]["macs"] == rev.macs
     assert [d["name"] for d in data["layers"]] == [r.name for r in rev.layers]
+
+
+#: the kinds of network a review is most often asked about: every conv row of these is checked
+EVERY_ROW = ["efficientnet-timm", "deeplabv3plus-no-pool", "unet-milesial-bilinear", "pix2pix-unet", "recurrent-conv",
+             "crnn", "patchgan-bn", "hrnet", "unet-valid"]
+
+
+@pytest.mark.parametrize("name", EVERY_ROW)
+def test_every_conv_row_field_matches_autograd(reviews, name):
+    """Every call of every conv / transposed conv: the exact span of its central unit == the autograd
+    support (clipped by the border), or, for a field printed as the whole input, the support is the
+    whole input."""
+    model, _, big, _ = reviews[name]
+    rev = R.review(model, big)
+    fields = R.receptive_fields(rev.graph)
+    pos = positive_copy(model)
+    checked = 0
+    for row in rev.layers:
+        call = rev.graph.calls[row.index]
+        if not isinstance(call.module, CONVS + CONVTS):
+            continue
+        occurrence = sum(1 for c in rev.graph.calls[:row.index] if c.is_module and c.name == call.name)
+        unit = tuple(n // 2 for n in row.output_shape[2:])
+        if row.receptive_field is None:
+            assert row.field_note.startswith("whole input"), (row.name, row.field_note)
+            span = gradient_support(pos, big, call.name, occurrence, unit, channel_sum=True)
+            assert span == [(0, n - 1) for n in big[2:]], row.name
+        else:
+            span = gradient_support(pos, big, call.name, occurrence, unit)
+            theory = [f.at(u) for f, u in zip(fields[row.index][0], unit)]
+            assert span == [(max(lo, 0), min(hi, n - 1)) for (lo, hi), n in zip(theory, big[2:])], row.name
+        checked += 1
+    assert checked >= 4
