@@ -888,6 +888,8 @@ def plot_comparisons(data: dict, axes=None):
         ax.errorbar(ks, meds, yerr=[[m - a for m, a in zip(meds, q1s)], [b - m for m, b in zip(meds, q3s)]], fmt="o-",
                     color="C1", capsize=3)
         ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}" if str(v)[0] in "25" else ""))
         ax.axhline(1, color="k", lw=1, ls="--")
         cross = fft_crossover(data)
         if cross["model"] is not None:
