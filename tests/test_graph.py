@@ -178,3 +178,45 @@ def test_hook_based_weight_norm_and_spectral_norm():
     g = trace(model, (1, 3, 8, 8))
     assert [c.name for c in g.calls] == ["0", "1", "2"]
     assert g.calls[0].param_names == ["0.bias", "0.weight_g", "0.weight_v"]
+
+
+@pytest.mark.parametrize("prefer_meta", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tied_parameters_keep_the_name_named_parameters_gives(prefer_meta, dtype):
+    """b.weight = a.weight: every call reads the one tensor, named as model.named_parameters() names it
+    (the meta or float32 copy must not untie them)."""
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    model = Tied().to(dtype)
+    assert [n for n, _ in model.named_parameters()] == ["a.weight", "a.bias", "b.bias"]
+    g = trace(model, (1, 3, 4, 4), prefer_meta=prefer_meta)
+    assert g.run_on == ("meta" if prefer_meta else "cpu")
+    assert [(c.name, c.param_names) for c in g.calls if c.is_module] == [
+        ("a", ["a.weight", "a.bias"]), ("b", ["a.weight", "b.bias"])]
+    assert g.model.a.weight is g.model.b.weight  # the traced copy is still tied
+    assert model.a.weight.device.type == "cpu" and model.a.weight.dtype == dtype  # the model is untouched
+
+
+def test_copy_model_keeps_ties_when_moving():
+    from convbook.graph import copy_model
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    model[1].weight = model[0].weight
+    model[0].register_buffer("shared", torch.zeros(3))
+    model[1].register_buffer("shared", model[0].shared)
+    for device, dtype in (("meta", None), ("cpu", torch.float64), (None, torch.float64)):
+        dup = copy_model(model, device, dtype)
+        assert dup[0].weight is dup[1].weight and dup[0].shared is dup[1].shared
+        assert dup[0].weight is not model[0].weight
+        assert dup[0].weight.device.type == (device or "cpu")
+        assert dup[0].weight.dtype == (dtype or torch.float32) and isinstance(dup[0].weight, nn.Parameter)
+    assert model[0].weight.dtype == torch.float32  # the model is untouched
+    with pytest.raises(ValueError, match="floating-point dtype"):
+        copy_model(model, "cpu", torch.int64)

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["Call", "Graph", "trace", "is_leaf", "overrides_forward", "torch_base", "copy_model"]
+__all__ = ["Call", "Graph", "trace", "is_leaf", "overrides_forward", "torch_base", "copy_model", "to_keeping_ties"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.ParameterList, nn.ParameterDict)
 #: ``torch.nn`` modules made of other layers: traced through, so that their layers are counted.
@@ -148,10 +148,51 @@ def is_leaf(module: nn.Module) -> bool:
     return not overrides_forward(module) or isinstance(module, _LEAF_EVEN_IF_OVERRIDDEN)
 
 
-def copy_model(model: nn.Module) -> nn.Module:
-    """``copy.deepcopy(model)``, also for models using the hook-based ``torch.nn.utils.weight_norm``
-    (its ``weight`` is a computed non-leaf tensor, which deepcopy refuses): those attributes are
-    set aside during the copy and recomputed by the hook at the next forward pass."""
+def copy_model(model: nn.Module, device: torch.device | str | None = None,
+               dtype: torch.dtype | None = None) -> nn.Module:
+    """``copy.deepcopy(model)``, optionally moved to ``device`` and floating tensors cast to ``dtype``.
+
+    Also works for models using the hook-based ``torch.nn.utils.weight_norm`` (its ``weight``
+    is a computed non-leaf tensor, which deepcopy refuses): those attributes are set aside
+    during the copy and recomputed by the hook at the next forward pass.  Ties are kept: a
+    parameter or buffer held by several modules (``b.weight = a.weight``) is one tensor in the
+    copy too, also after the move (``Module.to('meta')`` would give each holder its own
+    tensor), see :func:`to_keeping_ties`.
+    """
+    dup = _deepcopy(model)
+    if device is None and dtype is None:
+        return dup
+    return to_keeping_ties(dup, device, dtype)
+
+
+def to_keeping_ties(model: nn.Module, device: torch.device | str | None = None,
+                    dtype: torch.dtype | None = None) -> nn.Module:
+    """Move ``model`` in place as ``model.to(device, dtype)`` does (``dtype`` applies to floating-point
+    tensors only), converting each distinct parameter or buffer once, so that modules sharing a
+    tensor still share the converted one.  Returns ``model``."""
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype (Module.to casts floating tensors only), got {dtype}")
+    memo: dict[int, torch.Tensor] = {}
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in memo:
+            to_dtype = dtype if dtype is not None and t.is_floating_point() else t.dtype
+            new = t.detach().to(device=t.device if device is None else device, dtype=to_dtype)
+            if isinstance(t, nn.Parameter):
+                new = nn.Parameter(new, requires_grad=t.requires_grad)
+            memo[id(t)] = new
+        return memo[id(t)]
+
+    for m in model.modules():
+        for table in (m._parameters, m._buffers):
+            for key, t in table.items():
+                if t is not None:
+                    table[key] = convert(t)
+    return model
+
+
+def _deepcopy(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy(model)``, setting hook-computed ``weight_norm`` weights aside (see :func:`copy_model`)."""
     try:
         return copy.deepcopy(model)
     except RuntimeError:
@@ -340,13 +381,13 @@ def _trace(model: nn.Module, shape: tuple[int, ...], run_on: str, progress) -> G
     params = list(model.parameters()) + list(model.buffers())
     on_meta = bool(params) and all(p.device.type == "meta" for p in params)
     if run_on == "meta":
-        work = copy_model(model).to("meta")  # a copy even on meta: eval() below must not touch the model
+        work = copy_model(model, "meta")  # a copy even on meta: eval() below must not touch the model
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         x = torch.zeros(shape, device="meta", dtype=dtype)
     else:
         if on_meta:
             raise ValueError("a model on the meta device can only be traced on meta tensors")
-        work = copy_model(model).to("cpu", torch.float32)
+        work = copy_model(model, "cpu", torch.float32)
         x = torch.zeros(shape, dtype=torch.float32)
         torch.manual_seed(0)
         x.normal_()
