@@ -739,29 +739,62 @@ def test_derivations_have_the_derived_coefficients():
 # --- fold decisions come from the data flow of the run (convbook.graph) ----------------------
 
 
-def test_fold_decisions_agree_with_review_on_the_claim_architectures():
+def test_review_folds_exactly_what_fold_decisions_decides_on_the_claim_architectures():
+    """One set of rules: review's plan and Review.fold() are fold_decisions', chains and refusals included."""
     from convbook.graph import trace
-    from convbook.review import fold_plan
+    from convbook.review import fold_plan, review
 
-    seen = {"chain": 0, "read": 0, "same": 0}
+    seen = {"chain": 0, "read": 0}
     for case in range(fold.N_SMALL_MODELS):
-        model, _, shape = fold._small_model(case)
-        model = model.double().eval()
-        ours = fold.fold_decisions(model, shape)
+        model, n_left, shape = fold._small_model(case)
+        model = fold._randomised_small_model(model.double().eval(), fold.generator(700 + case), "cpu")
+        ours = fold.fold_decisions(model, shape, linear_bn=True)
         plan = fold_plan(trace(model, shape))
-        theirs = {(bn, layer) for layer, bn in plan["after"]} | {(bn, conv) for bn, conv in plan["before"]}
-        mine = {(bn, layer) for bn, layer, _ in ours.folded}
-        # Where they differ, each difference is one of two known ones: review keeps one BN per layer while
-        # fold_model folds BN → conv → BN chains into the one conv; and review does not check that a layer's
-        # weights are read by another call (a functional conv on them), which rules a fold out.
-        for bn, layer in mine - theirs:
-            assert sum(lay == layer for _, lay in mine) == 2, (case, bn, layer)
-            seen["chain"] += 1
-        for bn, layer in theirs - mine:
-            assert "also read" in ours.unfolded[bn], (case, bn, layer)
-            seen["read"] += 1
-        seen["same"] += len(mine & theirs)
-    assert seen["chain"] and seen["read"] and seen["same"] >= 15, seen
+        assert plan["folded"] == ours.folded and dict(plan["left"]) == ours.unfolded, case
+        assert plan["categories"] == ours.categories and set(ours.categories) == set(ours.unfolded), case
+        assert len(ours.unfolded) == n_left, (case, ours.unfolded)
+        report = review(model, shape).fold()
+        assert {bn for _, bn, _ in report.folded} == {bn for bn, _, _ in ours.folded}, case
+        assert report.max_rel_error <= 1e-10 and report.bns_after == n_left, case
+        layers = [layer for _, layer, _ in ours.folded]
+        seen["chain"] += sum(layers.count(x) == 2 for x in set(layers))
+        seen["read"] += sum("also read" in why for why in ours.unfolded.values())
+    assert seen["chain"] >= 4 and seen["read"] >= 1, seen
+
+
+def test_fold_decisions_categories_and_bad_category():
+    report = fold.fold_decisions(_randomised(nn.Sequential(nn.Conv2d(3, 3, 3), nn.ReLU(), nn.BatchNorm2d(3),
+                                                           nn.Conv2d(3, 2, 3, padding=1))), (1, 3, 8, 8))
+    assert report.folded == [] and report.categories == {"2": "zero-padding"}
+    assert "zero padding" in report.unfolded["2"]
+    with pytest.raises(ValueError, match="category must be one of"):
+        report.leave("2", "because", "no reason")
+
+
+def test_fold_decisions_list_a_bn_that_never_runs_and_a_bn_subclass():
+    class Act(nn.BatchNorm2d):
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    class Spare(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.unused = nn.Conv2d(3, 4, 1), Act(4), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            return self.bn(self.conv(x))
+
+    model = _randomised(Spare())
+    report = fold.fold_decisions(model, (1, 3, 4, 4))
+    assert report.folded == []
+    assert report.categories == {"bn": "bn-forward-replaced", "unused": "never-called"}
+    model.bn = _randomised(nn.BatchNorm2d(4))  # torch.fx cannot trace BatchNorm's forward in a subclass
+    folded = fold_model(model)
+    assert folded.fold_report.folded == [("bn", "conv", "conv-bn")]
+    assert folded.fold_report.categories == {"unused": "never-called"}
+    x = _x(2, 3, 4, 4)
+    with torch.no_grad():
+        assert _rel(folded(x), model(x)) <= 1e-12
 
 
 def test_fold_model_keeps_a_bn_whose_layer_output_is_also_returned():

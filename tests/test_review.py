@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import convbook.review as R
 from convbook.__main__ import main as cli_main
 from convbook.claims import get_claim
+from convbook.fold import fold_model
 from convbook.models import resnet50
 
 torch.set_num_threads(1)
@@ -456,12 +457,15 @@ def test_fold_counts_and_reasons(reviews):
     preact = reviews["preact"][2].fold()  # conv1 → bn2 folds; BN → ReLU → conv does not
     assert [(a, b) for a, b, _ in preact.folded] == [("block1.conv1", "block1.bn2"), ("block2.conv1", "block2.bn2")]
     assert [bn for bn, _ in preact.left] == ["block1.bn1", "block2.bn1", "bn"]
-    assert "other readers" in preact.left[0][1] and "`relu`" in preact.left[1][1]
+    assert "also read elsewhere" in preact.left[0][1] and "feeds relu" in preact.left[1][1]
+    assert preact.categories == dict.fromkeys(["block1.bn1", "block2.bn1", "bn"], "no-exclusive-neighbour")
     shared = reviews["shared"][2].fold()
-    assert shared.folded == [] and shared.left == [("step_bn", "the module is called 3 times")]
+    assert shared.folded == [] and shared.left == [("step_bn", "the module is called 3 times (one BN, several places)")]
+    assert shared.categories == {"step_bn": "bn-called-several-times"}
     same = reviews["same-even"][2].fold()
     assert same.folded == [("0", "1", "conv→BN"), ("4", "3", "BN→conv")]
-    assert [bn for bn, _ in same.left] == ["6"] and "zero-pads" in same.left[0][1]
+    assert [bn for bn, _ in same.left] == ["6"] and "zero padding" in same.left[0][1]
+    assert same.categories == {"6": "zero-padding"}
 
 
 def test_fold_refuses_a_conv_whose_output_has_other_readers():
@@ -476,7 +480,73 @@ def test_fold_refuses_a_conv_whose_output_has_other_readers():
 
     rev = R.review(TwoReaders().eval(), (1, 3, 6, 6))
     report = rev.fold()
-    assert not report.folded and "other readers" in report.left[0][1]
+    assert not report.folded and "also read elsewhere" in report.left[0][1]
+
+
+def _random_bns(model: nn.Module, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, _BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=gen))
+            m.weight.data.copy_(1 + 0.3 * torch.randn(m.num_features, generator=gen))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen))
+    return model.double().eval()
+
+
+def test_fold_keeps_a_bn_whose_conv_output_is_also_the_model_output():
+    class AlsoReturned(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.bn(y), y
+
+    model = _random_bns(AlsoReturned())
+    report = R.review(model, (1, 3, 5, 5)).fold()
+    assert report.folded == [] and "also read elsewhere" in report.left[0][1]
+    assert report.left == list(fold_model(model).fold_report.unfolded.items())
+
+
+def test_fold_keeps_a_bn_whose_conv_weights_are_read_elsewhere():
+    class FunctionalRead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 3, 3, padding=1), nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.bn(self.conv(x)) + F.conv2d(x, self.conv.weight, padding=1)
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.bn = nn.Conv2d(3, 3, 1), nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)
+            self.b.weight = self.a.weight
+
+        def forward(self, x):
+            return self.a(x) + self.bn(self.b(x))
+
+    for make in (FunctionalRead, Tied):
+        model = _random_bns(make())
+        report = R.review(model, (1, 3, 5, 5)).fold()
+        assert report.folded == [] and "also read" in report.left[0][1], make
+        assert report.categories == {"bn": "no-exclusive-neighbour"}
+        assert report.left == list(fold_model(model).fold_report.unfolded.items())
+
+
+def test_fold_folds_both_bns_of_a_bn_conv_bn_chain():
+    model = _random_bns(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 5, 3, bias=False), nn.BatchNorm2d(5),
+                                      nn.ReLU(), nn.BatchNorm2d(5), nn.Conv2d(5, 2, 1), nn.BatchNorm2d(2)))
+    report = R.review(model, (2, 3, 8, 8)).fold()
+    assert report.folded == [("1", "0", "BN→conv"), ("1", "2", "conv→BN"), ("5", "4", "BN→conv"),
+                             ("5", "6", "conv→BN")]
+    assert report.bns_after == 0 and not report.left and report.max_rel_error < 1e-10
+    assert {bn for bn, _, _ in fold_model(model).fold_report.folded} == {"0", "2", "4", "6"}
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        assert ((report.model(x) - model(x)).abs().max() / model(x).abs().max()).item() < 1e-10
 
 
 def codes(rev) -> dict[str, list]:

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .claims import Tally, claim
+from .graph import overrides_forward
 from .numerics import DTYPE, check_device, generator, randint, randn
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "FoldReport",
     "fold_model",
     "fold_decisions",
+    "LEFT_CATEGORIES",
     "fold_preact",
     "naive_preact_fold",
     "count_batchnorms",
@@ -372,6 +374,15 @@ def _require_positive_scale(s: torch.Tensor) -> None:
                          f"holds only for s > 0); channels {bad[:8]} have s = {[float(s[c]) for c in bad[:8]]}")
 
 
+#: Why a BN is left in place (``FoldReport.categories``): the BN module runs at several places;
+#: it normalises with batch statistics; its class replaces BatchNorm's forward; it never runs at
+#: this input; its only foldable neighbour is a conv with zero padding (BN → conv not exact);
+#: no neighbour it could fold into exactly (other readers, shared or non-standard layers, a
+#: non-affine op in between); the run showed a fold that ``torch.fx``'s graph does not.
+LEFT_CATEGORIES = frozenset({"bn-called-several-times", "batch-statistics", "bn-forward-replaced", "never-called",
+                             "zero-padding", "no-exclusive-neighbour", "fx-graph-differs"})
+
+
 @dataclass
 class FoldReport:
     """What :func:`fold_model` did: ``folded`` lists ``(bn, layer, order)`` with ``order`` one of
@@ -380,6 +391,15 @@ class FoldReport:
 
     folded: list[tuple[str, str, str]] = field(default_factory=list)
     unfolded: dict[str, str] = field(default_factory=dict)
+    #: for every BN in ``unfolded``, the kind of reason: one of :data:`LEFT_CATEGORIES`
+    categories: dict[str, str] = field(default_factory=dict)
+
+    def leave(self, bn: str, category: str, reason: str) -> None:
+        """Record that ``bn`` stays, with a ``category`` of :data:`LEFT_CATEGORIES` and the ``reason`` in words."""
+        if category not in LEFT_CATEGORIES:
+            raise ValueError(f"category must be one of {sorted(LEFT_CATEGORIES)}, got {category!r}")
+        self.unfolded[bn] = reason
+        self.categories[bn] = category
 
     def __str__(self) -> str:
         lines = [f"BNs folded: {len(self.folded)}, left: {len(self.unfolded)}"]
@@ -432,14 +452,14 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
         gm = torch.fx.symbolic_trace(work)
     except Exception as err:  # fx raises many kinds of errors on untraceable code
         raise ValueError(f"fold_model needs a torch.fx-traceable model: {type(err).__name__}: {err}") from None
-    report = FoldReport(unfolded=dict(plan.unfolded))
+    report = FoldReport(unfolded=dict(plan.unfolded), categories=dict(plan.categories))
     nodes = {n.target: n for n in gm.graph.nodes if n.op == "call_module"}
     for bn_name, layer_name, order in plan.folded:
         why = _apply_fold(gm, nodes, bn_name, layer_name, order)
         if why is None:
             report.folded.append((bn_name, layer_name, order))
         else:
-            report.unfolded[bn_name] = why
+            report.leave(bn_name, "fx-graph-differs", why)
     if strict and report.unfolded:
         raise ValueError("BatchNorm not directly after (or before) a foldable layer: "
                          + " | ".join(f"{k!r}: {v}" for k, v in report.unfolded.items()))
@@ -485,7 +505,9 @@ def model_traffic_saved(model: nn.Module, input_shape: Sequence[int], bytes_per_
     """
     from .graph import trace
 
-    meta = copy.deepcopy(model).to("meta").eval()
+    from .graph import copy_model
+
+    meta = copy_model(model, "meta").eval()  # keeps tied parameters tied
     g = trace(meta, input_shape)
     report = fold_decisions(meta, input_shape)
     pairs, total, act = 0, 0, 0
@@ -1258,28 +1280,35 @@ def _apply_fold(gm: torch.fx.GraphModule, nodes: dict, bn_name: str, layer_name:
 
 
 def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *, bn_before_conv: bool = True,
-                   linear_bn: bool = False) -> FoldReport:
+                   linear_bn: bool = False, graph=None) -> FoldReport:
     """Which BNs of ``model`` fold exactly, and into which layer, from the data flow of its calls.
 
-    Reads :func:`convbook.graph.trace` (on ``input_shape``, else on a probe input from the
-    model's first layer) and walks the BN calls in order, keeping track of the folds already
-    decided (a folded BN's readers then read its input, so Conv → BN → BN and BN → Conv → BN
-    chains fold into one layer). A BN called once is folded (``FoldReport.folded``):
+    The one set of folding rules: :func:`fold_model` rewrites by them and
+    :meth:`convbook.review.Review.fold` presents and applies them.  Reads ``graph`` (a
+    :class:`convbook.graph.Graph` of ``model``) or else :func:`convbook.graph.trace` (on
+    ``input_shape``, else on a probe input from the model's first layer) and walks the BN calls
+    in order, keeping track of the folds already decided (a folded BN's readers then read its
+    input, so Conv → BN → BN and BN → Conv → BN chains fold into one layer). A BN called once,
+    with running statistics and BatchNorm's own ``forward``, is folded (``FoldReport.folded``):
 
-    * ``"conv-bn"`` into the Conv/ConvTranspose (Linear only with ``linear_bn``, on an
-      ``input_shape`` that gives it a 2-D output) that produces its input, when nothing else reads that output (no other
-      call, not the model output) and the layer is exclusive (:func:`_exclusive_reason`);
+    * ``"conv-bn"`` into the Conv/ConvTranspose (Linear only with ``linear_bn``, on a known
+      input shape that gives it a 2-D output) that produces its input, when nothing else reads
+      that output (no other call, not the model output) and the layer is exclusive;
     * else, with ``bn_before_conv``, ``"bn-conv"`` into the Conv1d/2d/3d that is the only reader
       of its output, called on it alone, exclusive, and exact (:func:`bn_conv_exact`).
 
-    Every other BN is in ``FoldReport.unfolded`` with the reason. Exclusive means called once,
-    with no other call reading its parameters (a functional conv on its weight, a tied layer).
-    ``convbook.review.fold_plan`` applies the same data-flow rules to a review's graph.
+    Exclusive (:func:`_exclusive_reason`): called once, with no other call reading its
+    parameters (a functional conv on its weight, a tied layer), and not a subclass that replaces
+    the layer's ``forward`` (it may pad or transform its input).  Every other BN of the model,
+    also one that never runs, is in ``FoldReport.unfolded`` with the reason and in
+    ``FoldReport.categories`` with its kind (:data:`LEFT_CATEGORIES`).
     """
     from .graph import trace
     from .shapes import _probe_shapes
 
-    if input_shape is not None:
+    if graph is not None:
+        g = graph
+    elif input_shape is not None:
         g = trace(model, input_shape)
     else:
         g, errors = None, []
@@ -1292,26 +1321,18 @@ def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *
         if g is None:
             raise ValueError(f"fold_model could not run {type(model).__name__} on a probe input ({errors[-1]}): "
                              "pass example_input") from None
+    shapes_known = linear_bn and (graph is not None or input_shape is not None)
     calls = g.calls
     count: dict[str, int] = {}
     attr_reads: set[str] = set()
     for c in calls:
         if c.is_module:
             count[c.name] = count.get(c.name, 0) + 1
-        for pn in c.param_names:
+        for pn in c.param_names:  # the trace names a tied parameter by its first owner, in every call
             if not (c.is_module and pn.startswith(c.name + ".")):
-                attr_reads.add(pn)  # read outside the module that owns it (functional use)
+                attr_reads.add(pn)  # read outside the module that owns it (functional use, a tied layer)
                 if c.is_module:
                     attr_reads.add(f"{c.name}.<tied to {pn}>")  # this module holds another's parameter
-    owners: dict[int, list[str]] = {}  # ties between modules, read on the model itself (a meta copy unties them)
-    for mname, m in model.named_modules(remove_duplicate=False):
-        for pname, q in m.named_parameters(recurse=False, remove_duplicate=False):
-            owners.setdefault(id(q), []).append(f"{mname}.{pname}" if mname else pname)
-    for names in owners.values():
-        for a in names:
-            for b in names:
-                if a != b:
-                    attr_reads.add(f"{a.rpartition('.')[0]}.<tied to {b}>")
     alias: dict[int, int] = {}  # a folded BN call -> the call its readers now read
 
     def resolve(i):
@@ -1329,18 +1350,24 @@ def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *
             continue
         if count[c.name] != 1:
             if c.name not in report.unfolded:
-                report.unfolded[c.name] = f"it is called {count[c.name]} times (one BN, several places)"
+                report.leave(c.name, "bn-called-several-times",
+                             f"the module is called {count[c.name]} times (one BN, several places)")
+            continue
+        if overrides_forward(c.module):
+            report.leave(c.name, "bn-forward-replaced",
+                         f"its class {type(c.module).__name__} replaces BatchNorm's forward, so it may compute more "
+                         "than the per-channel affine map")
             continue
         if not c.module.track_running_stats or c.module.running_mean is None:
-            report.unfolded[c.name] = "it has no running statistics (it normalises with batch statistics)"
+            report.leave(c.name, "batch-statistics", "it has no running statistics (it normalises with batch statistics)")
             continue
         src = resolve(c.inputs[0]) if c.inputs else None
-        why = _after_reason(g, src, c, readers, count, attr_reads, linear_bn and input_shape is not None)
+        why = _after_reason(g, src, c, readers, count, attr_reads, shapes_known)
         if why is None:
             report.folded.append((c.name, calls[src].name, "conv-bn"))
             alias[c.index] = src
             continue
-        reason = f"not after a foldable layer ({why})"
+        reason, category = f"not after a foldable layer ({why})", "no-exclusive-neighbour"
         if bn_before_conv:
             why2, conv = _before_reason(g, c, readers, count, attr_reads)
             if why2 is None:
@@ -1348,8 +1375,16 @@ def fold_decisions(model: nn.Module, input_shape: Sequence[int] | None = None, *
                 alias[c.index] = resolve(c.inputs[0])
                 continue
             reason = f"{reason}; not before a foldable conv ({why2})"
-        report.unfolded[c.name] = reason
+            if why2.startswith(_ZERO_PADDING):
+                category = "zero-padding"
+        report.leave(c.name, category, reason)
+    for name, m in g.model.named_modules():
+        if isinstance(m, _BatchNorm) and name not in count:
+            report.leave(name, "never-called", "it is never called in the forward pass at this input")
     return report
+
+
+_ZERO_PADDING = "zero padding"
 
 
 def _what(g, i) -> str:
@@ -1369,6 +1404,8 @@ def _after_reason(g, src, bn_call, readers, count, attr_reads, shapes_known: boo
     prev = g.calls[src]
     if not isinstance(prev.module, CONV_TYPES + CONVT_TYPES + (nn.Linear,)):
         return f"its input comes from {prev.name!r} ({prev.kind}), not a conv/linear"
+    if overrides_forward(prev.module):
+        return f"{prev.name!r} is a {prev.kind} whose class replaces the layer's forward"
     if readers(src) != [bn_call.index]:
         return f"the output of {prev.name!r} is also read elsewhere"
     why = _exclusive_reason(count, attr_reads, prev.name)
@@ -1394,11 +1431,14 @@ def _before_reason(g, bn_call, readers, count, attr_reads):
         return f"it feeds {nxt.name!r} ({nxt.kind}), not a Conv1d/2d/3d", None
     if len(nxt.inputs) != 1:
         return f"{nxt.name!r} is not called on the BN's output alone", None
+    if overrides_forward(nxt.module):
+        return f"{nxt.name!r} is a {nxt.kind} whose class replaces the layer's forward (it may pad its input)", None
     why = _exclusive_reason(count, attr_reads, nxt.name)
     if why is not None:
         return why, None
     if not bn_conv_exact(nxt.module):
-        return f"BN→{nxt.name!r} has zero padding {nxt.module.padding} (not exact in the border band)", None
+        return (f"{_ZERO_PADDING} {nxt.module.padding} in {nxt.name!r}: BN→conv is not exact in the border band, "
+                "only with a bias map"), None
     return None, nxt
 
 

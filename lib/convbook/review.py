@@ -155,6 +155,7 @@ class FoldReport:
     max_rel_error: float
     bns_before: int
     bns_after: int
+    categories: dict[str, str] = field(default_factory=dict)  # bn -> kind of reason (convbook.fold.LEFT_CATEGORIES)
 
     def to_text(self) -> str:
         lines = [f"folded {len(self.folded)} of {self.bns_before} BatchNorm modules; "
@@ -701,7 +702,7 @@ def findings(rev: Review) -> list[Finding]:
     plan = fold_plan(g)
     for bn, why in plan["left"]:
         out.append(Finding("bn-not-folded", "info", [bn], f"`{bn}` cannot be folded exactly: {why}",
-                           CLAIMS["bn-not-folded"] if "padding" in why else "bn.fold-model"))
+                           CLAIMS["bn-not-folded"] if plan["categories"][bn] == "zero-padding" else "bn.fold-model"))
     ridge = rev.machine.peak_flops / rev.machine.bandwidth
     low = [r for r in rev.layers if r.intensity is not None and r.intensity < ridge]
     if low:
@@ -832,105 +833,42 @@ def _pointwise(c: Call) -> bool:
 
 # ==================================================================================== folding
 def fold_plan(g: Graph) -> dict:
-    """Which BN calls fold exactly and into what: ``{"after": [(layer, bn)], "before": [(bn, conv)], "left": [(bn, why)]}``.
+    """The folds :func:`convbook.fold.fold_decisions` decides on the review's graph, as review presents them.
 
-    Conv/ConvTranspose/Linear → BN folds when the BN reads the layer's output directly, nothing
-    else reads that output, neither module is called more than once, neither class replaces
-    the standard ``forward`` (timm's ``BatchNormAct2d``, ``Conv2dSame``), and (for Linear) the
-    output is 2-D.  BN → conv folds when the conv reads the BN's output directly, nothing else
-    reads it, neither is shared, and the conv pads nothing or pads by copying values
-    (:func:`convbook.fold.bn_conv_exact`).
+    Returns ``{"folded": [(bn, layer, order)], "after": [(layer, bn)], "before": [(bn, conv)],
+    "left": [(bn, why)], "categories": {bn: kind}}``: ``folded`` in decision order (``order``
+    ``"conv-bn"`` or ``"bn-conv"``), ``after``/``before`` the same pairs split by order, and every
+    BN left with its reason and its kind (:data:`convbook.fold.LEFT_CATEGORIES`).  The rules are
+    those of ``fold_decisions`` (and so of :func:`convbook.fold.fold_model`), with Linear → BN
+    allowed since the graph shows the Linear output's rank.
     """
-    calls = g.calls
-    count: dict[str, int] = {}
-    for c in calls:
-        if c.module is not None:
-            count[c.name] = count.get(c.name, 0) + 1
-    after, before, left, used = [], [], [], set()
-    for c in calls:
-        bn = c.module
-        if not isinstance(bn, _BatchNorm):
-            continue
-        if count[c.name] > 1:
-            if c.name not in {bn_name for bn_name, _ in left}:
-                left.append((c.name, f"the module is called {count[c.name]} times"))
-            continue
-        if overrides_forward(bn):
-            left.append((c.name, f"its class {type(bn).__name__} replaces BatchNorm's forward, so it may compute "
-                                 f"more than the per-channel affine map"))
-            continue
-        if not bn.track_running_stats or bn.running_mean is None:
-            left.append((c.name, "it has no running statistics (it normalises with batch statistics)"))
-            continue
-        src = c.inputs[0] if c.inputs else None
-        reasons = []
-        if src is not None and src >= 0:
-            p = calls[src]
-            if isinstance(p.module, _CONV + _CONVT + (nn.Linear,)):
-                if count[p.name] > 1:
-                    reasons.append(f"the layer before it, `{p.name}`, is called {count[p.name]} times")
-                elif overrides_forward(p.module):
-                    reasons.append(f"the layer before it, `{p.name}`, is a {type(p.module).__name__} whose forward "
-                                   f"replaces the standard one")
-                elif g.readers(p.index) != [c.index]:
-                    reasons.append(f"the output of `{p.name}` has other readers")
-                elif isinstance(p.module, nn.Linear) and len(p.output_shape) != 2:
-                    reasons.append(f"`{p.name}` is a Linear with a {len(p.output_shape)}-D output")
-                elif p.name in used:
-                    reasons.append(f"`{p.name}` already absorbs another BN")
-                else:
-                    after.append((p.name, c.name))
-                    used.add(p.name)
-                    continue
-            else:
-                reasons.append(f"it follows `{p.name}` ({p.kind}), not a convolution or linear layer")
-        else:
-            reasons.append("it reads the model input")
-        readers = g.readers(c.index)
-        if len(readers) == 1 and isinstance(calls[readers[0]].module, _CONV):
-            q = calls[readers[0]]
-            if count[q.name] > 1:
-                reasons.append(f"the conv after it, `{q.name}`, is called {count[q.name]} times")
-            elif overrides_forward(q.module):
-                reasons.append(f"the conv after it, `{q.name}`, is a {type(q.module).__name__} whose forward "
-                               f"replaces the standard one (it may pad its input)")
-            elif not _fold.bn_conv_exact(q.module):
-                reasons.append(f"the conv after it, `{q.name}`, zero-pads its input (padding {q.module.padding}), "
-                               f"so BN→conv is exact only with a border bias map")
-            elif q.name in used:
-                reasons.append(f"`{q.name}` already absorbs another BN")
-            else:
-                before.append((c.name, q.name))
-                used.add(q.name)
-                continue
-        elif len(readers) == 1:
-            reasons.append(f"the only reader is `{calls[readers[0]].name}` ({calls[readers[0]].kind})")
-        else:
-            reasons.append(f"its output has {len(readers)} readers")
-        left.append((c.name, "; ".join(reasons)))
-    called = set(count)
-    for name, m in g.model.named_modules():
-        if isinstance(m, _BatchNorm) and name not in called:
-            left.append((name, "it is never called in the forward pass at this input"))
-    return {"after": after, "before": before, "left": left}
+    report = _fold.fold_decisions(g.model, graph=g, linear_bn=True)
+    return {"folded": list(report.folded),
+            "after": [(layer, bn) for bn, layer, order in report.folded if order == "conv-bn"],
+            "before": [(bn, layer) for bn, layer, order in report.folded if order == "bn-conv"],
+            "left": list(report.unfolded.items()), "categories": dict(report.categories)}
 
 
 def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldReport:
+    """Apply :func:`fold_plan` by replacing modules (no ``torch.fx``: works on any model that runs)
+    on a float64 CPU copy, in decision order (so chains fold into one layer), and compare the copy
+    with the model in float64 before returning it."""
     params = list(model.parameters()) + list(model.buffers())
     if any(p.device.type == "meta" for p in params):
         raise ValueError("fold needs a model with real weights, not one on the meta device")
     dtype = _dtype(model)
     device = params[0].device if params else torch.device("cpu")
     plan = fold_plan(g)
-    base = copy_model(model).to("cpu", torch.float64).eval()
+    base = copy_model(model, "cpu", torch.float64).eval()
     work = copy_model(base)
     mods = dict(work.named_modules())
     new: dict[str, nn.Module] = {}
-    for layer, bn in plan["after"]:
-        new[layer] = _fold.fold_conv_bn(new.get(layer) or _materialize(mods[layer]), mods[bn])
-        new[bn] = nn.Identity()
-    for bn, conv in plan["before"]:
-        new[conv] = _fold.fold_bn_conv(mods[bn], new.get(conv) or _materialize(mods[conv]))
+    for bn, layer, order in plan["folded"]:
+        current = new.get(layer) or _materialize(mods[layer])
+        if order == "conv-bn":
+            new[layer] = _fold.fold_conv_bn(current, mods[bn])
+        else:
+            new[layer] = _fold.fold_bn_conv(mods[bn], current)
         new[bn] = nn.Identity()
     for name, module in new.items():
         _replace(work, mods[name], module)
@@ -943,10 +881,10 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
         if ref_t else 0.0
     if len(ref_t) != len(got_t) or err > tol:
         raise RuntimeError(f"the folded copy differs from the model: relative error {err:.2e} > {tol:g}")
-    out = copy_model(work).to(device, dtype).eval()
-    folded = [(layer, bn, "conv→BN") for layer, bn in plan["after"]] + [(conv, bn, "BN→conv") for bn, conv in plan["before"]]
+    out = copy_model(work, device, dtype).eval()
+    folded = [(layer, bn, "conv→BN" if order == "conv-bn" else "BN→conv") for bn, layer, order in plan["folded"]]
     n_bn = sum(isinstance(m, _BatchNorm) for m in g.model.modules())
-    return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work))
+    return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work), plan["categories"])
 
 
 def _materialize(layer: nn.Module) -> nn.Module:
@@ -1029,13 +967,9 @@ def counts(rev: Review, *, third_party: bool = False) -> dict:
     plan = fold_plan(rev.graph)
     removed = sum(bn_calls.get(bn, 0) for _, bn in plan["after"]) + sum(bn_calls.get(bn, 0) for bn, _ in plan["before"])
     gained = 0
-    for layer, _bn in plan["after"]:
+    for layer in dict.fromkeys(layer for _bn, layer, _order in plan["folded"]):  # a layer gains a bias once
         for c in rev.graph.module_calls(layer):
             if c.module.bias is None:
-                gained += math.prod(c.output_shape)
-    for _bn, conv in plan["before"]:
-        for c in rev.graph.module_calls(conv):
-            if c.module.bias is None and conv not in {lay for lay, _ in plan["after"]}:
                 gained += math.prod(c.output_shape)
     total = flops + sum(ops.values())
     res = {"macs": rev.macs, "flops": flops, **ops, "total_flops": total,
