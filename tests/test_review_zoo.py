@@ -402,3 +402,62 @@ def test_every_conv_row_field_matches_autograd(reviews, name):
             assert span == [(max(lo, 0), min(hi, n - 1)) for (lo, hi), n in zip(theory, big[2:])], row.name
         checked += 1
     assert checked >= 4
+
+
+def _walker_models() -> dict:
+    """The six architectures of tests/test_walkers.py (pre-activation, shared module, squeeze-excitation,
+    skip concatenation, a wrapper torch.fx cannot trace, depthwise-separable), randomised as there."""
+    import tests.test_walkers as W
+
+    return {f"walkers-{i}": (W._model(make), shape) for (make, shape), i in zip(W.ARCHS, W.IDS)}
+
+
+def _fold_agreement(model: nn.Module, shape, rev: R.Review) -> str:
+    """Assert that Review.fold() and fold_model fold the same BNs, leave the rest for the same kind of reason,
+    and that both folded copies equal the model in float64; returns how fold_model was compared."""
+    from convbook.fold import fold_decisions, fold_model
+
+    report = rev.fold()
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    ref_model = copy_model(model, "cpu", torch.float64).eval()
+    with torch.no_grad():
+        ref = R._flat(ref_model(x))
+
+    def same_as_model(out) -> None:
+        got = R._flat(out)
+        assert len(got) == len(ref)
+        for a, b in zip(ref, got):
+            assert ((a - b).abs().max() / a.abs().max().clamp_min(1e-300)).item() < 1e-10
+
+    with torch.no_grad():
+        same_as_model(report.model_float64(x))
+    review_folded = {bn for _, bn, _ in report.folded}
+    assert set(report.categories) == {bn for bn, _ in report.left}
+    try:
+        folded = fold_model(ref_model, example_input=x)  # example_input: Linear → BN allowed, as in review
+    except ValueError as err:
+        assert "fx-traceable" in str(err)  # review folds by replacing modules; compare with the decisions
+        decided = fold_decisions(ref_model, shape, linear_bn=True)
+        assert {bn for bn, _, _ in decided.folded} == review_folded
+        assert decided.categories == report.categories
+        return "decisions"
+    fr = folded.fold_report
+    assert {bn for bn, _, _ in fr.folded} == review_folded
+    assert fr.categories == report.categories
+    assert fr.unfolded == dict(report.left)
+    with torch.no_grad():
+        same_as_model(folded(x))
+    return "fold_model"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_review_fold_agrees_with_fold_model(reviews, name):
+    """Same set of folded BNs, same reason category for every BN left, both copies == the model (float64)."""
+    model, shape, _, rev = reviews[name]
+    _fold_agreement(model, shape, rev)
+
+
+def test_review_fold_agrees_with_fold_model_on_the_walker_models():
+    how = {name: _fold_agreement(model, shape, R.review(model, shape))
+           for name, (model, shape) in _walker_models().items()}
+    assert how["walkers-untraceable"] == "decisions" and list(how.values()).count("fold_model") == 5, how

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .claims import Tally, claim
-from .graph import overrides_forward
+from .graph import copy_model, overrides_forward
 from .numerics import DTYPE, check_device, generator, randint, randn
 
 __all__ = [
@@ -60,6 +60,7 @@ __all__ = [
     "FoldReport",
     "fold_model",
     "fold_decisions",
+    "materialize_weight",
     "LEFT_CATEGORIES",
     "fold_preact",
     "naive_preact_fold",
@@ -447,7 +448,7 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
                 raise ValueError(f"BatchNorm {name!r}: {err}") from None
     plan = fold_decisions(model, None if example_input is None else tuple(example_input.shape),
                           bn_before_conv=bn_before_conv, linear_bn=example_input is not None)
-    work = copy.deepcopy(model)
+    work = copy_model(model)  # deepcopy that keeps ties and copes with the hook-based weight_norm
     try:
         gm = torch.fx.symbolic_trace(work)
     except Exception as err:  # fx raises many kinds of errors on untraceable code
@@ -504,8 +505,6 @@ def model_traffic_saved(model: nn.Module, input_shape: Sequence[int], bytes_per_
     Returns ``{"pairs": n, "bytes": total, "activation_bytes": Σ folded BN outputs in bytes}``.
     """
     from .graph import trace
-
-    from .graph import copy_model
 
     meta = copy_model(model, "meta").eval()  # keeps tied parameters tied
     g = trace(meta, input_shape)
@@ -1258,6 +1257,36 @@ def _exclusive_reason(calls: dict, attr_reads: set, target: str) -> str | None:
     return None
 
 
+def materialize_weight(layer: nn.Module) -> nn.Module:
+    """``layer`` with its weight as a plain parameter, so that folding a BN scales the weight actually used.
+
+    A layer under spectral or weight normalisation (parametrizations or the older hooks) is
+    copied, the normalisation replaced by the weight it computes in eval mode; any other layer
+    is returned as it is (not copied)."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    hooked = any(isinstance(h, (SpectralNorm, WeightNorm)) for h in layer._forward_pre_hooks.values())
+    if not hooked and not parametrize.is_parametrized(layer):
+        return layer
+    dup = copy_model(layer).eval()
+    if parametrize.is_parametrized(dup):
+        # not parametrize.remove_parametrizations: it edits the class that every copy shares
+        with torch.no_grad():
+            values = {name: getattr(dup, name).detach().clone() for name in dup.parametrizations}
+        del dup._modules["parametrizations"]
+        dup.__class__ = type(dup).__bases__[0]  # ParametrizedConv2d → Conv2d, for this copy only
+        for name, value in values.items():
+            dup.register_parameter(name, nn.Parameter(value))
+    for hook in list(dup._forward_pre_hooks.values()):
+        if isinstance(hook, SpectralNorm):
+            nn.utils.remove_spectral_norm(dup, hook.name)
+        elif isinstance(hook, WeightNorm):
+            nn.utils.remove_weight_norm(dup, hook.name)
+    return dup
+
+
 def _apply_fold(gm: torch.fx.GraphModule, nodes: dict, bn_name: str, layer_name: str, order: str) -> str | None:
     """Perform one decided fold on the fx graph module (the layer as it is *now*, so folds chain);
     returns None on success, else why the fx graph does not show the pair the run showed."""
@@ -1268,12 +1297,12 @@ def _apply_fold(gm: torch.fx.GraphModule, nodes: dict, bn_name: str, layer_name:
     if order == "conv-bn":
         if not node.args or node.args[0] is not lnode:
             return f"torch.fx's graph does not feed {layer_name!r} into {bn_name!r} as the run did"
-        _set_module(gm, layer_name, _fold_conv_bn(layer, bn, lambda m: m))  # gm is already a private copy
+        _set_module(gm, layer_name, _fold_conv_bn(materialize_weight(layer), bn, lambda m: m))
         node.replace_all_uses_with(lnode)
     else:
         if list(node.users) != [lnode] or lnode.args[0] is not node:
             return f"torch.fx's graph does not feed {bn_name!r} into {layer_name!r} as the run did"
-        _set_module(gm, layer_name, fold_bn_conv(bn, layer))
+        _set_module(gm, layer_name, fold_bn_conv(bn, materialize_weight(layer)))
         node.replace_all_uses_with(node.args[0])
     gm.graph.erase_node(node)
     return None

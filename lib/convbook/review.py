@@ -864,7 +864,7 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
     mods = dict(work.named_modules())
     new: dict[str, nn.Module] = {}
     for bn, layer, order in plan["folded"]:
-        current = new.get(layer) or _materialize(mods[layer])
+        current = new.get(layer) or _fold.materialize_weight(mods[layer])
         if order == "conv-bn":
             new[layer] = _fold.fold_conv_bn(current, mods[bn])
         else:
@@ -885,31 +885,6 @@ def _fold_model(model: nn.Module, g: Graph, input_shape, tol: float) -> FoldRepo
     folded = [(layer, bn, "conv→BN" if order == "conv-bn" else "BN→conv") for bn, layer, order in plan["folded"]]
     n_bn = sum(isinstance(m, _BatchNorm) for m in g.model.modules())
     return FoldReport(out, work, folded, plan["left"], err, n_bn, _fold.count_batchnorms(work), plan["categories"])
-
-
-def _materialize(layer: nn.Module) -> nn.Module:
-    """A copy of ``layer`` whose weight is a plain parameter: spectral or weight normalisation
-    (parametrizations or the older hooks) is replaced by the weight it computes in eval mode,
-    so that folding a BN scales the weight actually used."""
-    from torch.nn.utils import parametrize
-    from torch.nn.utils.spectral_norm import SpectralNorm
-    from torch.nn.utils.weight_norm import WeightNorm
-
-    dup = copy_model(layer).eval()
-    if parametrize.is_parametrized(dup):
-        # not parametrize.remove_parametrizations: it edits the class that every copy shares
-        with torch.no_grad():
-            values = {name: getattr(dup, name).detach().clone() for name in dup.parametrizations}
-        del dup._modules["parametrizations"]
-        dup.__class__ = type(dup).__bases__[0]  # ParametrizedConv2d → Conv2d, for this copy only
-        for name, value in values.items():
-            dup.register_parameter(name, nn.Parameter(value))
-    for hook in list(dup._forward_pre_hooks.values()):
-        if isinstance(hook, SpectralNorm):
-            nn.utils.remove_spectral_norm(dup, hook.name)
-        elif isinstance(hook, WeightNorm):
-            nn.utils.remove_weight_norm(dup, hook.name)
-    return dup
 
 
 def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
