@@ -427,11 +427,14 @@ def fold_model(model: nn.Module, *, strict: bool = False, bn_before_conv: bool =
       3-D input BatchNorm1d normalises a different axis than the Linear maps).
 
     Every fold reads the layer as it is *now* in the graph module, so chains such as
-    BN → Conv → BN fold both BNs into one conv.  A BN called at several places, after a ReLU
-    (BN → ReLU → Conv: see :func:`fold_preact`), before a zero-padded or transposed conv, or
-    next to a layer with other readers is left in place.  The returned module has a
-    ``fold_report`` attribute (:class:`FoldReport`) naming every folded BN and every BN left,
-    with its reason.  The input model is not modified.
+    BN → Conv → BN fold both BNs into one conv; a spectral or weight normalised layer is folded
+    through the weight it computes (:func:`materialize_weight`).  A BN called at several places
+    or never, whose class replaces BatchNorm's ``forward``, after a ReLU (BN → ReLU → Conv: see
+    :func:`fold_preact`), before a zero-padded or transposed conv, or next to a layer with other
+    readers (or whose class replaces the layer's ``forward``) is left in place.  The returned
+    module has a ``fold_report`` attribute (:class:`FoldReport`) naming every folded BN and
+    every BN left, with its reason and its kind (:data:`LEFT_CATEGORIES`).  The input model is
+    not modified.  :meth:`convbook.review.Review.fold` applies the same decisions.
 
     Rules: ``model`` in eval mode, every BN with running statistics, runnable on
     ``example_input`` (or on a probe input when none is given), fx-traceable.  With

@@ -35,9 +35,11 @@
   the start of step 0's to the end of step t's (a table).  Reshapes keep the fields of the axes
   they leave intact (a channel shuffle); after one that merges a spatial axis, or where a joined
   branch is not tracked, the field is not tracked (``None``, the note says where and why).
-* ``fold()`` — an eval-mode copy with every BN folded that folds exactly (spectral or weight
-  normalised layers folded through the weight they compute), compared with the model in
-  float64 before it is returned; every BN left has a reason.
+* ``fold()`` — an eval-mode copy with every BN folded that folds exactly, by the rules of
+  :func:`convbook.fold.fold_decisions` (those of ``fold_model``), applied by replacing modules
+  so that models ``torch.fx`` cannot trace fold too (spectral or weight normalised layers
+  folded through the weight they compute), compared with the model in float64 before it is
+  returned; every BN left has a reason and its kind (``convbook.fold.LEFT_CATEGORIES``).
 * ``findings`` — design hazards, each citing the claim id that proves it.
 """
 
@@ -58,7 +60,7 @@ import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from . import fold as _fold
-from .graph import Call, Graph, copy_model, overrides_forward, trace
+from .graph import Call, Graph, copy_model, trace
 from .roofline import GPU_DATASHEETS, Machine
 
 __all__ = ["Layer", "Finding", "FoldReport", "Review", "review", "receptive_fields", "call_macs"]
@@ -962,13 +964,13 @@ def flop_counter(model: nn.Module, input_shape) -> int | None:
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
-        m = copy_model(model).to("meta").eval()
+        m = copy_model(model, "meta").eval()
         with FlopCounterMode(display=False) as fc, torch.no_grad():
             m(torch.empty(tuple(input_shape), device="meta", dtype=_dtype(model)))
         return int(fc.get_total_flops())
     except Exception:
         try:
-            m = copy_model(model).to("cpu", torch.float32).eval()
+            m = copy_model(model, "cpu", torch.float32).eval()
             with FlopCounterMode(display=False) as fc, torch.no_grad():
                 m(torch.randn(tuple(input_shape)))
             return int(fc.get_total_flops())
