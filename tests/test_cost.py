@@ -135,7 +135,7 @@ def test_profile_rows_and_helpers():
     assert prof.rows[0].bytes_moved == 4 * (3 * 224 * 224 + 9408 + 64 * 112 * 112)
     assert prof.rows[0].intensity == pytest.approx(2 * prof.rows[0].macs / prof.rows[0].bytes_moved)
     st_ = cost.stage_costs(prof)
-    assert list(st_) == ["stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
+    assert list(st_) == ["conv1", "conv2_x", "conv3_x", "conv4_x", "conv5_x", "avgpool", "fc"]
     assert sum(p for p, _ in st_.values()) == prof.params and sum(m for _, m in st_.values()) == prof.macs
     assert prof.other_ops > 0 and prof.activations > 0
     assert prof.by_kind()["linear"] == (2_049_000, 2_048_000)

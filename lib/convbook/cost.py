@@ -355,12 +355,19 @@ def flop_counter_flops(model: nn.Module, input_shape: Sequence[int] = (1, 3, 224
 
 
 def stage_costs(prof: Profile) -> dict[str, tuple[int, int]]:
-    """``{stage: (params, macs)}`` grouping rows by the first component of the layer name
-    (``conv1``/``bn1`` → ``stem``, ``layer1`` … ``layer4``, ``fc``)."""
+    """``{stage: (params, macs)}`` grouping rows by the first component of the layer name, with the
+    paper's stage names: the stem (``conv1``, ``bn1``, ``relu``, ``maxpool``) → ``conv1``,
+    torchvision's ``layer1`` … ``layer4`` → ``conv2_x`` … ``conv5_x``; other names (``avgpool``,
+    ``fc``) are kept."""
     out: dict[str, tuple[int, int]] = {}
     for r in prof.rows:
         top = r.name.split(".")[0]
-        stage = "stem" if top in ("conv1", "bn1", "relu", "maxpool") else top
+        if top in ("conv1", "bn1", "relu", "maxpool"):
+            stage = "conv1"
+        elif top.startswith("layer") and top[5:].isdigit():
+            stage = f"conv{int(top[5:]) + 1}_x"
+        else:
+            stage = top
         p, m = out.get(stage, (0, 0))
         out[stage] = (p + r.params, m + r.macs)
     return out
