@@ -443,3 +443,18 @@ def test_fast_algorithm_suite_cases_compare_with_conv2d_on_the_same_tensors():
     prepared = cases[1].build("cpu")  # a 1x1 layer: im2col against F.conv2d
     assert prepared.reference_label == "F.conv2d" and prepared.extra["float32_rel_error"] < 1e-5
     assert torch.allclose(prepared.fn(), prepared.reference(), atol=1e-4)
+
+
+def _wino_case(m, ratio, model_m, layer=(64, 56)):
+    c, hw = layer
+    return {"name": f"W{m} {c}", "status": "ok", "params": {"algorithm": f"Winograd F({m},3)", "m": m, "kernel": 3,
+                                                         "c_in": c, "c_out": c, "hw": hw},
+            "comparison": {"ratio_median": ratio}, "extra": {"cost_model_tile": model_m}}
+
+
+def test_winograd_tile_misses_names_layers_where_the_model_picks_the_slower_tile():
+    data = {"cases": [_wino_case(2, 1.2, 4), _wino_case(4, 0.9, 4),                          # the model is right
+                      _wino_case(2, 0.8, 4, (512, 7)), _wino_case(4, 1.1, 4, (512, 7)),      # it is wrong
+                      {"name": "im2col", "status": "ok", "params": {"algorithm": "im2col"}}]}
+    misses = bench.winograd_tile_misses(data)
+    assert misses == [{"layer": "3x3 512->512 @7", "model_m": 4, "fastest_m": 2, "ratios": {2: 0.8, 4: 1.1}}]

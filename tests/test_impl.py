@@ -151,6 +151,24 @@ def _alias_mask_too_optimistic(n, k, length):
 
 _ORIG_FFT_MULTS = impl.fft_mults
 _ORIG_BLOWUP = impl.im2col_blowup
+_ORIG_IM2COL = impl.conv2d_im2col
+_ORIG_UNFOLD_BATCH_LAST = impl._unfold_batch_last
+
+
+def _wide_1x1_images_swapped(x, w, b, stride, padding, dilation, groups):
+    """The per-image 1×1 layout with the batch reversed (wrong only for ≥ 2 images of ≥ 512 output pixels)."""
+    y = _ORIG_IM2COL(x, w, b, stride, padding, dilation, groups)
+    if tuple(w.shape[2:]) == (1, 1) and x.shape[0] > 1 and y.shape[2] * y.shape[3] >= 512:
+        y = y.flip(0)
+    return y
+
+
+def _wrong_phase(x, prm):
+    """The strided unfolding shifted by one output column (wrong only when s > 1)."""
+    if prm.stride == (1, 1):
+        return _ORIG_UNFOLD_BATCH_LAST(x, prm)
+    cols = _ORIG_UNFOLD_BATCH_LAST(x, prm)
+    return torch.roll(cols, 1, dims=-1)
 
 
 def _pair(v):
@@ -208,6 +226,10 @@ PLANTS = [
     *_conv_param_plants("impl.fft", "convbook.impl:conv2d_fft", _FFT),
     Plant("impl.im2col", "kernel rows and columns swapped", {"convbook.impl:conv2d_im2col": _im2col_kernel_transposed}),
     Plant("impl.im2col", "columns shifted by one position", {"convbook.impl:im2col": _unfold_off_by_one}),
+    Plant("impl.im2col", "wide 1x1 layout mixes up the images",
+          {"convbook.impl:conv2d_im2col": lambda x, w, b=None, stride=1, padding=0, dilation=1, groups=1:
+           _wide_1x1_images_swapped(x, w, b, stride, padding, dilation, groups)}),
+    Plant("impl.im2col", "strided unfolding shifted by one output column", {"convbook.impl:_unfold_batch_last": _wrong_phase}),
     Plant("impl.im2col-blowup", "stride forgotten in the factor",
           {"convbook.impl:im2col_blowup": lambda size, k, stride=1, padding=0, dilation=1: Fraction(k[0] * k[1])},
           parameter="stride"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -117,3 +119,21 @@ PLANTS = [
 ]
 
 test_planted_failure = planted_failure_test(PLANTS)
+
+
+def test_comparison_rows_put_the_reference_on_the_same_roof():
+    from convbook import bench
+
+    rec = bench.run_case(bench.Case("cmp", lambda device: bench.Prepared(
+        lambda: torch.ones(64).sum(), 10**6, 10**3, "float32", reference=lambda: torch.ones(64).sum(),
+        reference_label="ref")), "cpu", warmup=1, repeats=3, min_sample_time=1e-4)
+    rec["params"] = {"algorithm": "toy"}
+    data = {"cases": [rec], "device": {"name": "cpu"}, "suite": "x",
+            "roofline": {"peak_flops": 1e10, "bandwidth": 1e9, "threads": 1, "gemm": {"op": "mm", "samples_s": [1.0]},
+                         "copy": {"op": "copy", "samples_s": [1.0]}}}
+    (row,) = roofline.comparison_rows(data)
+    assert row["algorithm"] == "toy" and row["attainable"] == min(1e10, 1e3 * 1e9)
+    assert row["reference_achieved"] == pytest.approx(1e6 / float(np.median(rec["comparison"]["reference_samples_s"])))
+    assert row["reference_fraction"] == pytest.approx(row["reference_achieved"] / row["attainable"])
+    with pytest.raises(ValueError, match="records no measured roofline"):
+        roofline.comparison_rows({**data, "roofline": None})

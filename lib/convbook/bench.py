@@ -85,6 +85,7 @@ __all__ = [
     "format_comparisons",
     "comparison_summary",
     "fft_crossover",
+    "winograd_tile_misses",
     "plot_comparisons",
     "time_interleaved",
     "measure_cpu_roofline",
@@ -838,6 +839,26 @@ def fft_crossover(data: dict) -> dict:
         measured = ks[i]
     model = cases[0].get("extra", {}).get("cost_model_crossover")
     return {"kernels": ks, "ratios": ratios, "measured": measured, "model": model}
+
+
+def winograd_tile_misses(data: dict) -> list[dict]:
+    """Layers of a fast-algorithms result where the Winograd tile the cost model picks
+    (``extra['cost_model_tile']``) is not the one measured fastest (smallest median ratio to the
+    reference): ``[{"layer", "model_m", "fastest_m", "ratios": {m: ratio}}]``, the layer named by the
+    shape timed."""
+    by_layer: dict[str, list[dict]] = {}
+    for c in data["cases"]:
+        if c["status"] == "ok" and str(c["params"].get("algorithm", "")).startswith("Winograd"):
+            p = c["params"]
+            by_layer.setdefault(f"{p['kernel']}x{p['kernel']} {p['c_in']}->{p['c_out']} @{p['hw']}", []).append(c)
+    misses = []
+    for layer, cases in by_layer.items():
+        ratios = {c["params"]["m"]: c["comparison"]["ratio_median"] for c in cases}
+        fastest = min(ratios, key=ratios.get)
+        model = cases[0].get("extra", {}).get("cost_model_tile")
+        if model is not None and fastest != model:
+            misses.append({"layer": layer, "model_m": model, "fastest_m": fastest, "ratios": ratios})
+    return misses
 
 
 def plot_comparisons(data: dict, axes=None):

@@ -651,6 +651,23 @@ def random_conv_case(gen: torch.Generator, device: str, *, kernel_max: int = 4, 
     return x, weight, bias, dict(stride=s, padding=p, dilation=d, groups=g)
 
 
+def layout_cases(gen: torch.Generator, device: str) -> list[tuple]:
+    """Configurations that reach every layout of :func:`conv2d_im2col` (small random layers miss the
+    wide ones): an unpadded 1×1 kernel on one image, on several images with ≥ 512 and with fewer
+    output pixels each, strided; and strided, dilated, padded k×k kernels on several images.
+    Returns ``[(x, weight, bias, kwargs)]``, groups and bias drawn at random."""
+    out = []
+    for n, hw, k, s, p, d in ((1, 7, 1, 1, 0, 1), (3, 24, 1, 1, 0, 1), (3, 6, 1, 1, 0, 1), (2, 9, 1, (2, 3), 0, 1),
+                              (2, 13, 3, (2, 3), (2, 1), (2, 1)), (3, 12, (5, 2), 2, 1, (1, 2))):
+        g = randint(1, 2, gen)
+        kh, kw = (k, k) if isinstance(k, int) else k
+        x = randn(n, 2 * g, hw, hw + 1, gen=gen, device=device)
+        weight = randn(3 * g, 2, kh, kw, gen=gen, device=device)
+        bias = randn(3 * g, gen=gen, device=device) if randint(0, 1, gen) else None
+        out.append((x, weight, bias, dict(stride=s, padding=p, dilation=d, groups=g)))
+    return out
+
+
 def _describe(x, weight, kw) -> str:
     return f"x={tuple(x.shape)} w={tuple(weight.shape)} " + " ".join(f"{k}={v}" for k, v in kw.items())
 
@@ -692,6 +709,9 @@ def check_im2col(device: str = "cpu"):
     device = check_device(device)
     t = _check_against_torch("conv2d_im2col", 1102, device)
     gen = generator(1112)
+    for x, weight, bias, kw in layout_cases(gen, device):  # the wide 1×1 and strided-phase layouts
+        t.close(globals()["conv2d_im2col"](x, weight, bias, **kw), F.conv2d(x, weight, bias, **kw),
+                "layout " + _describe(x, weight, kw))
     for _ in range(40):
         x, weight, _, kw = random_conv_case(gen, device, allow_groups=False)
         k = tuple(weight.shape[2:])

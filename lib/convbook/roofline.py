@@ -44,6 +44,7 @@ __all__ = [
     "bound_kind",
     "simulate_streaming",
     "roofline_rows",
+    "comparison_rows",
     "format_roofline_rows",
     "plot_roofline",
 ]
@@ -215,6 +216,24 @@ def roofline_rows(cases, machine: Machine, overhead: float = 0.0) -> list[dict]:
             "measured_s": t,
             "error": prediction_error(f, q, t, machine.peak_flops, machine.bandwidth, overhead),
         })
+    return rows
+
+
+def comparison_rows(result: dict, machine: Machine | None = None) -> list[dict]:
+    """:func:`roofline_rows` of a result's comparison cases (an algorithm timed against a
+    reference, ``convbook.bench``), on ``machine`` (default: the roofline the result measured),
+    each row also with the case's ``algorithm`` and the reference's rate on the same work,
+    ``reference_achieved = F / median(reference samples)``, and
+    ``reference_fraction = reference_achieved / attainable``."""
+    from .bench import median_iqr
+
+    machine = machine or measured_machine(result)
+    cases = [c for c in result["cases"] if c.get("status") == "ok" and "comparison" in c]
+    rows = roofline_rows(cases, machine)
+    for row, c in zip(rows, cases):
+        ref = c["flops"] / median_iqr(c["comparison"]["reference_samples_s"])[0]
+        row.update(algorithm=c["params"].get("algorithm", c["name"]), reference_achieved=ref,
+                   reference_fraction=ref / row["attainable"])
     return rows
 
 

@@ -441,7 +441,7 @@ def check_winograd_f43(device: str = "cpu"):
     "impl.winograd-2d",
     title="Nested Winograd F(2×2,3×3) and F(4×4,3×3) are exact; conv2d_winograd equals F.conv2d",
     chapter=11,
-    statement="Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A equals the 2-D correlation of a 3×3 filter symbolically for m = 2 and 4, and conv2d_winograd built on it equals F.conv2d in float64 for stride 1, every per-axis padding, groups with channel multipliers, kernels up to 5×5 (k_h ≠ k_w allowed) and tile sizes m = 2, 4.",
+    statement="Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A equals the 2-D correlation of a 3×3 filter symbolically for m = 2 and 4, and conv2d_winograd built on it equals F.conv2d in float64 for stride 1, every per-axis padding, groups with channel multipliers, kernels up to 5×5 (k_h ≠ k_w allowed) and tile sizes m = 2, 4 and the one choose_tile picks.",
     parameters=("m", "padding", "groups"),
     reference="PyTorch F.conv2d; the definition of correlation in exact arithmetic (sympy)",
     sympy_role="verified for finitely many sizes",
@@ -457,10 +457,10 @@ def check_winograd_2d(device: str = "cpu"):
     gen = generator(1106)
     for case in range(200):
         x, weight, bias, kw = random_conv_case(gen, device, kernel_max=5, stride_max=1, dilation_max=1)
-        m = 2 if case % 2 else 4
+        m = (4, 2, "auto")[case % 3]
         t.close(conv2d_winograd(x, weight, bias, m=m, **kw), F.conv2d(x, weight, bias, **kw),
                 f"m={m} x={tuple(x.shape)} w={tuple(weight.shape)} {kw}")
-    return t.verdict("sympy identity for m = 2, 4 + random stride-1 layers vs F.conv2d", dtype="float64")
+    return t.verdict("sympy identity for m = 2, 4 + random stride-1 layers (m = 2, 4, auto) vs F.conv2d", dtype="float64")
 
 
 @claim(
